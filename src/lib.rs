@@ -1,0 +1,6 @@
+//! s3lun: a userspace iSCSI target serving read-only images as LUNs.
+//!
+//! The wire protocol lives in sans-IO modules ([`pdu`], [`login`], [`session`],
+//! [`scsi`]) that tests drive directly; [`server`] is the tokio edge that moves bytes.
+
+pub mod pdu;
