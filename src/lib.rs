@@ -4,3 +4,4 @@
 //! [`scsi`]) that tests drive directly; [`server`] is the tokio edge that moves bytes.
 
 pub mod pdu;
+pub mod login;

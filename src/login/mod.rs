@@ -1,0 +1,14 @@
+//! Login phase (RFC 7143 sections 6 and 13): text key=value pairs, negotiation of
+//! every operational key with its own result rule, and the login state machine
+//! (security and operational stages, multi-PDU requests and responses, TSIH).
+//! Sans-IO: the machine takes parsed PDUs and returns the response to send.
+
+pub mod error;
+pub mod machine;
+pub mod negotiate;
+pub mod text;
+
+pub use error::{LoginError, LoginStatus};
+pub use machine::{LoginEnv, LoginMachine, LoginOutcome, LoginSettings, LoginStep};
+pub use negotiate::{Negotiator, NegotiationPrefs, SessionParams, SessionType};
+pub use text::{encode_pairs, parse_pairs, TextError};
