@@ -430,7 +430,7 @@ mod tests {
     }
 
     fn keys(data: &[u8]) -> Vec<(String, String)> {
-        parse_pairs(data, 100).unwrap()
+        parse_pairs(data, 10_000).unwrap()
     }
 
     fn machine() -> LoginMachine {
