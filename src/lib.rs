@@ -3,5 +3,6 @@
 //! The wire protocol lives in sans-IO modules ([`pdu`], [`login`], [`session`],
 //! [`scsi`]) that tests drive directly; [`server`] is the tokio edge that moves bytes.
 
-pub mod pdu;
 pub mod login;
+pub mod pdu;
+pub mod scsi;

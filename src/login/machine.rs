@@ -161,9 +161,7 @@ impl LoginMachine {
             itt: req.itt,
             stat_sn,
             exp_cmd_sn: req.cmd_sn,
-            max_cmd_sn: req
-                .cmd_sn
-                .wrapping_add(self.settings.cmd_window.max(1) - 1),
+            max_cmd_sn: req.cmd_sn.wrapping_add(self.settings.cmd_window.max(1) - 1),
             status_class: LoginStatus::SUCCESS.class,
             status_detail: LoginStatus::SUCCESS.detail,
         }
@@ -196,7 +194,9 @@ impl LoginMachine {
             }
             Some(f) => {
                 if f.isid != req.isid || f.tsih != req.tsih || f.cid != req.cid {
-                    return Err(LoginError::Protocol("ISID, TSIH or CID changed during login"));
+                    return Err(LoginError::Protocol(
+                        "ISID, TSIH or CID changed during login",
+                    ));
                 }
                 if req.csg != self.stage {
                     return Err(LoginError::Protocol("CSG does not match the current stage"));
@@ -229,7 +229,9 @@ impl LoginMachine {
         for (k, v) in &pairs {
             if k == "AuthMethod" {
                 if self.stage != STAGE_SECURITY {
-                    return Err(LoginError::Protocol("AuthMethod outside the security stage"));
+                    return Err(LoginError::Protocol(
+                        "AuthMethod outside the security stage",
+                    ));
                 }
                 self.auth_offered = true;
                 let chosen = if v.split(',').any(|m| m == "None") {
@@ -454,7 +456,10 @@ mod tests {
         let k = keys(&d);
         assert!(k.contains(&("AuthMethod".into(), "None".into())));
         assert!(k.contains(&("TargetPortalGroupTag".into(), "1".into())));
-        let t = text(&[("HeaderDigest", "None"), ("MaxRecvDataSegmentLength", "65536")]);
+        let t = text(&[
+            ("HeaderDigest", "None"),
+            ("MaxRecvDataSegmentLength", "65536"),
+        ]);
         let LoginStep::Complete(h, d, o) = m.handle(&req(true, false, 1, 3), &t, &env) else {
             panic!("expected completion")
         };
@@ -525,7 +530,10 @@ mod tests {
     fn failures_carry_the_right_status() {
         let env = Env(AtomicU16::new(5));
         let cases: Vec<(Vec<(&str, &str)>, LoginStatus)> = vec![
-            (vec![("SessionType", "Normal")], LoginStatus::MISSING_PARAMETER),
+            (
+                vec![("SessionType", "Normal")],
+                LoginStatus::MISSING_PARAMETER,
+            ),
             (
                 vec![("InitiatorName", "i"), ("SessionType", "Normal")],
                 LoginStatus::MISSING_PARAMETER,

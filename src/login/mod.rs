@@ -10,5 +10,5 @@ pub mod text;
 
 pub use error::{LoginError, LoginStatus};
 pub use machine::{LoginEnv, LoginMachine, LoginOutcome, LoginSettings, LoginStep};
-pub use negotiate::{Negotiator, NegotiationPrefs, SessionParams, SessionType};
+pub use negotiate::{NegotiationPrefs, Negotiator, SessionParams, SessionType};
 pub use text::{encode_pairs, parse_pairs, TextError};

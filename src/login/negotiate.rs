@@ -323,7 +323,10 @@ mod tests {
     #[test]
     fn list_keys_take_first_acceptable_offer() {
         let mut neg = n();
-        assert_eq!(ans(&mut neg, "HeaderDigest", "CRC32C,None").unwrap(), "CRC32C");
+        assert_eq!(
+            ans(&mut neg, "HeaderDigest", "CRC32C,None").unwrap(),
+            "CRC32C"
+        );
         assert!(neg.params.header_digest);
         assert_eq!(ans(&mut neg, "DataDigest", "None,CRC32C").unwrap(), "None");
         assert!(!neg.params.data_digest);
@@ -332,15 +335,24 @@ mod tests {
             header_digests: vec!["CRC32C".into()],
             ..NegotiationPrefs::default()
         });
-        assert_eq!(ans(&mut strict, "HeaderDigest", "None,CRC32C").unwrap(), "CRC32C");
+        assert_eq!(
+            ans(&mut strict, "HeaderDigest", "None,CRC32C").unwrap(),
+            "CRC32C"
+        );
     }
 
     #[test]
     fn numeric_min_and_max() {
         let mut neg = n();
         assert_eq!(ans(&mut neg, "MaxBurstLength", "262144").unwrap(), "262144");
-        assert_eq!(ans(&mut neg, "FirstBurstLength", "999999999").unwrap(), "Reject");
-        assert_eq!(ans(&mut neg, "FirstBurstLength", "1048576").unwrap(), "262144");
+        assert_eq!(
+            ans(&mut neg, "FirstBurstLength", "999999999").unwrap(),
+            "Reject"
+        );
+        assert_eq!(
+            ans(&mut neg, "FirstBurstLength", "1048576").unwrap(),
+            "262144"
+        );
         assert_eq!(ans(&mut neg, "MaxConnections", "8").unwrap(), "1");
         assert_eq!(ans(&mut neg, "DefaultTime2Wait", "0").unwrap(), "2");
         assert_eq!(ans(&mut neg, "DefaultTime2Wait", "10").unwrap(), "10");
@@ -349,7 +361,10 @@ mod tests {
         assert_eq!(ans(&mut neg, "MaxOutstandingR2T", "16").unwrap(), "1");
         assert_eq!(ans(&mut neg, "ErrorRecoveryLevel", "2").unwrap(), "0");
         assert_eq!(ans(&mut neg, "MaxBurstLength", "0x1000").unwrap(), "4096");
-        assert_eq!(neg.params.first_burst, 4096, "FirstBurstLength <= MaxBurstLength");
+        assert_eq!(
+            neg.params.first_burst, 4096,
+            "FirstBurstLength <= MaxBurstLength"
+        );
     }
 
     #[test]
@@ -379,11 +394,17 @@ mod tests {
         assert_eq!(ans(&mut neg, "MaxRecvDataSegmentLength", "65536"), None);
         assert_eq!(neg.params.initiator_max_recv_data_segment, 65536);
         assert_eq!(ans(&mut neg, "InitiatorName", "iqn.x"), None);
-        assert_eq!(ans(&mut neg, "X-com.example.Foo", "1").unwrap(), "NotUnderstood");
+        assert_eq!(
+            ans(&mut neg, "X-com.example.Foo", "1").unwrap(),
+            "NotUnderstood"
+        );
         assert_eq!(ans(&mut neg, "Bogus", "1").unwrap(), "NotUnderstood");
         assert_eq!(ans(&mut neg, "HeaderDigest", "NotUnderstood"), None);
         assert!(neg.offer("SessionType", "Weird").is_err());
         assert!(neg.offer("InitiatorName", "").is_err());
-        assert_eq!(ans(&mut neg, "MaxRecvDataSegmentLength", "100").unwrap(), "Reject");
+        assert_eq!(
+            ans(&mut neg, "MaxRecvDataSegmentLength", "100").unwrap(),
+            "Reject"
+        );
     }
 }

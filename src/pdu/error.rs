@@ -22,6 +22,9 @@ impl PduError {
     /// can answer with a Reject and go on. A bad header digest or an unknown frame
     /// length means the stream can no longer be trusted.
     pub fn recoverable(&self) -> bool {
-        matches!(self, PduError::DataDigest { .. } | PduError::UnknownOpcode(_))
+        matches!(
+            self,
+            PduError::DataDigest { .. } | PduError::UnknownOpcode(_)
+        )
     }
 }

@@ -582,10 +582,8 @@ impl Header {
             }
             Header::ScsiCommand(h) => {
                 b[0] |= flag(h.immediate, 0x40);
-                b[1] = flag(h.final_, F)
-                    | flag(h.read, 0x40)
-                    | flag(h.write, 0x20)
-                    | (h.attr & 0x07);
+                b[1] =
+                    flag(h.final_, F) | flag(h.read, 0x40) | flag(h.write, 0x20) | (h.attr & 0x07);
                 put64(b, 8, h.lun);
                 put32(b, 16, h.itt);
                 put32(b, 20, h.expected_len);
@@ -606,10 +604,8 @@ impl Header {
             }
             Header::LoginRequest(h) => {
                 b[0] |= 0x40;
-                b[1] = flag(h.transit, 0x80)
-                    | flag(h.cont, 0x40)
-                    | ((h.csg & 3) << 2)
-                    | (h.nsg & 3);
+                b[1] =
+                    flag(h.transit, 0x80) | flag(h.cont, 0x40) | ((h.csg & 3) << 2) | (h.nsg & 3);
                 b[2] = h.version_max;
                 b[3] = h.version_min;
                 b[8..14].copy_from_slice(&h.isid);
@@ -689,10 +685,8 @@ impl Header {
                 put32(b, 32, h.max_cmd_sn);
             }
             Header::LoginResponse(h) => {
-                b[1] = flag(h.transit, 0x80)
-                    | flag(h.cont, 0x40)
-                    | ((h.csg & 3) << 2)
-                    | (h.nsg & 3);
+                b[1] =
+                    flag(h.transit, 0x80) | flag(h.cont, 0x40) | ((h.csg & 3) << 2) | (h.nsg & 3);
                 b[2] = h.version_max;
                 b[3] = h.version_active;
                 b[8..14].copy_from_slice(&h.isid);

@@ -1,0 +1,37 @@
+//! The read-only SBC/SPC command set, sans-IO: CDB decoding, sense data, INQUIRY and
+//! its VPD pages, MODE SENSE, REPORT LUNS, READ CAPACITY and READ range checks.
+//!
+//! [`exec::execute`] turns a CDB into an [`exec::Outcome`]: data to return, a byte
+//! range for the caller to read from the image, or CHECK CONDITION sense. Reading the
+//! image and sending Data-In belong to the session and server layers.
+
+pub mod cdb;
+pub mod exec;
+pub mod identity;
+pub mod inquiry;
+pub mod lu;
+pub mod mode;
+pub mod opcodes;
+pub mod sense;
+
+pub use exec::{execute, ExecCtx, Outcome};
+pub use identity::Identity;
+pub use lu::LunInfo;
+pub use sense::Sense;
+
+/// SCSI status codes (SAM-5).
+pub mod status {
+    pub const GOOD: u8 = 0x00;
+    pub const CHECK_CONDITION: u8 = 0x02;
+    pub const CONDITION_MET: u8 = 0x04;
+    pub const BUSY: u8 = 0x08;
+    pub const RESERVATION_CONFLICT: u8 = 0x18;
+    pub const TASK_SET_FULL: u8 = 0x28;
+}
+
+/// Copy at most `alloc` bytes of a response, as every SPC command with an ALLOCATION
+/// LENGTH field requires.
+pub(crate) fn truncate(mut data: Vec<u8>, alloc: usize) -> Vec<u8> {
+    data.truncate(alloc);
+    data
+}
