@@ -1,1 +1,191 @@
-fn main() {}
+//! The `s3lun` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::info;
+
+use s3lun::config::{Config, LunConfig};
+use s3lun::scsi::exec::TargetPort;
+use s3lun::server::{self, Registry, Target};
+
+/// The demo image: a tiny squashfs with a README and a marker file.
+const DEMO_IMAGE: &[u8] = include_bytes!("../assets/demo.squashfs");
+
+#[derive(Parser)]
+#[command(
+    name = "s3lun",
+    version,
+    about = "Userspace iSCSI target serving read-only images"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve LUNs over iSCSI until SIGINT or SIGTERM.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file; flags override it.
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+    /// Address to listen on (repeatable), e.g. 0.0.0.0:3260 or 127.0.0.1:0.
+    #[arg(short, long)]
+    listen: Vec<String>,
+    /// Address SendTargets advertises (repeatable), e.g. 10.0.0.5:3260.
+    #[arg(short, long)]
+    advertise: Vec<String>,
+    /// Target IQN (default iqn.2023-06.csm.iscsi:<hostname>).
+    #[arg(long)]
+    target_name: Option<String>,
+    /// Image file to serve as the next LUN (repeatable); `N=PATH` picks the number.
+    #[arg(long = "lun", value_name = "[N=]PATH")]
+    luns: Vec<String>,
+    /// Also serve the built-in demo squashfs.
+    #[arg(long)]
+    demo: bool,
+    /// Seconds of silence before a NOP-In ping (0 disables).
+    #[arg(long)]
+    nop_interval: Option<u64>,
+}
+
+fn parse_lun(spec: &str) -> anyhow::Result<LunConfig> {
+    let (lun, path) = match spec.split_once('=') {
+        Some((n, p)) if !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()) => {
+            (Some(n.parse().context("LUN number")?), p)
+        }
+        _ => (None, spec),
+    };
+    Ok(LunConfig {
+        path: PathBuf::from(path),
+        lun,
+        identity: None,
+    })
+}
+
+fn demo_image() -> anyhow::Result<PathBuf> {
+    let dir = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("s3lun");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("demo.squashfs");
+    if std::fs::read(&path).ok().as_deref() != Some(DEMO_IMAGE) {
+        let tmp = dir.join(format!("demo.squashfs.{}", std::process::id()));
+        std::fs::write(&tmp, DEMO_IMAGE).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path)?;
+    }
+    Ok(path)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut cfg = match &args.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if !args.listen.is_empty() {
+        cfg.listen = args.listen.clone();
+    }
+    if !args.advertise.is_empty() {
+        cfg.advertise = args.advertise.clone();
+    }
+    if args.target_name.is_some() {
+        cfg.target_name = args.target_name.clone();
+    }
+    if let Some(n) = args.nop_interval {
+        cfg.nop_interval_secs = n;
+    }
+    for spec in &args.luns {
+        cfg.luns.push(parse_lun(spec)?);
+    }
+    if args.demo {
+        cfg.luns.push(LunConfig {
+            path: demo_image()?,
+            lun: None,
+            identity: Some("s3lun-demo".into()),
+        });
+    }
+    cfg.validate()?;
+    if cfg.luns.is_empty() {
+        bail!("no LUNs configured: pass --lun PATH, --demo, or [[lun]] in the config file");
+    }
+    let luns = cfg.open_luns()?;
+    let target_name = cfg.target_name();
+    for l in luns.iter() {
+        info!(lun = l.info.lun, size = l.info.size_bytes, wwid = %l.info.identity.wwid(), identity = %l.info.identity.source, "LUN");
+    }
+    let (_luns_tx, luns_rx) = watch::channel(Arc::new(luns));
+    let target = Arc::new(Target {
+        login: Arc::new(cfg.login_settings()),
+        ffp: Arc::new(cfg.ffp_settings()),
+        port: Arc::new(TargetPort {
+            target_name: target_name.clone(),
+            portal_group_tag: cfg.portal_group_tag,
+            relative_port: 1,
+            group_id: 0,
+        }),
+        advertise: cfg.advertise.clone(),
+        luns: luns_rx,
+        registry: Arc::new(Registry::default()),
+    });
+    let mut listeners = Vec::new();
+    for addr in &cfg.listen {
+        let sa: SocketAddr = addr
+            .parse()
+            .with_context(|| format!("listen address {addr:?}"))?;
+        let l = TcpListener::bind(sa)
+            .await
+            .with_context(|| format!("binding {sa}"))?;
+        let bound = l.local_addr()?;
+        // Scripts and tests read this line to learn an ephemeral port.
+        println!("s3lun: listening on {bound} as {target_name}");
+        info!(%bound, target = %target_name, "listening");
+        listeners.push(l);
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = tokio::spawn(server::serve(target, listeners, stop_rx));
+    wait_for_signal().await?;
+    info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.cmd {
+        Cmd::Serve(args) => rt.block_on(serve(args)),
+    }
+}

@@ -30,11 +30,13 @@ fn is_key_char(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'+' | b'@' | b'_' | b'#')
 }
 
-fn pair(i: &[u8]) -> IResult<&[u8], (&[u8], &[u8])> {
+fn pair(i: &[u8]) -> IResult<&[u8], Pair<'_>> {
     separated_pair(take_while1(is_key_char), tag("="), take_while(|c| c != 0))(i)
 }
 
-fn pairs(i: &[u8]) -> IResult<&[u8], Vec<(&[u8], &[u8])>> {
+type Pair<'a> = (&'a [u8], &'a [u8]);
+
+fn pairs(i: &[u8]) -> IResult<&[u8], Vec<Pair<'_>>> {
     many0(terminated(pair, tag("\0")))(i)
 }
 
@@ -48,7 +50,7 @@ pub fn parse_pairs(data: &[u8], max_keys: usize) -> Result<Vec<(String, String)>
     };
     if !rest_trimmed.is_empty() {
         match pair(rest_trimmed) {
-            Ok((left, p)) if left.is_empty() => raw.push(p),
+            Ok((&[], p)) => raw.push(p),
             _ => return Err(TextError::Syntax(data.len() - rest.len())),
         }
     }

@@ -1,0 +1,140 @@
+//! Shared helpers for the protocol tests: start the real `s3lun` binary on an
+//! ephemeral loopback port, make test images, and run the real initiator tools.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const TARGET: &str = "iqn.2023-06.csm.iscsi:s3lun-test";
+
+/// A running s3lun, killed on drop.
+pub struct Server {
+    child: Child,
+    pub addr: String,
+    pub port: u16,
+}
+
+impl Server {
+    pub fn start(extra: &[&str]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_s3lun"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--target-name", TARGET])
+            .args(extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("spawn s3lun");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read listen line");
+        let addr = line
+            .split_whitespace()
+            .nth(3)
+            .unwrap_or_else(|| panic!("unexpected first line from s3lun: {line:?}"))
+            .to_string();
+        let port = addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port");
+        Server { child, addr, port }
+    }
+
+    pub fn url(&self, lun: u32) -> String {
+        format!("iscsi://{}/{}/{}", self.addr, TARGET, lun)
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Fail loudly when a real peer is missing: the README's test command installs them.
+pub fn tool(name: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/usr/local/bin", "/bin"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!(
+        "{name} is not installed: run the README's test command (scripts/test), which installs it"
+    );
+}
+
+pub fn run(name: &str, args: &[&str]) -> String {
+    let out = Command::new(tool(name))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {name}: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{name} {args:?} failed: {}\nstdout: {text}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+pub fn write_image(dir: &Path, name: &str, len: usize, seed: u64) -> (PathBuf, Vec<u8>) {
+    let data = pattern(len, seed);
+    let p = dir.join(name);
+    std::fs::write(&p, &data).expect("write image");
+    (p, data)
+}
+
+/// A real squashfs made by mksquashfs, with a marker file inside.
+pub fn make_squashfs(dir: &Path) -> (PathBuf, Vec<u8>) {
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("etc")).expect("mkdir");
+    std::fs::write(root.join("etc/marker"), b"s3lun-squashfs-marker\n").expect("marker");
+    std::fs::write(root.join("big.bin"), pattern(3 * 1024 * 1024 + 77, 9)).expect("big");
+    let img = dir.join("root.squashfs");
+    run(
+        "mksquashfs",
+        &[
+            root.to_str().expect("utf8"),
+            img.to_str().expect("utf8"),
+            "-noappend",
+            "-no-progress",
+            "-quiet",
+            "-comp",
+            "gzip",
+        ],
+    );
+    let bytes = std::fs::read(&img).expect("read squashfs");
+    (img, bytes)
+}
+
+pub fn wait_port_closed_or(d: Duration) {
+    std::thread::sleep(d);
+}

@@ -1,0 +1,254 @@
+//! Configuration: a TOML file, overridden by command-line flags. The defaults serve
+//! the lab case: listen on every address at port 3260, target name from the hostname.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+use crate::login::{LoginSettings, NegotiationPrefs};
+use crate::lun::{Lun, LunTable};
+use crate::scsi::{Identity, LunInfo};
+use crate::session::FfpSettings;
+use crate::store::{BlockStore, LocalFile};
+
+pub const DEFAULT_PORT: u16 = 3260;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// iSCSI qualified name; default `iqn.2023-06.csm.iscsi:<hostname>`.
+    pub target_name: Option<String>,
+    pub target_alias: Option<String>,
+    /// Addresses to listen on (`ip:port`).
+    pub listen: Vec<String>,
+    /// Addresses SendTargets advertises (`host:port`); default: the address the
+    /// initiator connected to.
+    pub advertise: Vec<String>,
+    pub portal_group_tag: u16,
+    pub max_recv_data_segment_length: u32,
+    pub max_burst_length: u32,
+    pub first_burst_length: u32,
+    pub immediate_data: bool,
+    pub initial_r2t: bool,
+    /// Digests accepted, in order of preference: "None", "CRC32C".
+    pub header_digest: Vec<String>,
+    pub data_digest: Vec<String>,
+    pub cmd_window: u32,
+    pub phase_collapse: bool,
+    /// Seconds of silence before a NOP-In ping; 0 disables pings.
+    pub nop_interval_secs: u64,
+    pub nop_timeout_secs: u64,
+    pub login_timeout_secs: u64,
+    #[serde(rename = "lun")]
+    pub luns: Vec<LunConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LunConfig {
+    /// Image file to serve.
+    pub path: PathBuf,
+    /// LUN number; default: the lowest free one.
+    pub lun: Option<u64>,
+    /// String the LIO-compatible identity (serial, WWID) is computed from;
+    /// default `file://<absolute path>`.
+    pub identity: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let prefs = NegotiationPrefs::default();
+        Config {
+            target_name: None,
+            target_alias: None,
+            listen: vec![format!("0.0.0.0:{DEFAULT_PORT}")],
+            advertise: Vec::new(),
+            portal_group_tag: 1,
+            max_recv_data_segment_length: prefs.max_recv_data_segment,
+            max_burst_length: prefs.max_burst,
+            first_burst_length: prefs.first_burst,
+            immediate_data: prefs.immediate_data,
+            initial_r2t: prefs.initial_r2t,
+            header_digest: prefs.header_digests,
+            data_digest: prefs.data_digests,
+            cmd_window: 128,
+            phase_collapse: true,
+            nop_interval_secs: 5,
+            nop_timeout_secs: 15,
+            login_timeout_secs: 15,
+            luns: Vec::new(),
+        }
+    }
+}
+
+pub fn default_target_name() -> String {
+    let host = gethostname::gethostname().to_string_lossy().to_lowercase();
+    let host = if host.is_empty() {
+        "localhost".to_string()
+    } else {
+        host
+    };
+    format!("iqn.2023-06.csm.iscsi:{host}")
+}
+
+fn check_digests(name: &str, list: &[String]) -> anyhow::Result<()> {
+    if list.is_empty() {
+        bail!("{name} must list at least one of None, CRC32C");
+    }
+    for d in list {
+        if d != "None" && d != "CRC32C" {
+            bail!("{name}: unknown digest {d:?} (None or CRC32C)");
+        }
+    }
+    Ok(())
+}
+
+impl Config {
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
+    }
+
+    pub fn target_name(&self) -> String {
+        self.target_name.clone().unwrap_or_else(default_target_name)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        check_digests("header_digest", &self.header_digest)?;
+        check_digests("data_digest", &self.data_digest)?;
+        let seg = 512..=16_777_215;
+        for (name, v) in [
+            (
+                "max_recv_data_segment_length",
+                self.max_recv_data_segment_length,
+            ),
+            ("max_burst_length", self.max_burst_length),
+            ("first_burst_length", self.first_burst_length),
+        ] {
+            if !seg.contains(&v) {
+                bail!("{name} = {v} is outside 512..=16777215");
+            }
+        }
+        if self.cmd_window == 0 {
+            bail!("cmd_window must be at least 1");
+        }
+        if self.listen.is_empty() {
+            bail!("nothing to listen on");
+        }
+        Ok(())
+    }
+
+    pub fn login_settings(&self) -> LoginSettings {
+        let mut s = LoginSettings::new(self.target_name());
+        s.target_alias = self.target_alias.clone();
+        s.portal_group_tag = self.portal_group_tag;
+        s.cmd_window = self.cmd_window;
+        s.prefs = NegotiationPrefs {
+            header_digests: self.header_digest.clone(),
+            data_digests: self.data_digest.clone(),
+            max_recv_data_segment: self.max_recv_data_segment_length,
+            max_burst: self.max_burst_length,
+            first_burst: self.first_burst_length,
+            initial_r2t: self.initial_r2t,
+            immediate_data: self.immediate_data,
+            ..NegotiationPrefs::default()
+        };
+        s
+    }
+
+    pub fn ffp_settings(&self) -> FfpSettings {
+        FfpSettings {
+            cmd_window: self.cmd_window,
+            phase_collapse: self.phase_collapse,
+            nop_interval: (self.nop_interval_secs > 0)
+                .then(|| Duration::from_secs(self.nop_interval_secs)),
+            nop_timeout: Duration::from_secs(self.nop_timeout_secs.max(1)),
+            login_timeout: Duration::from_secs(self.login_timeout_secs.max(1)),
+            ..FfpSettings::default()
+        }
+    }
+
+    /// Open every configured image. A LUN that cannot be opened is an error: a lab
+    /// user wants to hear about a typo, not get an empty target.
+    pub fn open_luns(&self) -> anyhow::Result<LunTable> {
+        let mut used: Vec<u64> = self.luns.iter().filter_map(|l| l.lun).collect();
+        let mut sorted = used.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != used.len() {
+            bail!("the same LUN number is configured twice");
+        }
+        let mut luns = Vec::new();
+        for l in &self.luns {
+            let number = match l.lun {
+                Some(n) => n,
+                None => {
+                    let n = (0..).find(|n| !used.contains(n)).unwrap_or(0);
+                    used.push(n);
+                    n
+                }
+            };
+            if number > 16383 {
+                bail!("LUN {number} is above 16383");
+            }
+            let store = LocalFile::open(&l.path)
+                .with_context(|| format!("opening LUN {number} image {}", l.path.display()))?;
+            let abs = std::fs::canonicalize(&l.path).unwrap_or_else(|_| l.path.clone());
+            let identity = l
+                .identity
+                .clone()
+                .unwrap_or_else(|| format!("file://{}", abs.display()));
+            let info = LunInfo::new(number, store.size(), Identity::lio(&identity));
+            let store: Arc<dyn BlockStore> = Arc::new(store);
+            luns.push(Arc::new(Lun { info, store }));
+        }
+        Ok(LunTable::new(luns))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_config() {
+        let c: Config = toml::from_str(
+            r#"
+            target_name = "iqn.2023-06.csm.iscsi:w001"
+            listen = ["127.0.0.1:3260", "[::1]:3260"]
+            advertise = ["10.1.0.5:3260"]
+            header_digest = ["CRC32C"]
+            nop_interval_secs = 0
+            [[lun]]
+            path = "/images/a.squashfs"
+            lun = 4
+            identity = "s3://boot-images/PE/a.squashfs"
+            [[lun]]
+            path = "/images/b.squashfs"
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.luns.len(), 2);
+        assert_eq!(c.luns[0].lun, Some(4));
+        assert_eq!(c.ffp_settings().nop_interval, None);
+        assert_eq!(c.login_settings().prefs.header_digests, vec!["CRC32C"]);
+        assert!(toml::from_str::<Config>("bogus = 1").is_err());
+        let bad = Config {
+            header_digest: vec!["MD5".into()],
+            ..Config::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn default_name_uses_hostname() {
+        assert!(Config::default()
+            .target_name()
+            .starts_with("iqn.2023-06.csm.iscsi:"));
+    }
+}

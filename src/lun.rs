@@ -1,0 +1,49 @@
+//! The set of LUNs a target serves: SCSI-facing facts plus the store behind each.
+//! A table is immutable; changes publish a new table (see `server`).
+
+use std::sync::Arc;
+
+use crate::scsi::LunInfo;
+use crate::store::BlockStore;
+
+#[derive(Debug)]
+pub struct Lun {
+    pub info: LunInfo,
+    pub store: Arc<dyn BlockStore>,
+}
+
+#[derive(Debug, Default)]
+pub struct LunTable {
+    /// Sorted by LUN number.
+    luns: Vec<Arc<Lun>>,
+    numbers: Vec<u64>,
+}
+
+impl LunTable {
+    pub fn new(mut luns: Vec<Arc<Lun>>) -> LunTable {
+        luns.sort_by_key(|l| l.info.lun);
+        luns.dedup_by_key(|l| l.info.lun);
+        let numbers = luns.iter().map(|l| l.info.lun).collect();
+        LunTable { luns, numbers }
+    }
+
+    pub fn get(&self, lun: u64) -> Option<&Arc<Lun>> {
+        self.numbers.binary_search(&lun).ok().map(|i| &self.luns[i])
+    }
+
+    pub fn numbers(&self) -> &[u64] {
+        &self.numbers
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Lun>> {
+        self.luns.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.luns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.luns.is_empty()
+    }
+}

@@ -1,0 +1,93 @@
+//! The tokio edge: listeners, one task per connection that moves bytes between the
+//! socket and the sans-IO [`crate::session::Connection`], the session registry
+//! (TSIH, reinstatement) and graceful shutdown.
+
+pub mod conn;
+pub mod registry;
+pub mod writer;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn, Instrument};
+
+use crate::login::LoginSettings;
+use crate::lun::LunTable;
+use crate::scsi::exec::TargetPort;
+use crate::session::FfpSettings;
+
+pub use registry::Registry;
+
+/// Everything connections share.
+#[derive(Debug)]
+pub struct Target {
+    pub login: Arc<LoginSettings>,
+    pub ffp: Arc<FfpSettings>,
+    pub port: Arc<TargetPort>,
+    /// Advertised portals (`host:port`); empty means "the address the initiator
+    /// connected to".
+    pub advertise: Vec<String>,
+    pub luns: watch::Receiver<Arc<LunTable>>,
+    pub registry: Arc<Registry>,
+}
+
+impl Target {
+    /// SendTargets `TargetAddress` values for a connection that arrived on `local`.
+    pub fn portals_for(&self, local: SocketAddr) -> Vec<String> {
+        let tag = self.login.portal_group_tag;
+        if self.advertise.is_empty() {
+            vec![format!("{local},{tag}")]
+        } else {
+            self.advertise
+                .iter()
+                .map(|a| format!("{a},{tag}"))
+                .collect()
+        }
+    }
+}
+
+/// Accept connections on every listener until `shutdown` flips, then give open
+/// connections a moment to finish before returning.
+pub async fn serve(
+    target: Arc<Target>,
+    listeners: Vec<TcpListener>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let live = Arc::new(());
+    let mut accepts = Vec::new();
+    for listener in listeners {
+        let target = Arc::clone(&target);
+        let mut shutdown = shutdown.clone();
+        let live = Arc::clone(&live);
+        accepts.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    r = listener.accept() => match r {
+                        Ok((stream, peer)) => {
+                            let span = tracing::info_span!("conn", %peer, initiator = tracing::field::Empty, tsih = tracing::field::Empty);
+                            let fut = conn::run(stream, peer, Arc::clone(&target), shutdown.clone(), Arc::clone(&live));
+                            tokio::spawn(fut.instrument(span));
+                        }
+                        Err(e) => {
+                            // Out of file descriptors and the like: back off, keep serving.
+                            warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    },
+                    _ = shutdown.changed() => break,
+                }
+            }
+        }));
+    }
+    for a in accepts {
+        let _ = a.await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while Arc::strong_count(&live) > 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    info!(open = Arc::strong_count(&live) - 1, "stopped");
+}

@@ -1,0 +1,726 @@
+//! Full feature phase of one connection: CmdSN window and ordering, StatSN, SCSI
+//! command execution with Data-In generation, write draining, NOP-In/Out, Text,
+//! task management and logout.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tracing::{debug, info, warn};
+
+use super::outbox::{Outbox, ReadRequest};
+use super::seq;
+use super::text::{self, Discovery, PendingText};
+use super::tmf::{function, response};
+use crate::login::{SessionParams, SessionType};
+use crate::lun::LunTable;
+use crate::pdu::{
+    reject_reason, DataIn, Header, LogoutResponse, NopIn, Pdu, Reject, ScsiCommand, ScsiResponse,
+    TaskMgmtRequest, TaskMgmtResponse, TextRequest, TextResponse, RESERVED_TAG,
+};
+use crate::scsi::cdb::op;
+use crate::scsi::exec::{bypasses_unit_attention, TargetPort};
+use crate::scsi::lu::decode_lun;
+use crate::scsi::{execute, status, ExecCtx, Outcome, Sense};
+use crate::store::StoreError;
+
+#[derive(Debug, Clone)]
+pub struct FfpSettings {
+    /// Commands the initiator may have outstanding (MaxCmdSN - ExpCmdSN + 1).
+    pub cmd_window: u32,
+    /// Send GOOD status in the last Data-In instead of a separate SCSI Response.
+    pub phase_collapse: bool,
+    /// Ping an idle connection with NOP-In after this long; `None` disables.
+    pub nop_interval: Option<Duration>,
+    /// Close the connection when a NOP-In ping is not answered within this.
+    pub nop_timeout: Duration,
+    pub max_text_bytes: usize,
+    pub max_keys: usize,
+    /// A connection that has not completed login by then is closed.
+    pub login_timeout: Duration,
+}
+
+impl Default for FfpSettings {
+    fn default() -> Self {
+        FfpSettings {
+            cmd_window: 128,
+            phase_collapse: true,
+            nop_interval: Some(Duration::from_secs(5)),
+            nop_timeout: Duration::from_secs(15),
+            max_text_bytes: 64 * 1024,
+            max_keys: 256,
+            login_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Task {
+    lun: u64,
+    edtl: u32,
+}
+
+/// A write-type command whose unsolicited Data-Out PDUs we are still swallowing.
+#[derive(Debug)]
+struct Drain {
+    lun: u64,
+    outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Residual {
+    underflow: bool,
+    overflow: bool,
+    count: u32,
+}
+
+impl Residual {
+    fn of(expected: u32, actual: u64) -> Residual {
+        let e = expected as u64;
+        if actual < e {
+            Residual {
+                underflow: true,
+                overflow: false,
+                count: (e - actual) as u32,
+            }
+        } else if actual > e {
+            Residual {
+                underflow: false,
+                overflow: true,
+                count: u32::try_from(actual - e).unwrap_or(u32::MAX),
+            }
+        } else {
+            Residual::default()
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct FullFeature {
+    settings: Arc<FfpSettings>,
+    pub params: SessionParams,
+    pub tsih: u16,
+    stat_sn: u32,
+    exp_cmd_sn: u32,
+    max_cmd_sn: u32,
+    luns: Arc<LunTable>,
+    port: Arc<TargetPort>,
+    portals: Arc<Vec<String>>,
+    tasks: HashMap<u32, Task>,
+    held: BTreeMap<u32, Pdu>,
+    drains: HashMap<u32, Drain>,
+    ua: HashMap<u64, VecDeque<Sense>>,
+    text_in: Vec<u8>,
+    text_out: Option<PendingText>,
+    ping: Option<(u32, Instant)>,
+    next_ttt: u32,
+    last_rx: Instant,
+}
+
+impl FullFeature {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        settings: Arc<FfpSettings>,
+        params: SessionParams,
+        tsih: u16,
+        exp_cmd_sn: u32,
+        stat_sn: u32,
+        luns: Arc<LunTable>,
+        port: Arc<TargetPort>,
+        portals: Arc<Vec<String>>,
+        now: Instant,
+    ) -> FullFeature {
+        let window = settings.cmd_window.max(1);
+        let ua = luns
+            .numbers()
+            .iter()
+            .map(|&l| (l, VecDeque::from([Sense::POWER_ON_RESET])))
+            .collect();
+        FullFeature {
+            settings,
+            params,
+            tsih,
+            stat_sn,
+            exp_cmd_sn,
+            max_cmd_sn: exp_cmd_sn.wrapping_add(window - 1),
+            luns,
+            port,
+            portals,
+            tasks: HashMap::new(),
+            held: BTreeMap::new(),
+            drains: HashMap::new(),
+            ua,
+            text_in: Vec::new(),
+            text_out: None,
+            ping: None,
+            next_ttt: 1,
+            last_rx: now,
+        }
+    }
+
+    /// Publish a new LUN table: existing LUNs get REPORTED LUNS DATA HAS CHANGED,
+    /// new ones a power-on unit attention.
+    pub fn set_luns(&mut self, luns: Arc<LunTable>) {
+        self.ua.retain(|l, _| luns.get(*l).is_some());
+        for &l in luns.numbers() {
+            let sense = if self.luns.get(l).is_some() {
+                Sense::REPORTED_LUNS_CHANGED
+            } else {
+                Sense::POWER_ON_RESET
+            };
+            let q = self.ua.entry(l).or_default();
+            if !q.contains(&sense) {
+                q.push_back(sense);
+            }
+        }
+        self.luns = luns;
+    }
+
+    pub fn luns(&self) -> &Arc<LunTable> {
+        &self.luns
+    }
+
+    pub fn outstanding(&self) -> usize {
+        self.tasks.len()
+    }
+
+    fn next_stat_sn(&mut self) -> u32 {
+        let s = self.stat_sn;
+        self.stat_sn = s.wrapping_add(1);
+        s
+    }
+
+    /// MaxCmdSN shrinks the window by the commands still running, but never moves
+    /// backwards (initiators ignore a decrease).
+    fn max_cmd_sn(&mut self) -> u32 {
+        let busy = (self.tasks.len() + self.held.len()) as u32;
+        let room = self.settings.cmd_window.saturating_sub(busy).max(1);
+        let candidate = self.exp_cmd_sn.wrapping_add(room - 1);
+        if seq::lt(self.max_cmd_sn, candidate) {
+            self.max_cmd_sn = candidate;
+        }
+        self.max_cmd_sn
+    }
+
+    fn fresh_ttt(&mut self) -> u32 {
+        let t = self.next_ttt;
+        self.next_ttt = self.next_ttt.wrapping_add(1);
+        if self.next_ttt == RESERVED_TAG {
+            self.next_ttt = 1;
+        }
+        t
+    }
+
+    pub fn reject(&mut self, raw_bhs: &[u8; 48], reason: u8, out: &mut Outbox) {
+        let h = Header::Reject(Reject {
+            reason,
+            stat_sn: self.next_stat_sn(),
+            exp_cmd_sn: self.exp_cmd_sn,
+            max_cmd_sn: self.max_cmd_sn(),
+            data_sn: 0,
+        });
+        out.push(&h, Bytes::copy_from_slice(raw_bhs));
+    }
+
+    /// Admit a PDU under the CmdSN rules: returns whether to process it now. PDUs
+    /// ahead of ExpCmdSN but inside the window wait in `held`; others are dropped.
+    fn admit(&mut self, immediate: bool, cmd_sn: u32, pdu: &Pdu) -> bool {
+        if immediate {
+            return true;
+        }
+        if cmd_sn == self.exp_cmd_sn {
+            self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
+            return true;
+        }
+        if seq::lt(self.exp_cmd_sn, cmd_sn) && seq::le(cmd_sn, self.max_cmd_sn) {
+            debug!(
+                cmd_sn,
+                exp = self.exp_cmd_sn,
+                "holding command until the gap fills"
+            );
+            self.held.insert(cmd_sn, pdu.clone());
+        } else {
+            debug!(
+                cmd_sn,
+                exp = self.exp_cmd_sn,
+                max = self.max_cmd_sn,
+                "CmdSN outside the window: dropped"
+            );
+        }
+        false
+    }
+
+    pub fn handle(&mut self, pdu: Pdu, now: Instant, out: &mut Outbox) {
+        self.last_rx = now;
+        self.dispatch(pdu, out);
+        // Commands that arrived early can run once ExpCmdSN reaches them.
+        while let Some(pdu) = self.held.remove(&self.exp_cmd_sn) {
+            self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
+            self.process(pdu, out);
+        }
+    }
+
+    fn dispatch(&mut self, pdu: Pdu, out: &mut Outbox) {
+        let sequenced = match &pdu.header {
+            Header::NopOut(h) if h.itt != RESERVED_TAG => Some((h.immediate, h.cmd_sn)),
+            Header::ScsiCommand(h) => Some((h.immediate, h.cmd_sn)),
+            Header::TaskMgmtRequest(h) => Some((h.immediate, h.cmd_sn)),
+            Header::TextRequest(h) => Some((h.immediate, h.cmd_sn)),
+            Header::LogoutRequest(h) => Some((h.immediate, h.cmd_sn)),
+            _ => None,
+        };
+        if let Some((imm, sn)) = sequenced {
+            if !self.admit(imm, sn, &pdu) {
+                return;
+            }
+        }
+        self.process(pdu, out);
+    }
+
+    fn process(&mut self, pdu: Pdu, out: &mut Outbox) {
+        let discovery = self.params.session_type == SessionType::Discovery;
+        match &pdu.header {
+            Header::NopOut(h) => {
+                if h.itt == RESERVED_TAG {
+                    // Our ping answered (or a ping that wants no answer).
+                    if self.ping.is_some_and(|(ttt, _)| ttt == h.ttt) {
+                        self.ping = None;
+                    }
+                    return;
+                }
+                let mut data = pdu.data.clone();
+                data.truncate(self.params.initiator_max_recv_data_segment as usize);
+                let h = Header::NopIn(NopIn {
+                    lun: h.lun,
+                    itt: h.itt,
+                    ttt: RESERVED_TAG,
+                    stat_sn: self.next_stat_sn(),
+                    exp_cmd_sn: self.exp_cmd_sn,
+                    max_cmd_sn: self.max_cmd_sn(),
+                });
+                out.push(&h, data);
+            }
+            Header::ScsiCommand(h) if !discovery => {
+                let h = h.clone();
+                self.scsi(&h, &pdu.raw_bhs, pdu.data.len(), out)
+            }
+            Header::DataOut(h) if !discovery => {
+                if h.final_ {
+                    if let Some(d) = self.drains.remove(&h.itt) {
+                        debug!(itt = h.itt, "unsolicited data drained");
+                        self.finish(h.itt, d.lun, 0, d.outcome, out);
+                    }
+                } else if !self.drains.contains_key(&h.itt) {
+                    debug!(itt = h.itt, "Data-Out for no task: ignored");
+                }
+            }
+            Header::TaskMgmtRequest(h) if !discovery => {
+                let h = h.clone();
+                self.task_mgmt(&h, out)
+            }
+            Header::TextRequest(h) => {
+                let h = h.clone();
+                self.text(&h, &pdu, out)
+            }
+            Header::LogoutRequest(h) => {
+                let resp = match h.reason {
+                    0 | 1 => 0,
+                    // Removing a connection for recovery needs ERL 2.
+                    _ => 2,
+                };
+                self.tasks.clear();
+                self.drains.clear();
+                let lh = Header::LogoutResponse(LogoutResponse {
+                    response: resp,
+                    itt: h.itt,
+                    stat_sn: self.next_stat_sn(),
+                    exp_cmd_sn: self.exp_cmd_sn,
+                    max_cmd_sn: self.max_cmd_sn(),
+                    time2wait: 0,
+                    time2retain: 0,
+                });
+                out.push(&lh, Bytes::new());
+                out.close("logout");
+            }
+            Header::SnackRequest(_) => self.reject(&pdu.raw_bhs, reject_reason::SNACK_REJECT, out),
+            Header::LoginRequest(_) => {
+                self.reject(&pdu.raw_bhs, reject_reason::PROTOCOL_ERROR, out);
+            }
+            Header::ScsiCommand(_) | Header::DataOut(_) | Header::TaskMgmtRequest(_) => {
+                // Discovery sessions carry only Text, NOP and Logout.
+                self.reject(&pdu.raw_bhs, reject_reason::PROTOCOL_ERROR, out)
+            }
+            _ => self.reject(&pdu.raw_bhs, reject_reason::PROTOCOL_ERROR, out),
+        }
+    }
+
+    fn scsi(&mut self, cmd: &ScsiCommand, raw: &[u8; 48], immediate_len: usize, out: &mut Outbox) {
+        if self.tasks.contains_key(&cmd.itt) || self.drains.contains_key(&cmd.itt) {
+            self.reject(raw, reject_reason::TASK_IN_PROGRESS, out);
+            return;
+        }
+        let lun = decode_lun(cmd.lun);
+        let outcome = self.execute(lun, &cmd.cdb);
+        let unsolicited_follows = cmd.write && !cmd.final_;
+        if unsolicited_follows {
+            if self.drains.len() >= self.settings.cmd_window as usize {
+                self.reject(raw, reject_reason::PROTOCOL_ERROR, out);
+                return;
+            }
+            self.drains.insert(cmd.itt, Drain { lun, outcome });
+            return;
+        }
+        if immediate_len > 0 && !cmd.write {
+            debug!(
+                itt = cmd.itt,
+                "immediate data on a command that sends none: ignored"
+            );
+        }
+        if let Outcome::Read { offset, len } = outcome {
+            if self.tasks.len() >= 2 * self.settings.cmd_window as usize {
+                self.status(
+                    cmd.itt,
+                    status::TASK_SET_FULL,
+                    None,
+                    Residual::default(),
+                    out,
+                );
+                return;
+            }
+            self.tasks.insert(
+                cmd.itt,
+                Task {
+                    lun,
+                    edtl: cmd.expected_len,
+                },
+            );
+            out.reads.push(ReadRequest {
+                itt: cmd.itt,
+                lun,
+                offset,
+                len,
+            });
+            return;
+        }
+        self.finish(cmd.itt, lun, cmd.expected_len, outcome, out);
+    }
+
+    fn execute(&mut self, lun: u64, cdb: &[u8; 16]) -> Outcome {
+        let luns = Arc::clone(&self.luns);
+        let lu = luns.get(lun).map(|l| &l.info);
+        if lu.is_some() {
+            if let Some(q) = self.ua.get_mut(&lun) {
+                if let Some(ua) = q.front().copied() {
+                    if cdb[0] == op::REQUEST_SENSE {
+                        q.pop_front();
+                        let alloc = cdb[4] as usize;
+                        let mut d = ua.fixed().to_vec();
+                        d.truncate(alloc);
+                        return Outcome::Data(d);
+                    }
+                    if !bypasses_unit_attention(cdb) {
+                        q.pop_front();
+                        return Outcome::Check(ua);
+                    }
+                }
+            }
+        }
+        execute(
+            cdb,
+            &ExecCtx {
+                lu,
+                luns: luns.numbers(),
+                port: &self.port,
+            },
+        )
+    }
+
+    fn finish(&mut self, itt: u32, lun: u64, edtl: u32, outcome: Outcome, out: &mut Outbox) {
+        match outcome {
+            Outcome::Data(d) => self.data_in(itt, lun, Bytes::from(d), edtl, out),
+            Outcome::Good => self.status(itt, status::GOOD, None, Residual::of(edtl, 0), out),
+            Outcome::Check(s) => self.status(
+                itt,
+                status::CHECK_CONDITION,
+                Some(s),
+                Residual::default(),
+                out,
+            ),
+            Outcome::Read { .. } => {
+                // Reads are issued by `scsi`; one reaching here had its data drained.
+                self.status(itt, status::GOOD, None, Residual::default(), out)
+            }
+        }
+    }
+
+    /// The image bytes of a READ arrived (or failed).
+    pub fn read_done(&mut self, itt: u32, result: Result<Bytes, StoreError>, out: &mut Outbox) {
+        let Some(task) = self.tasks.remove(&itt) else {
+            // Aborted meanwhile: under ERL 0 an aborted task gets no response.
+            return;
+        };
+        match result {
+            Ok(data) => self.data_in(itt, task.lun, data, task.edtl, out),
+            Err(e) => {
+                warn!(lun = task.lun, error = %e, "read failed");
+                let sense = match e {
+                    StoreError::OutOfRange { .. } => Sense::LBA_OUT_OF_RANGE,
+                    _ => Sense::UNRECOVERED_READ_ERROR,
+                };
+                self.status(
+                    itt,
+                    status::CHECK_CONDITION,
+                    Some(sense),
+                    Residual::default(),
+                    out,
+                )
+            }
+        }
+    }
+
+    fn status(&mut self, itt: u32, st: u8, sense: Option<Sense>, r: Residual, out: &mut Outbox) {
+        let h = Header::ScsiResponse(ScsiResponse {
+            overflow: r.overflow,
+            underflow: r.underflow,
+            residual: r.count,
+            response: 0,
+            status: st,
+            itt,
+            stat_sn: self.next_stat_sn(),
+            exp_cmd_sn: self.exp_cmd_sn,
+            max_cmd_sn: self.max_cmd_sn(),
+            ..ScsiResponse::default()
+        });
+        let data = sense.map_or_else(Bytes::new, |s| Bytes::from(s.response_segment()));
+        out.push(&h, data);
+    }
+
+    /// Data-In PDUs for `data`, cut to the expected length, split by the initiator's
+    /// MaxRecvDataSegmentLength, F bit at each MaxBurstLength sequence end, and GOOD
+    /// status in the last PDU when phase collapse is on.
+    fn data_in(&mut self, itt: u32, _lun: u64, data: Bytes, edtl: u32, out: &mut Outbox) {
+        let residual = Residual::of(edtl, data.len() as u64);
+        let n = data.len().min(edtl as usize);
+        if n == 0 {
+            self.status(itt, status::GOOD, None, residual, out);
+            return;
+        }
+        let seg = self.params.initiator_max_recv_data_segment.max(512) as usize;
+        let burst = self.params.max_burst.max(512) as usize;
+        let collapse = self.settings.phase_collapse;
+        let mut offset = 0usize;
+        let mut data_sn = 0u32;
+        let mut in_burst = 0usize;
+        while offset < n {
+            let len = seg.min(n - offset).min(burst - in_burst);
+            let last = offset + len == n;
+            in_burst += len;
+            let end_of_burst = last || in_burst == burst;
+            if end_of_burst {
+                in_burst = 0;
+            }
+            let with_status = last && collapse;
+            let h = Header::DataIn(DataIn {
+                final_: end_of_burst,
+                ack: false,
+                overflow: with_status && residual.overflow,
+                underflow: with_status && residual.underflow,
+                status: with_status.then_some(status::GOOD),
+                lun: 0,
+                itt,
+                ttt: RESERVED_TAG,
+                stat_sn: if with_status {
+                    self.next_stat_sn()
+                } else {
+                    self.stat_sn
+                },
+                exp_cmd_sn: self.exp_cmd_sn,
+                max_cmd_sn: self.max_cmd_sn(),
+                data_sn,
+                buffer_offset: offset as u32,
+                residual: if with_status { residual.count } else { 0 },
+            });
+            out.push(&h, data.slice(offset..offset + len));
+            offset += len;
+            data_sn = data_sn.wrapping_add(1);
+        }
+        if !collapse {
+            self.status(itt, status::GOOD, None, residual, out);
+        }
+    }
+
+    fn task_mgmt(&mut self, h: &TaskMgmtRequest, out: &mut Outbox) {
+        let lun = decode_lun(h.lun);
+        let lun_exists = self.luns.get(lun).is_some();
+        let resp = match h.function {
+            function::ABORT_TASK => {
+                if self.tasks.remove(&h.ref_task_tag).is_some()
+                    || self.drains.remove(&h.ref_task_tag).is_some()
+                {
+                    response::COMPLETE
+                } else if let Some(sn) = self
+                    .held
+                    .iter()
+                    .find(|(_, p)| p.header.itt() == Some(h.ref_task_tag))
+                    .map(|(sn, _)| *sn)
+                {
+                    self.held.remove(&sn);
+                    response::COMPLETE
+                } else if seq::le(self.exp_cmd_sn, h.ref_cmd_sn) && seq::lt(h.ref_cmd_sn, h.cmd_sn)
+                {
+                    // Never received but inside the window and before this TMF: it
+                    // counts as received and aborted (RFC 7143 section 11.5.1).
+                    response::COMPLETE
+                } else {
+                    response::NO_SUCH_TASK
+                }
+            }
+            function::ABORT_TASK_SET | function::CLEAR_TASK_SET | function::LOGICAL_UNIT_RESET => {
+                if !lun_exists {
+                    response::NO_SUCH_LUN
+                } else {
+                    self.tasks.retain(|_, t| t.lun != lun);
+                    self.drains.retain(|_, d| d.lun != lun);
+                    response::COMPLETE
+                }
+            }
+            function::CLEAR_ACA => response::COMPLETE,
+            function::TARGET_WARM_RESET | function::TARGET_COLD_RESET => {
+                self.tasks.clear();
+                self.drains.clear();
+                response::COMPLETE
+            }
+            function::TASK_REASSIGN => response::REASSIGN_UNSUPPORTED,
+            _ => response::NOT_SUPPORTED,
+        };
+        info!(
+            function = h.function,
+            lun,
+            response = resp,
+            "task management"
+        );
+        let th = Header::TaskMgmtResponse(TaskMgmtResponse {
+            response: resp,
+            itt: h.itt,
+            stat_sn: self.next_stat_sn(),
+            exp_cmd_sn: self.exp_cmd_sn,
+            max_cmd_sn: self.max_cmd_sn(),
+        });
+        out.push(&th, Bytes::new());
+        if h.function == function::TARGET_COLD_RESET {
+            out.close("target cold reset");
+        }
+    }
+
+    fn text(&mut self, h: &TextRequest, pdu: &Pdu, out: &mut Outbox) {
+        // Continuation of a long response we are sending.
+        if h.ttt != RESERVED_TAG {
+            match self.text_out.take() {
+                Some(p) if p.ttt == h.ttt && p.itt == h.itt => {
+                    self.send_text_chunk(p, out);
+                }
+                _ => self.reject(&pdu.raw_bhs, reject_reason::INVALID_PDU_FIELD, out),
+            }
+            return;
+        }
+        self.text_out = None;
+        if self.text_in.len() + pdu.data.len() > self.settings.max_text_bytes {
+            self.text_in.clear();
+            self.reject(&pdu.raw_bhs, reject_reason::PROTOCOL_ERROR, out);
+            return;
+        }
+        self.text_in.extend_from_slice(&pdu.data);
+        if h.cont {
+            let ttt = self.fresh_ttt();
+            let th = Header::TextResponse(TextResponse {
+                final_: false,
+                cont: false,
+                lun: h.lun,
+                itt: h.itt,
+                ttt,
+                stat_sn: self.next_stat_sn(),
+                exp_cmd_sn: self.exp_cmd_sn,
+                max_cmd_sn: self.max_cmd_sn(),
+            });
+            out.push(&th, Bytes::new());
+            return;
+        }
+        let req = std::mem::take(&mut self.text_in);
+        let target_name = self.port.target_name.clone();
+        let portals = Arc::clone(&self.portals);
+        let disc = Discovery {
+            session_type: self.params.session_type,
+            target_name: &target_name,
+            portals: &portals,
+        };
+        let mut mrdsl = self.params.initiator_max_recv_data_segment;
+        match text::answer(&req, self.settings.max_keys, &disc, &mut mrdsl) {
+            Ok(answer) => {
+                self.params.initiator_max_recv_data_segment = mrdsl;
+                let p = PendingText {
+                    ttt: RESERVED_TAG,
+                    itt: h.itt,
+                    data: Bytes::from(answer),
+                    sent: 0,
+                };
+                self.send_text_chunk(p, out);
+            }
+            Err(e) => {
+                warn!(error = %e, "bad text request");
+                self.reject(&pdu.raw_bhs, reject_reason::PROTOCOL_ERROR, out);
+            }
+        }
+    }
+
+    fn send_text_chunk(&mut self, mut p: PendingText, out: &mut Outbox) {
+        let seg = self.params.initiator_max_recv_data_segment as usize;
+        let end = (p.sent + seg).min(p.data.len());
+        let chunk = p.data.slice(p.sent..end);
+        p.sent = end;
+        let more = end < p.data.len();
+        let ttt = if more { self.fresh_ttt() } else { RESERVED_TAG };
+        let th = Header::TextResponse(TextResponse {
+            final_: !more,
+            cont: more,
+            lun: 0,
+            itt: p.itt,
+            ttt,
+            stat_sn: self.next_stat_sn(),
+            exp_cmd_sn: self.exp_cmd_sn,
+            max_cmd_sn: self.max_cmd_sn(),
+        });
+        out.push(&th, chunk);
+        if more {
+            p.ttt = ttt;
+            self.text_out = Some(p);
+        }
+    }
+
+    /// Called periodically: ping an idle initiator, and give up on one that does not
+    /// answer.
+    pub fn tick(&mut self, now: Instant, out: &mut Outbox) {
+        if let Some((_, sent)) = self.ping {
+            if now.duration_since(sent) >= self.settings.nop_timeout {
+                out.close("NOP-In ping not answered");
+            }
+            return;
+        }
+        let Some(interval) = self.settings.nop_interval else {
+            return;
+        };
+        if now.duration_since(self.last_rx) >= interval {
+            let ttt = self.fresh_ttt();
+            self.ping = Some((ttt, now));
+            let h = Header::NopIn(NopIn {
+                lun: 0,
+                itt: RESERVED_TAG,
+                ttt,
+                stat_sn: self.stat_sn,
+                exp_cmd_sn: self.exp_cmd_sn,
+                max_cmd_sn: self.max_cmd_sn(),
+            });
+            out.push(&h, Bytes::new());
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Text requests in full feature phase: SendTargets discovery and declarations, with
+//! responses split over several PDUs (C bit and Target Transfer Tag) when longer than
+//! the initiator's MaxRecvDataSegmentLength.
+
+use bytes::Bytes;
+
+use crate::login::{encode_pairs, parse_pairs, SessionType, TextError};
+
+/// What a SendTargets query should list.
+pub struct Discovery<'a> {
+    pub session_type: SessionType,
+    pub target_name: &'a str,
+    /// Advertised portals, each `address:port,tpgt`.
+    pub portals: &'a [String],
+}
+
+/// Answer the keys of one (reassembled) text request.
+pub fn answer(
+    text: &[u8],
+    max_keys: usize,
+    disc: &Discovery,
+    initiator_mrdsl: &mut u32,
+) -> Result<Vec<u8>, TextError> {
+    let pairs = parse_pairs(text, max_keys)?;
+    let mut out = Vec::new();
+    for (k, v) in pairs {
+        match k.as_str() {
+            "SendTargets" => {
+                let listed = match (v.as_str(), disc.session_type) {
+                    ("All", _) => true,
+                    // An empty value asks for the session's own target (normal sessions).
+                    ("", SessionType::Normal) => true,
+                    ("", SessionType::Discovery) => false,
+                    (name, _) => name.eq_ignore_ascii_case(disc.target_name),
+                };
+                if listed {
+                    let mut pairs = vec![("TargetName", disc.target_name.to_string())];
+                    for p in disc.portals {
+                        pairs.push(("TargetAddress", p.clone()));
+                    }
+                    encode_pairs(&pairs, &mut out);
+                }
+            }
+            "MaxRecvDataSegmentLength" => {
+                if let Some(n) = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (512..=16_777_215).contains(n))
+                {
+                    *initiator_mrdsl = n;
+                } else {
+                    encode_pairs(&[(k.as_str(), "Reject")], &mut out);
+                }
+            }
+            _ => encode_pairs(&[(k.as_str(), "NotUnderstood")], &mut out),
+        }
+    }
+    Ok(out)
+}
+
+/// A text response still being sent in pieces.
+#[derive(Debug)]
+pub struct PendingText {
+    pub ttt: u32,
+    pub itt: u32,
+    pub data: Bytes,
+    pub sent: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_targets_lists_every_portal() {
+        let portals = vec!["127.0.0.1:3260,1".to_string(), "[::1]:3260,1".to_string()];
+        let disc = Discovery {
+            session_type: SessionType::Discovery,
+            target_name: "iqn.t",
+            portals: &portals,
+        };
+        let mut mrdsl = 8192;
+        let out = answer(b"SendTargets=All\0", 8, &disc, &mut mrdsl).unwrap();
+        let pairs = parse_pairs(&out, 8).unwrap();
+        assert_eq!(pairs.len(), 3);
+        assert_eq!(pairs[0], ("TargetName".into(), "iqn.t".into()));
+        assert_eq!(pairs[2].1, "[::1]:3260,1");
+        assert!(answer(b"SendTargets=iqn.other\0", 8, &disc, &mut mrdsl)
+            .unwrap()
+            .is_empty());
+        let out = answer(
+            b"MaxRecvDataSegmentLength=4096\0Foo=1\0",
+            8,
+            &disc,
+            &mut mrdsl,
+        )
+        .unwrap();
+        assert_eq!(mrdsl, 4096);
+        assert_eq!(parse_pairs(&out, 8).unwrap()[0].1, "NotUnderstood");
+    }
+}

@@ -1,0 +1,62 @@
+//! Where image bytes come from: a `read_at`-style trait with a memory-mapped local
+//! file implementation. S3 and the block cache implement the same trait.
+
+pub mod error;
+pub mod local;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+
+pub use error::StoreError;
+pub use local::LocalFile;
+
+/// A read that is either already done (a cache or mmap hit: no allocation, no task) or
+/// still running.
+pub enum ReadFuture {
+    Ready(Result<Bytes, StoreError>),
+    Pending(Pin<Box<dyn Future<Output = Result<Bytes, StoreError>> + Send + 'static>>),
+}
+
+impl ReadFuture {
+    pub async fn wait(self) -> Result<Bytes, StoreError> {
+        match self {
+            ReadFuture::Ready(r) => r,
+            ReadFuture::Pending(f) => f.await,
+        }
+    }
+}
+
+pub trait BlockStore: Send + Sync + std::fmt::Debug {
+    /// Size of the image in bytes.
+    fn size(&self) -> u64;
+    /// Read `len` bytes at `offset`; the range lies within `size()`.
+    fn read_at(&self, offset: u64, len: usize) -> ReadFuture;
+}
+
+/// Read `len` bytes at `offset`, zero-filling whatever lies past the end of the image
+/// (images are exposed rounded up to whole blocks).
+pub fn read_padded(store: &dyn BlockStore, offset: u64, len: usize) -> ReadFuture {
+    let size = store.size();
+    let end = offset.saturating_add(len as u64);
+    if end <= size {
+        return store.read_at(offset, len);
+    }
+    let avail = size.saturating_sub(offset) as usize;
+    let head = if avail > 0 {
+        store.read_at(offset, avail)
+    } else {
+        ReadFuture::Ready(Ok(Bytes::new()))
+    };
+    let pad = move |b: Bytes| {
+        let mut v = Vec::with_capacity(len);
+        v.extend_from_slice(&b);
+        v.resize(len, 0);
+        Bytes::from(v)
+    };
+    match head {
+        ReadFuture::Ready(r) => ReadFuture::Ready(r.map(pad)),
+        ReadFuture::Pending(f) => ReadFuture::Pending(Box::pin(async move { f.await.map(pad) })),
+    }
+}
