@@ -57,6 +57,9 @@ struct ServeArgs {
     /// Seconds of silence before a NOP-In ping (0 disables).
     #[arg(long)]
     nop_interval: Option<u64>,
+    /// Seconds to wait for the answer to a NOP-In ping before closing.
+    #[arg(long)]
+    nop_timeout: Option<u64>,
 }
 
 fn parse_lun(spec: &str) -> anyhow::Result<LunConfig> {
@@ -105,6 +108,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(n) = args.nop_interval {
         cfg.nop_interval_secs = n;
+    }
+    if let Some(n) = args.nop_timeout {
+        cfg.nop_timeout_secs = n;
     }
     for spec in &args.luns {
         cfg.luns.push(parse_lun(spec)?);

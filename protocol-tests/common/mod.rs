@@ -138,3 +138,5 @@ pub fn make_squashfs(dir: &Path) -> (PathBuf, Vec<u8>) {
 pub fn wait_port_closed_or(d: Duration) {
     std::thread::sleep(d);
 }
+
+pub mod raw;

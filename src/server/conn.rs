@@ -47,23 +47,19 @@ impl Task {
     /// nothing is left to do without new input.
     async fn settle(&mut self) {
         loop {
-            if let Err(e) = self
-                .writer
-                .flush(&mut self.wr, &mut self.out.frames, self.cfg)
-                .await
-            {
-                self.close.get_or_insert(format!("write error: {e}"));
-                return;
-            }
+            // Register a new session before its login response leaves, so a second
+            // login with the same ISID always finds it (reinstatement), but switch
+            // framing only after that response is on the wire.
+            let mut next_cfg = None;
             for ev in std::mem::take(&mut self.out.events) {
                 match ev {
                     Event::LoggedIn(o) => {
                         let p = &o.params;
-                        self.cfg = FrameConfig {
+                        next_cfg = Some(FrameConfig {
                             header_digest: p.header_digest,
                             data_digest: p.data_digest,
                             max_data_segment: p.target_max_recv_data_segment,
-                        };
+                        });
                         let span = tracing::Span::current();
                         span.record("initiator", p.initiator_name.as_str());
                         span.record("tsih", o.tsih);
@@ -82,6 +78,17 @@ impl Task {
                         self.close.get_or_insert(reason);
                     }
                 }
+            }
+            if let Err(e) = self
+                .writer
+                .flush(&mut self.wr, &mut self.out.frames, self.cfg)
+                .await
+            {
+                self.close.get_or_insert(format!("write error: {e}"));
+                return;
+            }
+            if let Some(c) = next_cfg {
+                self.cfg = c;
             }
             if self.close.is_some() {
                 return;

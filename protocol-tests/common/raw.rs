@@ -1,0 +1,249 @@
+//! A raw-socket test initiator: builds PDUs by hand (with s3lun's codec for the
+//! byte layout) so tests can send what no well-behaved initiator would.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::Bytes;
+use s3lun::login::{encode_pairs, parse_pairs};
+use s3lun::pdu::framing::{encode_to_vec, frame_len, parse_frame};
+use s3lun::pdu::*;
+
+pub struct Raw {
+    pub s: TcpStream,
+    pub cfg: FrameConfig,
+    pub cmd_sn: u32,
+    pub exp_stat_sn: u32,
+    pub itt: u32,
+    pub isid: [u8; 6],
+    pub name: String,
+}
+
+pub fn pairs(text: &[u8]) -> Vec<(String, String)> {
+    parse_pairs(text, 10_000).expect("target sent valid text")
+}
+
+pub fn text(p: &[(&str, &str)]) -> Vec<u8> {
+    let mut v = Vec::new();
+    encode_pairs(p, &mut v);
+    v
+}
+
+pub fn get<'a>(p: &'a [(String, String)], k: &str) -> Option<&'a str> {
+    p.iter().find(|(kk, _)| kk == k).map(|(_, v)| v.as_str())
+}
+
+impl Raw {
+    pub fn connect(port: u16) -> Raw {
+        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_nodelay(true).unwrap();
+        Raw {
+            s,
+            cfg: FrameConfig {
+                header_digest: false,
+                data_digest: false,
+                max_data_segment: 16_777_215,
+            },
+            cmd_sn: 1,
+            exp_stat_sn: 0,
+            itt: 0x100,
+            isid: [0x80, 0x12, 0x34, 0x56, 0x00, 0x01],
+            name: "iqn.2024-01.test:raw".into(),
+        }
+    }
+
+    pub fn send(&mut self, h: &Header, data: &[u8]) {
+        let wire = encode_to_vec(h, data, &self.cfg);
+        self.s.write_all(&wire).expect("send");
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.s.write_all(bytes).expect("send raw");
+    }
+
+    /// Next PDU, or `None` when the target closed the connection.
+    pub fn recv(&mut self) -> Option<Pdu> {
+        let mut buf = vec![0u8; BHS_LEN];
+        if self.s.read_exact(&mut buf).is_err() {
+            return None;
+        }
+        let total = frame_len(&buf, &self.cfg).expect("frame").expect("len");
+        buf.resize(total, 0);
+        self.s.read_exact(&mut buf[BHS_LEN..]).expect("rest of PDU");
+        let pdu = parse_frame(Bytes::from(buf), &self.cfg).expect("target sent a valid PDU");
+        if let Some(sn) = stat_sn(&pdu.header) {
+            self.exp_stat_sn = sn.wrapping_add(1);
+        }
+        Some(pdu)
+    }
+
+    pub fn expect_closed(&mut self) {
+        let mut b = [0u8; 1];
+        match self.s.read(&mut b) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("expected the target to close the connection, got {other:?}"),
+        }
+    }
+
+    pub fn next_itt(&mut self) -> u32 {
+        self.itt += 1;
+        self.itt
+    }
+
+    pub fn login_req(&mut self, transit: bool, cont: bool, csg: u8, nsg: u8) -> Header {
+        Header::LoginRequest(LoginRequest {
+            transit,
+            cont,
+            csg,
+            nsg,
+            version_max: 0,
+            version_min: 0,
+            isid: self.isid,
+            tsih: 0,
+            itt: self.itt,
+            cid: 0,
+            cmd_sn: self.cmd_sn,
+            exp_stat_sn: self.exp_stat_sn,
+        })
+    }
+
+    /// Login in one operational-stage PDU; returns the response and its keys.
+    pub fn login_with(&mut self, keys: &[(&str, &str)]) -> (LoginResponse, Vec<(String, String)>) {
+        let h = self.login_req(true, false, 1, 3);
+        self.send(&h, &text(keys));
+        let pdu = self.recv().expect("login response");
+        let Header::LoginResponse(r) = pdu.header else {
+            panic!("expected a login response, got {:?}", pdu.header)
+        };
+        (r, pairs(&pdu.data))
+    }
+
+    pub fn login_normal(&mut self, target: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let name = self.name.clone();
+        let mut keys = vec![
+            ("InitiatorName", name.as_str()),
+            ("SessionType", "Normal"),
+            ("TargetName", target),
+        ];
+        keys.extend_from_slice(extra);
+        let (r, p) = self.login_with(&keys);
+        assert_eq!(
+            (r.status_class, r.status_detail),
+            (0, 0),
+            "login failed: {p:?}"
+        );
+        assert!(r.transit && r.nsg == 3 && r.tsih != 0);
+        if get(&p, "HeaderDigest") == Some("CRC32C") {
+            self.cfg.header_digest = true;
+        }
+        if get(&p, "DataDigest") == Some("CRC32C") {
+            self.cfg.data_digest = true;
+        }
+        p
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn scsi(
+        &mut self,
+        lun: u64,
+        cdb: &[u8],
+        edtl: u32,
+        read: bool,
+        write: bool,
+        final_: bool,
+        data: &[u8],
+    ) -> u32 {
+        let mut c = [0u8; 16];
+        c[..cdb.len()].copy_from_slice(cdb);
+        let itt = self.next_itt();
+        let h = Header::ScsiCommand(ScsiCommand {
+            immediate: false,
+            final_,
+            read,
+            write,
+            attr: 1,
+            lun: lun << 48,
+            itt,
+            expected_len: edtl,
+            cmd_sn: self.cmd_sn,
+            exp_stat_sn: self.exp_stat_sn,
+            cdb: c,
+        });
+        self.cmd_sn += 1;
+        self.send(&h, data);
+        itt
+    }
+
+    /// Run a command to completion: collected Data-In bytes and the final status.
+    pub fn command(&mut self, lun: u64, cdb: &[u8], edtl: u32) -> (Vec<u8>, u8, Vec<u8>) {
+        let itt = self.scsi(lun, cdb, edtl, edtl > 0, false, true, &[]);
+        self.collect(itt)
+    }
+
+    pub fn collect(&mut self, itt: u32) -> (Vec<u8>, u8, Vec<u8>) {
+        let mut data = Vec::new();
+        loop {
+            let pdu = self.recv().expect("response");
+            match pdu.header {
+                Header::DataIn(d) => {
+                    assert_eq!(d.itt, itt);
+                    assert_eq!(d.buffer_offset as usize, data.len());
+                    data.extend_from_slice(&pdu.data);
+                    if let Some(st) = d.status {
+                        return (data, st, Vec::new());
+                    }
+                }
+                Header::ScsiResponse(r) => {
+                    assert_eq!(r.itt, itt);
+                    return (data, r.status, pdu.data.to_vec());
+                }
+                Header::NopIn(_) => continue,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    pub fn nop(&mut self, payload: &[u8]) -> Pdu {
+        let itt = self.next_itt();
+        let h = Header::NopOut(NopOut {
+            immediate: true,
+            lun: 0,
+            itt,
+            ttt: RESERVED_TAG,
+            cmd_sn: self.cmd_sn,
+            exp_stat_sn: self.exp_stat_sn,
+        });
+        self.send(&h, payload);
+        let p = self.recv().expect("NOP-In");
+        let Header::NopIn(n) = &p.header else {
+            panic!("expected NOP-In, got {:?}", p.header)
+        };
+        assert_eq!(n.itt, itt);
+        p
+    }
+}
+
+pub fn stat_sn(h: &Header) -> Option<u32> {
+    Some(match h {
+        Header::NopIn(x) => x.stat_sn,
+        Header::ScsiResponse(x) => x.stat_sn,
+        Header::TaskMgmtResponse(x) => x.stat_sn,
+        Header::LoginResponse(x) => x.stat_sn,
+        Header::TextResponse(x) => x.stat_sn,
+        Header::DataIn(x) if x.status.is_some() => x.stat_sn,
+        Header::LogoutResponse(x) => x.stat_sn,
+        Header::Reject(x) => x.stat_sn,
+        _ => return None,
+    })
+}
+
+/// Sense key and ASC from a SCSI Response sense segment.
+pub fn sense(seg: &[u8]) -> (u8, u8) {
+    assert!(seg.len() >= 2 + 14, "sense segment too short: {seg:?}");
+    (seg[2 + 2] & 0x0f, seg[2 + 12])
+}
