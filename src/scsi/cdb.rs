@@ -41,6 +41,17 @@ pub mod op {
     pub const REPORT_LUNS: u8 = 0xa0;
     pub const MAINTENANCE_IN: u8 = 0xa3;
     pub const READ_12: u8 = 0xa8;
+    pub const VERIFY_12: u8 = 0xaf;
+    pub const READ_DEFECT_DATA_10: u8 = 0x37;
+    pub const READ_DEFECT_DATA_12: u8 = 0xb7;
+    pub const RESERVE_6: u8 = 0x16;
+    pub const RELEASE_6: u8 = 0x17;
+    pub const PERSISTENT_RESERVE_IN: u8 = 0x5e;
+    pub const PERSISTENT_RESERVE_OUT: u8 = 0x5f;
+    /// SERVICE ACTION IN(16): GET LBA STATUS.
+    pub const SA_GET_LBA_STATUS: u8 = 0x12;
+    /// MAINTENANCE IN: REPORT TARGET PORT GROUPS.
+    pub const SA_REPORT_TARGET_PORT_GROUPS: u8 = 0x0a;
     pub const WRITE_12: u8 = 0xaa;
     pub const WRITE_VERIFY_12: u8 = 0xae;
 
@@ -94,6 +105,19 @@ pub enum Command {
         lba: u64,
         blocks: u64,
     },
+    GetLbaStatus {
+        lba: u64,
+        alloc: usize,
+    },
+    ReportTargetPortGroups {
+        extended: bool,
+        alloc: usize,
+    },
+    ReadDefectData {
+        twelve: bool,
+        flags: u8,
+        alloc: usize,
+    },
     StartStopUnit,
     PreventAllow,
     Verify {
@@ -124,6 +148,16 @@ fn be64(c: &[u8], o: usize) -> u64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&c[o..o + 8]);
     u64::from_be_bytes(b)
+}
+
+/// MODE SENSE reports DPOFUA=0 (a read-only LU has no write cache to bypass), so
+/// CDBs that set DPO or FUA are refused (SBC-4 section 6.4).
+fn no_dpo_fua(c: &[u8], mask: u8) -> Result<(), Sense> {
+    if c[1] & mask != 0 {
+        let bit = if c[1] & 0x10 != 0 { 4 } else { 3 };
+        return Err(Sense::bad_cdb_field(1, Some(bit)));
+    }
+    Ok(())
 }
 
 /// CDB length implied by the opcode's group code (SPC-4 section 4.2.5.1).
@@ -173,6 +207,26 @@ pub fn decode(cdb: &[u8; 16]) -> Result<Command, Sense> {
             }
             Command::ReadCapacity10
         }
+        op::SERVICE_ACTION_IN_16 if c[1] & 0x1f == op::SA_GET_LBA_STATUS => Command::GetLbaStatus {
+            lba: be64(c, 2),
+            alloc: be32(c, 10) as usize,
+        },
+        op::MAINTENANCE_IN if c[1] & 0x1f == op::SA_REPORT_TARGET_PORT_GROUPS => {
+            Command::ReportTargetPortGroups {
+                extended: (c[1] >> 5) == 1,
+                alloc: be32(c, 6) as usize,
+            }
+        }
+        op::READ_DEFECT_DATA_10 => Command::ReadDefectData {
+            twelve: false,
+            flags: c[2] & 0x1f,
+            alloc: be16(c, 7) as usize,
+        },
+        op::READ_DEFECT_DATA_12 => Command::ReadDefectData {
+            twelve: true,
+            flags: c[1] & 0x1f,
+            alloc: be32(c, 6) as usize,
+        },
         op::SERVICE_ACTION_IN_16 if c[1] & 0x1f == op::SA_READ_CAPACITY_16 => {
             Command::ReadCapacity16 {
                 alloc: be32(c, 10) as usize,
@@ -188,6 +242,7 @@ pub fn decode(cdb: &[u8; 16]) -> Result<Command, Sense> {
                 // RDPROTECT: no protection information on this LU.
                 return Err(Sense::bad_cdb_field(1, Some(7)));
             }
+            no_dpo_fua(c, 0x18)?;
             let (lba, blocks) = match opcode {
                 op::READ_10 => (be32(c, 2), be16(c, 7)),
                 op::READ_12 => (be32(c, 2), be32(c, 6)),
@@ -226,16 +281,27 @@ pub fn decode(cdb: &[u8; 16]) -> Result<Command, Sense> {
         },
         op::START_STOP_UNIT => Command::StartStopUnit,
         op::PREVENT_ALLOW => Command::PreventAllow,
-        op::VERIFY_10 => Command::Verify {
-            lba: be32(c, 2),
-            blocks: be16(c, 7),
-            bytchk: (c[1] >> 1) & 3,
-        },
-        op::VERIFY_16 => Command::Verify {
-            lba: be64(c, 2),
-            blocks: be32(c, 10),
-            bytchk: (c[1] >> 1) & 3,
-        },
+        op::VERIFY_10 | op::VERIFY_12 | op::VERIFY_16 => {
+            if c[1] & 0xe0 != 0 {
+                // VRPROTECT: no protection information on this LU.
+                return Err(Sense::bad_cdb_field(1, Some(7)));
+            }
+            no_dpo_fua(c, 0x10)?;
+            let bytchk = (c[1] >> 1) & 3;
+            if bytchk == 2 {
+                return Err(Sense::bad_cdb_field(1, Some(2)));
+            }
+            let (lba, blocks) = match opcode {
+                op::VERIFY_10 => (be32(c, 2), be16(c, 7)),
+                op::VERIFY_12 => (be32(c, 2), be32(c, 6)),
+                _ => (be64(c, 2), be32(c, 10)),
+            };
+            Command::Verify {
+                lba,
+                blocks,
+                bytchk,
+            }
+        }
         op::PRE_FETCH_10 => Command::PreFetch {
             lba: be32(c, 2),
             blocks: be16(c, 7),
@@ -244,13 +310,15 @@ pub fn decode(cdb: &[u8; 16]) -> Result<Command, Sense> {
             lba: be64(c, 2),
             blocks: be32(c, 10),
         },
+        op::WRITE_10 | op::WRITE_12 | op::WRITE_16 => {
+            no_dpo_fua(c, 0x18)?;
+            Command::Write { opcode }
+        }
+        op::WRITE_VERIFY_10 | op::WRITE_VERIFY_12 | op::WRITE_VERIFY_16 => {
+            no_dpo_fua(c, 0x10)?;
+            Command::Write { opcode }
+        }
         op::WRITE_6
-        | op::WRITE_10
-        | op::WRITE_12
-        | op::WRITE_16
-        | op::WRITE_VERIFY_10
-        | op::WRITE_VERIFY_12
-        | op::WRITE_VERIFY_16
         | op::WRITE_SAME_10
         | op::WRITE_SAME_16
         | op::UNMAP

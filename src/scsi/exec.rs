@@ -34,6 +34,13 @@ pub enum Outcome {
     Good,
     /// CHECK CONDITION with this sense.
     Check(Sense),
+    /// VERIFY with BYTCHK: compare the Data-Out buffer (one block repeated when
+    /// `pattern`) with the image bytes at `offset..offset + len`.
+    Compare {
+        offset: u64,
+        len: u64,
+        pattern: bool,
+    },
 }
 
 /// Commands that may be answered while a unit attention is pending (SAM-5 5.14).
@@ -155,16 +162,71 @@ fn exec(cmd: Command, ctx: &ExecCtx) -> Result<Outcome, Sense> {
             if !range_ok(lu, lba, blocks) {
                 return Err(Sense::LBA_OUT_OF_RANGE);
             }
-            if bytchk != 0 {
-                // Byte-by-byte comparison is not offered (yet): say which field.
-                return Err(Sense::bad_cdb_field(1, Some(1)));
+            if bytchk == 0 || blocks == 0 {
+                Outcome::Good
+            } else if blocks > MAX_TRANSFER_BLOCKS as u64 {
+                return Err(Sense::INVALID_FIELD_IN_CDB);
+            } else {
+                let bs = lu.block_size as u64;
+                Outcome::Compare {
+                    offset: lba * bs,
+                    len: blocks * bs,
+                    pattern: bytchk == 3,
+                }
             }
-            Outcome::Good
+        }
+        Command::GetLbaStatus { lba, alloc } => {
+            if lba >= lu.blocks() {
+                return Err(Sense::LBA_OUT_OF_RANGE);
+            }
+            // Everything is mapped: one descriptor from `lba` to the end.
+            let mut d = vec![0u8; 24];
+            d[..4].copy_from_slice(&20u32.to_be_bytes());
+            d[8..16].copy_from_slice(&lba.to_be_bytes());
+            let n = u32::try_from(lu.blocks() - lba).unwrap_or(u32::MAX);
+            d[16..20].copy_from_slice(&n.to_be_bytes());
+            Outcome::Data(truncate(d, alloc))
+        }
+        Command::ReportTargetPortGroups { extended, alloc } => Outcome::Data(truncate(
+            report_target_port_groups(extended, ctx.port),
+            alloc,
+        )),
+        Command::ReadDefectData {
+            twelve,
+            flags,
+            alloc,
+        } => {
+            // No defects: a header with an empty list in the requested format.
+            let d = if twelve {
+                vec![0, flags, 0, 0, 0, 0, 0, 0]
+            } else {
+                vec![0, flags, 0, 0]
+            };
+            Outcome::Data(truncate(d, alloc))
         }
         Command::Write { .. } => return Err(Sense::WRITE_PROTECTED),
         Command::Unsupported { .. } => return Err(Sense::INVALID_OPCODE),
         Command::ReportLuns { .. } | Command::RequestSense { .. } => Outcome::Good,
     })
+}
+
+/// One target port group, active/optimized, holding our one target port.
+fn report_target_port_groups(extended: bool, port: &TargetPort) -> Vec<u8> {
+    let mut d = Vec::with_capacity(20);
+    d.extend_from_slice(&[0u8; 4]);
+    if extended {
+        // Format type 1, implicit transition time 0.
+        d.extend_from_slice(&[0x10, 0, 0, 0]);
+    }
+    d.push(0x80); // PREF, asymmetric access state 0: active/optimized
+    d.push(0x01); // AO_SUP: the only state this group ever reports
+    d.extend_from_slice(&port.group_id.to_be_bytes());
+    d.extend_from_slice(&[0, 0, 0, 1]); // status code, vendor, one target port
+    d.extend_from_slice(&[0, 0]);
+    d.extend_from_slice(&port.relative_port.to_be_bytes());
+    let len = (d.len() - 4) as u32;
+    d[..4].copy_from_slice(&len.to_be_bytes());
+    d
 }
 
 fn report_luns(select: u8, alloc: usize, luns: &[u64]) -> Result<Outcome, Sense> {

@@ -71,8 +71,8 @@ pub fn mode_sense(
             desc.extend_from_slice(&lu.block_size.to_be_bytes()[1..]);
         }
     }
-    // Device-specific parameter: WP (0x80) and DPOFUA (0x10).
-    let dev = 0x80 | 0x10;
+    // Device-specific parameter: WP; DPOFUA clear (no write cache to bypass).
+    let dev = 0x80;
     let mut out = Vec::new();
     if ten {
         let total = 8 + desc.len() + pages.len();

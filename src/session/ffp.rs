@@ -16,8 +16,8 @@ use super::tmf::{function, response};
 use crate::login::{SessionParams, SessionType};
 use crate::lun::LunTable;
 use crate::pdu::{
-    reject_reason, DataIn, Header, LogoutResponse, NopIn, Pdu, Reject, ScsiCommand, ScsiResponse,
-    TaskMgmtRequest, TaskMgmtResponse, TextRequest, TextResponse, RESERVED_TAG,
+    reject_reason, DataIn, Header, LogoutResponse, NopIn, Pdu, R2t, Reject, ScsiCommand,
+    ScsiResponse, TaskMgmtRequest, TaskMgmtResponse, TextRequest, TextResponse, RESERVED_TAG,
 };
 use crate::scsi::cdb::op;
 use crate::scsi::exec::{bypasses_unit_attention, TargetPort};
@@ -59,6 +59,20 @@ impl Default for FfpSettings {
 struct Task {
     lun: u64,
     edtl: u32,
+    /// For VERIFY with BYTCHK: the initiator's data (one block when `pattern`).
+    compare: Option<(Vec<u8>, bool)>,
+}
+
+/// A VERIFY whose Data-Out we are soliciting with R2Ts before comparing.
+#[derive(Debug)]
+struct Collect {
+    lun: u64,
+    buf: Vec<u8>,
+    received: usize,
+    offset: u64,
+    len: u64,
+    pattern: bool,
+    r2t_sn: u32,
 }
 
 /// A write-type command whose unsolicited Data-Out PDUs we are still swallowing.
@@ -110,6 +124,7 @@ pub struct FullFeature {
     tasks: HashMap<u32, Task>,
     held: BTreeMap<u32, Pdu>,
     drains: HashMap<u32, Drain>,
+    collects: HashMap<u32, Collect>,
     ua: HashMap<u64, VecDeque<Sense>>,
     text_in: Vec<u8>,
     text_out: Option<PendingText>,
@@ -150,6 +165,7 @@ impl FullFeature {
             tasks: HashMap::new(),
             held: BTreeMap::new(),
             drains: HashMap::new(),
+            collects: HashMap::new(),
             ua,
             text_in: Vec::new(),
             text_out: None,
@@ -303,10 +319,27 @@ impl FullFeature {
             }
             Header::ScsiCommand(h) if !discovery => {
                 let h = h.clone();
-                self.scsi(&h, &pdu.raw_bhs, pdu.data.len(), out)
+                self.scsi(&h, &pdu.raw_bhs, &pdu.data, out)
             }
             Header::DataOut(h) if !discovery => {
-                if h.final_ {
+                if let Some(c) = self.collects.get_mut(&h.itt) {
+                    let off = h.buffer_offset as usize;
+                    let end = off.saturating_add(pdu.data.len());
+                    if end <= c.buf.len() {
+                        c.buf[off..end].copy_from_slice(&pdu.data);
+                        c.received = c.received.max(end);
+                    } else {
+                        warn!(
+                            itt = h.itt,
+                            off,
+                            len = pdu.data.len(),
+                            "Data-Out beyond the expected length"
+                        );
+                    }
+                    if h.final_ {
+                        self.continue_collect(h.itt, out);
+                    }
+                } else if h.final_ {
                     if let Some(d) = self.drains.remove(&h.itt) {
                         debug!(itt = h.itt, "unsolicited data drained");
                         self.finish(h.itt, d.lun, 0, d.outcome, out);
@@ -355,13 +388,49 @@ impl FullFeature {
         }
     }
 
-    fn scsi(&mut self, cmd: &ScsiCommand, raw: &[u8; 48], immediate_len: usize, out: &mut Outbox) {
-        if self.tasks.contains_key(&cmd.itt) || self.drains.contains_key(&cmd.itt) {
+    fn scsi(&mut self, cmd: &ScsiCommand, raw: &[u8; 48], immediate: &Bytes, out: &mut Outbox) {
+        let immediate_len = immediate.len();
+        if self.tasks.contains_key(&cmd.itt)
+            || self.drains.contains_key(&cmd.itt)
+            || self.collects.contains_key(&cmd.itt)
+        {
             self.reject(raw, reject_reason::TASK_IN_PROGRESS, out);
             return;
         }
         let lun = decode_lun(cmd.lun);
         let outcome = self.execute(lun, &cmd.cdb);
+        if let Outcome::Compare {
+            offset,
+            len,
+            pattern,
+        } = outcome
+        {
+            let block = self
+                .luns
+                .get(lun)
+                .map_or(512, |l| l.info.block_size as usize);
+            let want = if pattern { block } else { len as usize };
+            let want = want.min(cmd.expected_len as usize);
+            let mut buf = vec![0u8; want];
+            let n = immediate_len.min(want);
+            buf[..n].copy_from_slice(&immediate[..n]);
+            self.collects.insert(
+                cmd.itt,
+                Collect {
+                    lun,
+                    buf,
+                    received: n,
+                    offset,
+                    len,
+                    pattern,
+                    r2t_sn: 0,
+                },
+            );
+            if cmd.final_ {
+                self.continue_collect(cmd.itt, out);
+            }
+            return;
+        }
         let unsolicited_follows = cmd.write && !cmd.final_;
         if unsolicited_follows {
             if self.drains.len() >= self.settings.cmd_window as usize {
@@ -393,6 +462,7 @@ impl FullFeature {
                 Task {
                     lun,
                     edtl: cmd.expected_len,
+                    compare: None,
                 },
             );
             out.reads.push(ReadRequest {
@@ -404,6 +474,50 @@ impl FullFeature {
             return;
         }
         self.finish(cmd.itt, lun, cmd.expected_len, outcome, out);
+    }
+
+    /// Ask for the next burst of a VERIFY's data, or compare once all of it is here.
+    fn continue_collect(&mut self, itt: u32, out: &mut Outbox) {
+        let Some(c) = self.collects.get_mut(&itt) else {
+            return;
+        };
+        if c.received < c.buf.len() {
+            let desired = (c.buf.len() - c.received).min(self.params.max_burst as usize);
+            let r2t_sn = c.r2t_sn;
+            c.r2t_sn += 1;
+            let (lun, buffer_offset) = (c.lun, c.received as u32);
+            let ttt = self.fresh_ttt();
+            let h = Header::R2t(R2t {
+                lun: crate::scsi::lu::encode_lun(lun),
+                itt,
+                ttt,
+                stat_sn: self.stat_sn,
+                exp_cmd_sn: self.exp_cmd_sn,
+                max_cmd_sn: self.max_cmd_sn(),
+                r2t_sn,
+                buffer_offset,
+                desired_len: desired as u32,
+            });
+            out.push(&h, Bytes::new());
+            return;
+        }
+        let Some(c) = self.collects.remove(&itt) else {
+            return;
+        };
+        self.tasks.insert(
+            itt,
+            Task {
+                lun: c.lun,
+                edtl: 0,
+                compare: Some((c.buf, c.pattern)),
+            },
+        );
+        out.reads.push(ReadRequest {
+            itt,
+            lun: c.lun,
+            offset: c.offset,
+            len: c.len,
+        });
     }
 
     fn execute(&mut self, lun: u64, cdb: &[u8; 16]) -> Outcome {
@@ -447,8 +561,8 @@ impl FullFeature {
                 Residual::default(),
                 out,
             ),
-            Outcome::Read { .. } => {
-                // Reads are issued by `scsi`; one reaching here had its data drained.
+            Outcome::Read { .. } | Outcome::Compare { .. } => {
+                // Issued by `scsi`; one reaching here had its data drained.
                 self.status(itt, status::GOOD, None, Residual::default(), out)
             }
         }
@@ -461,7 +575,29 @@ impl FullFeature {
             return;
         };
         match result {
-            Ok(data) => self.data_in(itt, task.lun, data, task.edtl, out),
+            Ok(data) => match task.compare {
+                Some((expected, pattern)) => {
+                    let same = if pattern {
+                        data.chunks(expected.len().max(1))
+                            .all(|b| b == &expected[..])
+                    } else {
+                        data[..] == expected[..]
+                    };
+                    if same {
+                        self.status(itt, status::GOOD, None, Residual::default(), out)
+                    } else {
+                        let s = Sense::MISCOMPARE_DURING_VERIFY;
+                        self.status(
+                            itt,
+                            status::CHECK_CONDITION,
+                            Some(s),
+                            Residual::default(),
+                            out,
+                        )
+                    }
+                }
+                None => self.data_in(itt, task.lun, data, task.edtl, out),
+            },
             Err(e) => {
                 warn!(lun = task.lun, error = %e, "read failed");
                 let sense = match e {
@@ -557,6 +693,7 @@ impl FullFeature {
             function::ABORT_TASK => {
                 if self.tasks.remove(&h.ref_task_tag).is_some()
                     || self.drains.remove(&h.ref_task_tag).is_some()
+                    || self.collects.remove(&h.ref_task_tag).is_some()
                 {
                     response::COMPLETE
                 } else if let Some(sn) = self
@@ -582,6 +719,7 @@ impl FullFeature {
                 } else {
                     self.tasks.retain(|_, t| t.lun != lun);
                     self.drains.retain(|_, d| d.lun != lun);
+                    self.collects.retain(|_, c| c.lun != lun);
                     response::COMPLETE
                 }
             }
@@ -589,6 +727,7 @@ impl FullFeature {
             function::TARGET_WARM_RESET | function::TARGET_COLD_RESET => {
                 self.tasks.clear();
                 self.drains.clear();
+                self.collects.clear();
                 response::COMPLETE
             }
             function::TASK_REASSIGN => response::REASSIGN_UNSUPPORTED,
