@@ -204,7 +204,7 @@ impl Config {
                 .unwrap_or_else(|| format!("file://{}", abs.display()));
             let info = LunInfo::new(number, store.size(), Identity::lio(&identity));
             let store: Arc<dyn BlockStore> = Arc::new(store);
-            luns.push(Arc::new(Lun { info, store }));
+            luns.push(Arc::new(Lun::new(info, store)));
         }
         Ok(LunTable::new(luns))
     }

@@ -1,8 +1,9 @@
 //! The set of LUNs a target serves: SCSI-facing facts plus the store behind each.
 //! A table is immutable; changes publish a new table (see `server`).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::scsi::reservation::LuState;
 use crate::scsi::LunInfo;
 use crate::store::BlockStore;
 
@@ -10,6 +11,24 @@ use crate::store::BlockStore;
 pub struct Lun {
     pub info: LunInfo,
     pub store: Arc<dyn BlockStore>,
+    /// Reservations, shared by every session.
+    pub state: Mutex<LuState>,
+}
+
+impl Lun {
+    pub fn new(info: LunInfo, store: Arc<dyn BlockStore>) -> Lun {
+        Lun {
+            info,
+            store,
+            state: Mutex::new(LuState::default()),
+        }
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, LuState> {
+        // The state stays consistent across a panic elsewhere: every update is a
+        // single assignment.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 #[derive(Debug, Default)]

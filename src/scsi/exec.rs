@@ -34,6 +34,8 @@ pub enum Outcome {
     Good,
     /// CHECK CONDITION with this sense.
     Check(Sense),
+    /// RESERVATION CONFLICT status.
+    Conflict,
     /// VERIFY with BYTCHK: compare the Data-Out buffer (one block repeated when
     /// `pattern`) with the image bytes at `offset..offset + len`.
     Compare {

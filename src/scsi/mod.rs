@@ -12,6 +12,7 @@ pub mod inquiry;
 pub mod lu;
 pub mod mode;
 pub mod opcodes;
+pub mod reservation;
 pub mod sense;
 
 pub use exec::{execute, ExecCtx, Outcome};

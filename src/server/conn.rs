@@ -222,6 +222,7 @@ pub async fn run(
             }
         }
     }
+    t.conn.end();
     if let Some(r) = &t.registered {
         t.target.registry.unregister(&r.initiator, r.isid, r.tsih);
     }

@@ -85,6 +85,7 @@ impl Connection {
                             Arc::clone(&self.ffp_settings),
                             p.clone(),
                             outcome.tsih,
+                            outcome.isid,
                             outcome.exp_cmd_sn,
                             outcome.next_stat_sn,
                             Arc::clone(&self.luns),
@@ -137,6 +138,14 @@ impl Connection {
         if let Phase::Full(f) = &mut self.phase {
             f.tick(now, out);
         }
+    }
+
+    /// The connection is closing: release what its session held.
+    pub fn end(&mut self) {
+        if let Phase::Full(f) = &mut self.phase {
+            f.end();
+        }
+        self.phase = Phase::Closed;
     }
 
     pub fn set_luns(&mut self, luns: Arc<LunTable>) {

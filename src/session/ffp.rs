@@ -22,6 +22,7 @@ use crate::pdu::{
 use crate::scsi::cdb::op;
 use crate::scsi::exec::{bypasses_unit_attention, TargetPort};
 use crate::scsi::lu::decode_lun;
+use crate::scsi::reservation;
 use crate::scsi::{execute, status, ExecCtx, Outcome, Sense};
 use crate::store::StoreError;
 
@@ -115,6 +116,8 @@ pub struct FullFeature {
     settings: Arc<FfpSettings>,
     pub params: SessionParams,
     pub tsih: u16,
+    /// This session's I_T nexus, `initiator,i,0xISID`, for reservations.
+    nexus: String,
     stat_sn: u32,
     exp_cmd_sn: u32,
     max_cmd_sn: u32,
@@ -139,6 +142,7 @@ impl FullFeature {
         settings: Arc<FfpSettings>,
         params: SessionParams,
         tsih: u16,
+        isid: [u8; 6],
         exp_cmd_sn: u32,
         stat_sn: u32,
         luns: Arc<LunTable>,
@@ -152,10 +156,16 @@ impl FullFeature {
             .iter()
             .map(|&l| (l, VecDeque::from([Sense::POWER_ON_RESET])))
             .collect();
+        let nexus = format!(
+            "{},i,0x{}",
+            params.initiator_name.to_ascii_lowercase(),
+            hex::encode(isid)
+        );
         FullFeature {
             settings,
             params,
             tsih,
+            nexus,
             stat_sn,
             exp_cmd_sn,
             max_cmd_sn: exp_cmd_sn.wrapping_add(window - 1),
@@ -522,6 +532,11 @@ impl FullFeature {
 
     fn execute(&mut self, lun: u64, cdb: &[u8; 16]) -> Outcome {
         let luns = Arc::clone(&self.luns);
+        if let Some(l) = luns.get(lun) {
+            if let Some(o) = reservation::apply(&mut l.state(), &self.nexus, cdb) {
+                return o;
+            }
+        }
         let lu = luns.get(lun).map(|l| &l.info);
         if lu.is_some() {
             if let Some(q) = self.ua.get_mut(&lun) {
@@ -554,6 +569,13 @@ impl FullFeature {
         match outcome {
             Outcome::Data(d) => self.data_in(itt, lun, Bytes::from(d), edtl, out),
             Outcome::Good => self.status(itt, status::GOOD, None, Residual::of(edtl, 0), out),
+            Outcome::Conflict => self.status(
+                itt,
+                status::RESERVATION_CONFLICT,
+                None,
+                Residual::default(),
+                out,
+            ),
             Outcome::Check(s) => self.status(
                 itt,
                 status::CHECK_CONDITION,
@@ -720,6 +742,11 @@ impl FullFeature {
                     self.tasks.retain(|_, t| t.lun != lun);
                     self.drains.retain(|_, d| d.lun != lun);
                     self.collects.retain(|_, c| c.lun != lun);
+                    if h.function == function::LOGICAL_UNIT_RESET {
+                        if let Some(l) = self.luns.get(lun) {
+                            l.state().reserved_by = None;
+                        }
+                    }
                     response::COMPLETE
                 }
             }
@@ -728,6 +755,9 @@ impl FullFeature {
                 self.tasks.clear();
                 self.drains.clear();
                 self.collects.clear();
+                for l in self.luns.iter() {
+                    l.state().reserved_by = None;
+                }
                 response::COMPLETE
             }
             function::TASK_REASSIGN => response::REASSIGN_UNSUPPORTED,
@@ -833,6 +863,13 @@ impl FullFeature {
         if more {
             p.ttt = ttt;
             self.text_out = Some(p);
+        }
+    }
+
+    /// The I_T nexus is gone: drop the reservations it held.
+    pub fn end(&mut self) {
+        for l in self.luns.iter() {
+            reservation::release_if_held(&mut l.state(), &self.nexus);
         }
     }
 
