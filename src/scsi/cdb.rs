@@ -36,7 +36,6 @@ pub mod op {
     pub const PRE_FETCH_16: u8 = 0x90;
     pub const SYNC_CACHE_16: u8 = 0x91;
     pub const WRITE_SAME_16: u8 = 0x93;
-    pub const WRITE_ATOMIC_16: u8 = 0x9c;
     pub const SERVICE_ACTION_IN_16: u8 = 0x9e;
     pub const REPORT_LUNS: u8 = 0xa0;
     pub const MAINTENANCE_IN: u8 = 0xa3;
@@ -129,9 +128,10 @@ pub enum Command {
         lba: u64,
         blocks: u64,
     },
-    /// Any command that would modify the medium.
+    /// Any command that would modify the medium, with the blocks it names.
     Write {
         opcode: u8,
+        range: Option<(u64, u64)>,
     },
     Unsupported {
         opcode: u8,
@@ -310,23 +310,42 @@ pub fn decode(cdb: &[u8; 16]) -> Result<Command, Sense> {
             lba: be64(c, 2),
             blocks: be32(c, 10),
         },
-        op::WRITE_10 | op::WRITE_12 | op::WRITE_16 => {
-            no_dpo_fua(c, 0x18)?;
-            Command::Write { opcode }
-        }
-        op::WRITE_VERIFY_10 | op::WRITE_VERIFY_12 | op::WRITE_VERIFY_16 => {
-            no_dpo_fua(c, 0x10)?;
-            Command::Write { opcode }
-        }
-        op::WRITE_6
-        | op::WRITE_SAME_10
-        | op::WRITE_SAME_16
-        | op::UNMAP
-        | op::COMPARE_AND_WRITE
+        op::WRITE_10
+        | op::WRITE_12
+        | op::WRITE_16
+        | op::WRITE_VERIFY_10
+        | op::WRITE_VERIFY_12
+        | op::WRITE_VERIFY_16
         | op::ORWRITE_16
-        | op::WRITE_ATOMIC_16
-        | op::FORMAT_UNIT
-        | op::REASSIGN_BLOCKS => Command::Write { opcode },
+        | op::COMPARE_AND_WRITE
+        | op::WRITE_SAME_10
+        | op::WRITE_SAME_16 => {
+            if c[1] & 0xe0 != 0 {
+                // WRPROTECT: no protection information on this LU.
+                return Err(Sense::bad_cdb_field(1, Some(7)));
+            }
+            match opcode {
+                op::WRITE_VERIFY_10 | op::WRITE_VERIFY_12 | op::WRITE_VERIFY_16 => {
+                    no_dpo_fua(c, 0x10)?
+                }
+                op::WRITE_SAME_10 | op::WRITE_SAME_16 => {}
+                _ => no_dpo_fua(c, 0x18)?,
+            }
+            let (lba, blocks) = match opcode {
+                op::WRITE_10 | op::WRITE_VERIFY_10 | op::WRITE_SAME_10 => (be32(c, 2), be16(c, 7)),
+                op::WRITE_12 | op::WRITE_VERIFY_12 => (be32(c, 2), be32(c, 6)),
+                op::COMPARE_AND_WRITE => (be64(c, 2), c[13] as u64),
+                _ => (be64(c, 2), be32(c, 10)),
+            };
+            Command::Write {
+                opcode,
+                range: Some((lba, blocks)),
+            }
+        }
+        op::WRITE_6 | op::UNMAP | op::FORMAT_UNIT | op::REASSIGN_BLOCKS => Command::Write {
+            opcode,
+            range: None,
+        },
         _ => Command::Unsupported { opcode },
     })
 }

@@ -1,7 +1,7 @@
 //! Command dispatch: one CDB in, one [`Outcome`] out. Unit attentions and task
 //! bookkeeping are the session's; reading image bytes is the caller's.
 
-use super::cdb::{decode, Command};
+use super::cdb::{decode, op, Command};
 use super::inquiry::{self, MAX_TRANSFER_BLOCKS};
 use super::lu::encode_lun;
 use super::{mode, opcodes, truncate, LunInfo, Sense};
@@ -206,7 +206,21 @@ fn exec(cmd: Command, ctx: &ExecCtx) -> Result<Outcome, Sense> {
             };
             Outcome::Data(truncate(d, alloc))
         }
-        Command::Write { .. } => return Err(Sense::WRITE_PROTECTED),
+        Command::Write { opcode, range } => {
+            // A malformed CDB is reported as such before write protection (SBC-4 4.18).
+            if let Some((lba, blocks)) = range {
+                if !range_ok(lu, lba, blocks) {
+                    return Err(Sense::LBA_OUT_OF_RANGE);
+                }
+                // Zero blocks transfer nothing and change nothing: not an error
+                // (except WRITE SAME, where zero means "to the end").
+                let write_same = matches!(opcode, op::WRITE_SAME_10 | op::WRITE_SAME_16);
+                if blocks == 0 && !write_same {
+                    return Ok(Outcome::Good);
+                }
+            }
+            return Err(Sense::WRITE_PROTECTED);
+        }
         Command::Unsupported { .. } => return Err(Sense::INVALID_OPCODE),
         Command::ReportLuns { .. } | Command::RequestSense { .. } => Outcome::Good,
     })
@@ -327,9 +341,36 @@ mod tests {
     #[test]
     fn writes_are_write_protected_and_unknown_is_invalid_opcode() {
         let l = lu();
-        for op in [0x0a, 0x2a, 0xaa, 0x8a, 0x41, 0x93, 0x42, 0x89] {
-            assert_eq!(run(&[op], Some(&l)), Outcome::Check(Sense::WRITE_PROTECTED));
+        let writes: [&[u8]; 8] = [
+            &[0x0a, 0, 0, 0, 1, 0],
+            &[0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0],
+            &[0xaa, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0],
+            &[0x8a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0],
+            &[0x41, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            &[0x93, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0],
+            &[0x42],
+            &[0x89, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0],
+        ];
+        for cdb in writes {
+            assert_eq!(
+                run(cdb, Some(&l)),
+                Outcome::Check(Sense::WRITE_PROTECTED),
+                "{cdb:?}"
+            );
         }
+        // Bad fields and ranges are reported before write protection.
+        assert_eq!(
+            run(&[0x2a, 0x20, 0, 0, 0, 0, 0, 0, 1, 0], Some(&l)),
+            Outcome::Check(Sense::bad_cdb_field(1, Some(7)))
+        );
+        assert_eq!(
+            run(&[0x2a, 0, 0, 0, 0x07, 0xa2, 0, 0, 1, 0], Some(&l)),
+            Outcome::Check(Sense::LBA_OUT_OF_RANGE)
+        );
+        assert_eq!(
+            run(&[0x2a, 0, 0, 0, 0, 0, 0, 0, 0, 0], Some(&l)),
+            Outcome::Good
+        );
         assert_eq!(
             run(&[0xc7], Some(&l)),
             Outcome::Check(Sense::INVALID_OPCODE)
