@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
-use crate::login::{LoginSettings, NegotiationPrefs};
+use crate::login::{ChapPolicy, Credentials, LoginSettings, NegotiationPrefs};
 use crate::lun::{Lun, LunTable};
 use crate::scsi::{Identity, LunInfo};
 use crate::session::FfpSettings;
@@ -42,8 +42,77 @@ pub struct Config {
     pub nop_interval_secs: u64,
     pub nop_timeout_secs: u64,
     pub login_timeout_secs: u64,
+    /// Initiator names allowed to log in (empty: everyone).
+    pub allowed_initiators: Vec<String>,
+    /// CHAP for normal sessions.
+    pub chap: Option<ChapConfig>,
+    /// CHAP for discovery sessions (independent of `chap`).
+    pub discovery_chap: Option<ChapConfig>,
     #[serde(rename = "lun")]
     pub luns: Vec<LunConfig>,
+}
+
+/// CHAP credentials. Secrets are plain text, or `0x` hex, or `0b` base64; they are
+/// never logged.
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChapConfig {
+    /// Name and secret the initiator must authenticate with.
+    pub user: String,
+    pub secret: String,
+    /// Name and secret we answer with when the initiator asks for mutual CHAP.
+    pub target_user: Option<String>,
+    pub target_secret: Option<String>,
+    /// Offer SHA-256 besides MD5.
+    #[serde(default = "yes")]
+    pub sha256: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl std::fmt::Debug for ChapConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChapConfig")
+            .field("user", &self.user)
+            .field("target_user", &self.target_user)
+            .finish_non_exhaustive()
+    }
+}
+
+fn secret_bytes(s: &str) -> anyhow::Result<Vec<u8>> {
+    if s.starts_with("0x") || s.starts_with("0b") {
+        crate::login::chap::decode_binary(s).context("CHAP secret: bad hex or base64")
+    } else {
+        Ok(s.as_bytes().to_vec())
+    }
+}
+
+impl ChapConfig {
+    pub fn policy(&self) -> anyhow::Result<ChapPolicy> {
+        let target = match (&self.target_user, &self.target_secret) {
+            (Some(u), Some(s)) => Some(Credentials {
+                user: u.clone(),
+                secret: secret_bytes(s)?,
+            }),
+            (None, None) => None,
+            _ => bail!("CHAP target_user and target_secret go together"),
+        };
+        let secret = secret_bytes(&self.secret)?;
+        if secret.len() < 12 {
+            // RFC 7143 section 12.1.3: secrets of at least 96 bits.
+            bail!("CHAP secret for {} is shorter than 12 bytes", self.user);
+        }
+        Ok(ChapPolicy {
+            initiator: Some(Credentials {
+                user: self.user.clone(),
+                secret,
+            }),
+            target,
+            allow_sha256: self.sha256,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -79,6 +148,9 @@ impl Default for Config {
             nop_interval_secs: 5,
             nop_timeout_secs: 15,
             login_timeout_secs: 15,
+            allowed_initiators: Vec::new(),
+            chap: None,
+            discovery_chap: None,
             luns: Vec::new(),
         }
     }
@@ -142,8 +214,15 @@ impl Config {
         Ok(())
     }
 
-    pub fn login_settings(&self) -> LoginSettings {
+    pub fn login_settings(&self) -> anyhow::Result<LoginSettings> {
         let mut s = LoginSettings::new(self.target_name());
+        if let Some(c) = &self.chap {
+            s.chap = c.policy()?;
+        }
+        if let Some(c) = &self.discovery_chap {
+            s.discovery_chap = c.policy()?;
+        }
+        s.allowed_initiators = self.allowed_initiators.clone();
         s.target_alias = self.target_alias.clone();
         s.portal_group_tag = self.portal_group_tag;
         s.cmd_window = self.cmd_window;
@@ -157,7 +236,7 @@ impl Config {
             immediate_data: self.immediate_data,
             ..NegotiationPrefs::default()
         };
-        s
+        Ok(s)
     }
 
     pub fn ffp_settings(&self) -> FfpSettings {
@@ -236,7 +315,10 @@ mod tests {
         assert_eq!(c.luns.len(), 2);
         assert_eq!(c.luns[0].lun, Some(4));
         assert_eq!(c.ffp_settings().nop_interval, None);
-        assert_eq!(c.login_settings().prefs.header_digests, vec!["CRC32C"]);
+        assert_eq!(
+            c.login_settings().unwrap().prefs.header_digests,
+            vec!["CRC32C"]
+        );
         assert!(toml::from_str::<Config>("bogus = 1").is_err());
         let bad = Config {
             header_digest: vec!["MD5".into()],

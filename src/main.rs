@@ -123,6 +123,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         });
     }
     cfg.validate()?;
+    let login = Arc::new(cfg.login_settings()?);
     if cfg.luns.is_empty() {
         bail!("no LUNs configured: pass --lun PATH, --demo, or [[lun]] in the config file");
     }
@@ -133,7 +134,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let (_luns_tx, luns_rx) = watch::channel(Arc::new(luns));
     let target = Arc::new(Target {
-        login: Arc::new(cfg.login_settings()),
+        login,
         ffp: Arc::new(cfg.ffp_settings()),
         port: Arc::new(TargetPort {
             target_name: target_name.clone(),

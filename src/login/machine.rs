@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::chap::{self, ChapPolicy, ChapState};
 use super::negotiate::{NegotiationPrefs, Negotiator, SessionParams, SessionType};
 use super::text::{encode_pairs, parse_pairs};
 use super::{LoginError, LoginStatus};
@@ -28,6 +29,12 @@ pub struct LoginSettings {
     pub max_keys: usize,
     /// CmdSN window granted at login (MaxCmdSN = ExpCmdSN + window - 1).
     pub cmd_window: u32,
+    /// CHAP for normal sessions; required when initiator credentials are set.
+    pub chap: ChapPolicy,
+    /// CHAP for discovery sessions, configured separately.
+    pub discovery_chap: ChapPolicy,
+    /// Initiator names allowed to log in to the target (empty: everyone).
+    pub allowed_initiators: Vec<String>,
 }
 
 impl LoginSettings {
@@ -40,6 +47,16 @@ impl LoginSettings {
             max_text_bytes: 64 * 1024,
             max_keys: 256,
             cmd_window: 128,
+            chap: ChapPolicy::default(),
+            discovery_chap: ChapPolicy::default(),
+            allowed_initiators: Vec::new(),
+        }
+    }
+
+    fn chap_for(&self, t: SessionType) -> &ChapPolicy {
+        match t {
+            SessionType::Normal => &self.chap,
+            SessionType::Discovery => &self.discovery_chap,
         }
     }
 }
@@ -100,6 +117,7 @@ pub struct LoginMachine {
     identified: bool,
     auth_done: bool,
     auth_offered: bool,
+    chap: Option<ChapState>,
     declared_tpgt: bool,
     declared_mrdsl: bool,
     stat_sn: u32,
@@ -118,6 +136,7 @@ impl LoginMachine {
             identified: false,
             auth_done: false,
             auth_offered: false,
+            chap: None,
             declared_tpgt: false,
             declared_mrdsl: false,
             stat_sn: 0,
@@ -226,28 +245,26 @@ impl LoginMachine {
         let pairs = parse_pairs(&text, self.settings.max_keys)?;
 
         let mut answers: Vec<(String, String)> = Vec::new();
-        for (k, v) in &pairs {
-            if k == "AuthMethod" {
-                if self.stage != STAGE_SECURITY {
-                    return Err(LoginError::Protocol(
-                        "AuthMethod outside the security stage",
-                    ));
-                }
-                self.auth_offered = true;
-                let chosen = if v.split(',').any(|m| m == "None") {
-                    self.auth_done = true;
-                    "None"
-                } else {
-                    "Reject"
-                };
-                answers.push((k.clone(), chosen.to_string()));
-            } else if let Some(a) = self.neg.offer(k, v)? {
+        let is_auth_key = |k: &str| k == "AuthMethod" || k.starts_with("CHAP_");
+        for (k, v) in pairs.iter().filter(|(k, _)| !is_auth_key(k)) {
+            if let Some(a) = self.neg.offer(k, v)? {
                 answers.push((k.clone(), a));
             }
         }
-
+        // Authentication keys last: which policy applies depends on SessionType.
+        self.authenticate(&pairs, &mut answers)?;
         if !self.identified {
             self.identify(env)?;
+        }
+        let policy_requires = self
+            .settings
+            .chap_for(self.neg.params.session_type)
+            .initiator
+            .is_some();
+        if policy_requires && self.stage == STAGE_OPERATIONAL && !self.auth_done {
+            return Err(LoginError::Auth(
+                "CHAP is required: the security stage was skipped",
+            ));
         }
         let normal = self.neg.params.session_type == SessionType::Normal;
         if normal && !self.declared_tpgt {
@@ -263,14 +280,20 @@ impl LoginMachine {
 
         let mut last = self.response(req);
         let mut outcome = None;
-        if req.transit {
+        let chap_in_progress = matches!(
+            self.chap,
+            Some(ChapState::Chosen) | Some(ChapState::Challenged { .. })
+        );
+        if req.transit && self.stage == STAGE_SECURITY && chap_in_progress {
+            // Mid-exchange: answer without transiting; the initiator goes on.
+        } else if req.transit {
             let nsg = req.nsg;
             if nsg <= self.stage || (nsg != STAGE_OPERATIONAL && nsg != STAGE_FULL_FEATURE) {
                 return Err(LoginError::Protocol("invalid next stage"));
             }
             if self.stage == STAGE_SECURITY && !self.auth_done {
                 // AuthMethod=None is implied when the initiator skips negotiating it.
-                if self.auth_offered {
+                if self.auth_offered || policy_requires {
                     return Err(LoginError::Auth("no acceptable AuthMethod"));
                 }
                 self.auth_done = true;
@@ -314,6 +337,69 @@ impl LoginMachine {
         Ok(LoginStep::Respond(first, chunk))
     }
 
+    /// AuthMethod and the CHAP keys of one request.
+    fn authenticate(
+        &mut self,
+        pairs: &[(String, String)],
+        answers: &mut Vec<(String, String)>,
+    ) -> Result<(), LoginError> {
+        let get = |k: &str| {
+            pairs
+                .iter()
+                .find(|(kk, _)| kk == k)
+                .map(|(_, v)| v.as_str())
+        };
+        let policy = self.settings.chap_for(self.neg.params.session_type).clone();
+        let required = policy.initiator.is_some();
+        if let Some(v) = get("AuthMethod") {
+            if self.stage != STAGE_SECURITY {
+                return Err(LoginError::Protocol(
+                    "AuthMethod outside the security stage",
+                ));
+            }
+            self.auth_offered = true;
+            let offered: Vec<&str> = v.split(',').collect();
+            let chosen = if required {
+                if !offered.contains(&"CHAP") {
+                    return Err(LoginError::Auth("CHAP is required and was not offered"));
+                }
+                self.chap = Some(ChapState::Chosen);
+                "CHAP"
+            } else if offered.contains(&"None") {
+                self.auth_done = true;
+                "None"
+            } else {
+                "Reject"
+            };
+            answers.push(("AuthMethod".into(), chosen.into()));
+        }
+        if let Some(a) = get("CHAP_A") {
+            if self.chap != Some(ChapState::Chosen) {
+                return Err(LoginError::Protocol("CHAP_A without AuthMethod=CHAP"));
+            }
+            let (state, ans) = chap::challenge(&policy, a)?;
+            self.chap = Some(state);
+            answers.extend(ans);
+        }
+        if get("CHAP_R").is_some() || get("CHAP_N").is_some() {
+            let Some(state) = &self.chap else {
+                return Err(LoginError::Protocol("CHAP_R without a challenge"));
+            };
+            let ans = chap::verify(
+                &policy,
+                state,
+                get("CHAP_N"),
+                get("CHAP_R"),
+                get("CHAP_I"),
+                get("CHAP_C"),
+            )?;
+            self.chap = Some(ChapState::Done);
+            self.auth_done = true;
+            answers.extend(ans);
+        }
+        Ok(())
+    }
+
     fn next_chunk(&mut self, req: &LoginRequest) -> LoginStep {
         let mut h = self.response(req);
         let Some(mut p) = self.pending_out.take() else {
@@ -354,7 +440,12 @@ impl LoginMachine {
                 return Err(LoginError::UnknownTarget(name.clone()));
             }
         }
-        if !env.allowed(&p.initiator_name) {
+        let acl = &self.settings.allowed_initiators;
+        let listed = acl.is_empty()
+            || acl
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(&p.initiator_name));
+        if (p.session_type == SessionType::Normal && !listed) || !env.allowed(&p.initiator_name) {
             return Err(LoginError::Forbidden(p.initiator_name.clone()));
         }
         self.identified = true;

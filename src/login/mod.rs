@@ -3,11 +3,13 @@
 //! (security and operational stages, multi-PDU requests and responses, TSIH).
 //! Sans-IO: the machine takes parsed PDUs and returns the response to send.
 
+pub mod chap;
 pub mod error;
 pub mod machine;
 pub mod negotiate;
 pub mod text;
 
+pub use chap::{ChapPolicy, Credentials};
 pub use error::{LoginError, LoginStatus};
 pub use machine::{LoginEnv, LoginMachine, LoginOutcome, LoginSettings, LoginStep};
 pub use negotiate::{NegotiationPrefs, Negotiator, SessionParams, SessionType};
