@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::login::{ChapPolicy, Credentials, LoginSettings, NegotiationPrefs};
 use crate::lun::{Lun, LunTable};
+use crate::lunmap::{LunMap, MAX_LUN};
 use crate::scsi::{Identity, LunInfo};
 use crate::session::FfpSettings;
 use crate::store::{BlockStore, LocalFile};
@@ -44,6 +45,9 @@ pub struct Config {
     pub login_timeout_secs: u64,
     /// Initiator names allowed to log in (empty: everyone).
     pub allowed_initiators: Vec<String>,
+    /// JSON file keeping LUN numbers stable across restarts (default: none, numbers
+    /// live only as long as the process).
+    pub state_file: Option<PathBuf>,
     /// CHAP for normal sessions.
     pub chap: Option<ChapConfig>,
     /// CHAP for discovery sessions (independent of `chap`).
@@ -149,6 +153,7 @@ impl Default for Config {
             nop_timeout_secs: 15,
             login_timeout_secs: 15,
             allowed_initiators: Vec::new(),
+            state_file: None,
             chap: None,
             discovery_chap: None,
             luns: Vec::new(),
@@ -251,40 +256,34 @@ impl Config {
         }
     }
 
-    /// Open every configured image. A LUN that cannot be opened is an error: a lab
-    /// user wants to hear about a typo, not get an empty target.
-    pub fn open_luns(&self) -> anyhow::Result<LunTable> {
-        let mut used: Vec<u64> = self.luns.iter().filter_map(|l| l.lun).collect();
-        let mut sorted = used.clone();
-        sorted.sort_unstable();
-        sorted.dedup();
-        if sorted.len() != used.len() {
-            bail!("the same LUN number is configured twice");
-        }
+    /// Open every configured image and give each its stable LUN number. A LUN that
+    /// cannot be opened is an error: a lab user wants to hear about a typo, not get
+    /// an empty target (and a reload keeps the previous table).
+    pub fn open_luns(&self, map: &mut LunMap) -> anyhow::Result<LunTable> {
         let mut luns = Vec::new();
+        let mut identities = Vec::new();
         for l in &self.luns {
-            let number = match l.lun {
-                Some(n) => n,
-                None => {
-                    let n = (0..).find(|n| !used.contains(n)).unwrap_or(0);
-                    used.push(n);
-                    n
-                }
-            };
-            if number > 16383 {
-                bail!("LUN {number} is above 16383");
-            }
-            let store = LocalFile::open(&l.path)
-                .with_context(|| format!("opening LUN {number} image {}", l.path.display()))?;
             let abs = std::fs::canonicalize(&l.path).unwrap_or_else(|_| l.path.clone());
             let identity = l
                 .identity
                 .clone()
                 .unwrap_or_else(|| format!("file://{}", abs.display()));
+            if identities.contains(&identity) {
+                bail!("image {identity} is configured twice");
+            }
+            let number = map.assign(&identity, l.lun)?;
+            if number > MAX_LUN {
+                bail!("LUN {number} is above {MAX_LUN}");
+            }
+            let store = LocalFile::open(&l.path)
+                .with_context(|| format!("opening LUN {number} image {}", l.path.display()))?;
             let info = LunInfo::new(number, store.size(), Identity::lio(&identity));
             let store: Arc<dyn BlockStore> = Arc::new(store);
             luns.push(Arc::new(Lun::new(info, store)));
+            identities.push(identity);
         }
+        map.retire_others(&identities);
+        map.save()?;
         Ok(LunTable::new(luns))
     }
 }

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod login;
 pub mod lun;
+pub mod lunmap;
 pub mod pdu;
 pub mod scsi;
 pub mod server;

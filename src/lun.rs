@@ -58,6 +58,16 @@ impl LunTable {
         self.luns.iter()
     }
 
+    /// Whether both tables present the same LUNs with the same images.
+    pub fn same_as(&self, other: &LunTable) -> bool {
+        self.luns.len() == other.luns.len()
+            && self.luns.iter().zip(other.luns.iter()).all(|(a, b)| {
+                a.info.lun == b.info.lun
+                    && a.info.identity.source == b.info.identity.source
+                    && a.info.size_bytes == b.info.size_bytes
+            })
+    }
+
     pub fn len(&self) -> usize {
         self.luns.len()
     }

@@ -7,10 +7,13 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{error, info};
 
 use s3lun::config::{Config, LunConfig};
+use s3lun::lun::LunTable;
+use s3lun::lunmap::LunMap;
 use s3lun::scsi::exec::TargetPort;
 use s3lun::server::{self, Registry, Target};
 
@@ -57,6 +60,9 @@ struct ServeArgs {
     /// Seconds of silence before a NOP-In ping (0 disables).
     #[arg(long)]
     nop_interval: Option<u64>,
+    /// JSON file that keeps LUN numbers stable across restarts.
+    #[arg(long)]
+    state_file: Option<PathBuf>,
     /// Seconds to wait for the answer to a NOP-In ping before closing.
     #[arg(long)]
     nop_timeout: Option<u64>,
@@ -92,7 +98,8 @@ fn demo_image() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// The configuration file with the command-line flags applied on top.
+fn effective_config(args: &ServeArgs) -> anyhow::Result<Config> {
     let mut cfg = match &args.config {
         Some(p) => Config::load(p)?,
         None => Config::default(),
@@ -112,6 +119,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(n) = args.nop_timeout {
         cfg.nop_timeout_secs = n;
     }
+    if args.state_file.is_some() {
+        cfg.state_file = args.state_file.clone();
+    }
     for spec in &args.luns {
         cfg.luns.push(parse_lun(spec)?);
     }
@@ -123,16 +133,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         });
     }
     cfg.validate()?;
-    let login = Arc::new(cfg.login_settings()?);
     if cfg.luns.is_empty() {
         bail!("no LUNs configured: pass --lun PATH, --demo, or [[lun]] in the config file");
     }
-    let luns = cfg.open_luns()?;
-    let target_name = cfg.target_name();
+    Ok(cfg)
+}
+
+fn log_luns(luns: &LunTable) {
     for l in luns.iter() {
         info!(lun = l.info.lun, size = l.info.size_bytes, wwid = %l.info.identity.wwid(), identity = %l.info.identity.source, "LUN");
     }
-    let (_luns_tx, luns_rx) = watch::channel(Arc::new(luns));
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let cfg = effective_config(&args)?;
+    let login = Arc::new(cfg.login_settings()?);
+    let mut map = match &cfg.state_file {
+        Some(p) => LunMap::load(p)?,
+        None => LunMap::ephemeral(),
+    };
+    let luns = cfg.open_luns(&mut map)?;
+    log_luns(&luns);
+    let target_name = cfg.target_name();
+    let (luns_tx, luns_rx) = watch::channel(Arc::new(luns));
     let target = Arc::new(Target {
         login,
         ffp: Arc::new(cfg.ffp_settings()),
@@ -162,21 +185,33 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(server::serve(target, listeners, stop_rx));
-    wait_for_signal().await?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                // Reload the LUN list; on any error keep serving the current one.
+                match effective_config(&args).and_then(|c| c.open_luns(&mut map)) {
+                    Ok(new) => {
+                        if luns_tx.borrow().same_as(&new) {
+                            info!("SIGHUP: LUNs unchanged");
+                        } else {
+                            info!("SIGHUP: LUNs changed");
+                            log_luns(&new);
+                            luns_tx.send_replace(Arc::new(new));
+                        }
+                    }
+                    Err(e) => error!(error = format!("{e:#}"), "SIGHUP: reload failed, keeping the current LUNs"),
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
     info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = server.await;
-    Ok(())
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
     Ok(())
 }
 

@@ -1,0 +1,139 @@
+//! Stable LUN numbers: a small JSON state file mapping each image's identity to the
+//! LUN it was given. A number is never handed to another image, even after its image
+//! is gone, so a node that cached "LUN 3" never reads the wrong image.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LunMap {
+    /// Identity string -> LUN number.
+    assigned: BTreeMap<String, u64>,
+    /// Numbers whose image went away; kept so they are never reused.
+    retired: Vec<u64>,
+    #[serde(skip)]
+    path: Option<PathBuf>,
+}
+
+/// LUN numbers above this cannot be addressed with the flat addressing we use.
+pub const MAX_LUN: u64 = 16383;
+
+impl LunMap {
+    /// Load the map, or start an empty one if the file does not exist yet. A corrupt
+    /// file is an error: silently renumbering LUNs would be worse than not starting.
+    pub fn load(path: &Path) -> anyhow::Result<LunMap> {
+        let mut map = match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice::<LunMap>(&bytes)
+                .with_context(|| format!("parsing LUN state file {}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => LunMap::default(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        map.path = Some(path.to_path_buf());
+        Ok(map)
+    }
+
+    /// An in-memory map (no state file configured).
+    pub fn ephemeral() -> LunMap {
+        LunMap::default()
+    }
+
+    fn used(&self, n: u64) -> bool {
+        self.assigned.values().any(|&v| v == n) || self.retired.contains(&n)
+    }
+
+    /// Number for `identity`: the one it had, the one the configuration pins, or the
+    /// lowest number never used.
+    pub fn assign(&mut self, identity: &str, pinned: Option<u64>) -> anyhow::Result<u64> {
+        if let Some(p) = pinned {
+            if let Some((other, _)) = self
+                .assigned
+                .iter()
+                .find(|(k, &v)| v == p && *k != identity)
+            {
+                anyhow::bail!("LUN {p} is pinned for {identity} but belongs to {other}");
+            }
+            self.retired.retain(|&r| r != p);
+            self.assigned.insert(identity.to_string(), p);
+            return Ok(p);
+        }
+        if let Some(&n) = self.assigned.get(identity) {
+            return Ok(n);
+        }
+        let n = (0..=MAX_LUN)
+            .find(|&n| !self.used(n))
+            .context("no free LUN numbers left")?;
+        self.assigned.insert(identity.to_string(), n);
+        Ok(n)
+    }
+
+    /// Retire every identity not in `live`: its number stays reserved.
+    pub fn retire_others(&mut self, live: &[String]) {
+        let gone: Vec<String> = self
+            .assigned
+            .keys()
+            .filter(|k| !live.contains(k))
+            .cloned()
+            .collect();
+        for k in gone {
+            if let Some(n) = self.assigned.remove(&k) {
+                self.retired.push(n);
+            }
+        }
+        self.retired.sort_unstable();
+        self.retired.dedup();
+    }
+
+    /// Write the map atomically (temp file, fsync, rename).
+    pub fn save(&self) -> anyhow::Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let tmp = path.with_extension("tmp");
+        let bytes = serde_json::to_vec_pretty(self)?;
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_stable_and_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("luns.json");
+        let mut m = LunMap::load(&p).unwrap();
+        assert_eq!(m.assign("a", None).unwrap(), 0);
+        assert_eq!(m.assign("b", None).unwrap(), 1);
+        m.retire_others(&["b".into()]);
+        m.save().unwrap();
+        let mut m = LunMap::load(&p).unwrap();
+        assert_eq!(m.assign("b", None).unwrap(), 1);
+        assert_eq!(
+            m.assign("c", None).unwrap(),
+            2,
+            "0 belonged to a: not reused"
+        );
+        assert_eq!(
+            m.assign("a", Some(0)).unwrap(),
+            0,
+            "pinning may revive a retired number"
+        );
+        assert!(m.assign("d", Some(1)).is_err(), "1 belongs to b");
+        std::fs::write(&p, b"{not json").unwrap();
+        assert!(LunMap::load(&p).is_err());
+    }
+}
