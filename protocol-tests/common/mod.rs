@@ -19,9 +19,15 @@ pub struct Server {
 
 impl Server {
     pub fn start(extra: &[&str]) -> Server {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--target-name", TARGET];
+        args.extend_from_slice(extra);
+        Server::start_raw(&args)
+    }
+
+    /// Start with exactly these arguments.
+    pub fn start_raw(args: &[&str]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_s3lun"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--target-name", TARGET])
-            .args(extra)
+        cmd.args(args)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Builds what the kernel boot tests need under target/kernel-boot/: a Debian cloud
+# kernel and its iSCSI, virtio and squashfs modules, extracted from the package (not
+# installed), and an initramfs with busybox, open-iscsi's iscsistart and its libraries.
+# Needs apt-get (download only), busybox-static and qemu-system-x86 (scripts/test
+# installs them).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+out="$here/../../target/kernel-boot"
+[ -f "$out/ready" ] && exit 0
+rm -rf "$out" && mkdir -p "$out/debs" "$out/x"
+cd "$out/debs"
+apt-get download linux-image-cloud-amd64 >/dev/null 2>&1
+kpkg=$(dpkg-deb -f linux-image-cloud-amd64_*.deb Depends | sed -n 's/.*\(linux-image-[^ ,]*\).*/\1/p' | head -1)
+apt-get download "$kpkg" open-iscsi libopeniscsiusr >/dev/null 2>&1
+for d in *.deb; do dpkg-deb -x "$d" "$out/x"; done
+kver=$(ls "$out/x/lib/modules" | head -1)
+cp "$out/x/boot/vmlinuz-$kver" "$out/vmlinuz"
+
+root="$out/root"
+mkdir -p "$root"/{bin,sbin,etc,proc,sys,dev,lib,lib64,mnt,run,tmp,lib/modules}
+cp /bin/busybox "$root/bin/busybox"
+cp "$here/init" "$root/init"
+cp "$out/x/sbin/iscsistart" "$root/sbin/iscsistart"
+# iscsistart's shared libraries: from the extracted packages first, then the host.
+libs=$(LD_LIBRARY_PATH="$out/x/usr/lib/x86_64-linux-gnu" ldd "$root/sbin/iscsistart" | awk '/=> \//{print $3} /ld-linux/{print $1}')
+mkdir -p "$root/lib/x86_64-linux-gnu"
+for l in $libs; do
+  cp -L "$l" "$root/lib/x86_64-linux-gnu/"
+done
+cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
+
+# Modules in dependency order, read from each module's own "depends=" field.
+mods="$out/x/lib/modules/$kver"
+declare -A seen
+order=()
+visit() {
+  local name=$1 f
+  [ -n "${seen[$name]:-}" ] && return
+  seen[$name]=1
+  f=$(find "$mods" \( -name "$name.ko" -o -name "${name//_/-}.ko" \) | head -1)
+  [ -z "$f" ] && return
+  for d in $(strings "$f" | sed -n 's/^depends=//p' | tr ',' ' '); do visit "$d"; done
+  order+=("$f")
+}
+for m in virtio_pci virtio_net iscsi_tcp sd_mod squashfs; do visit "$m"; done
+: >"$root/modules.order"
+for f in "${order[@]}"; do
+  cp "$f" "$root/lib/modules/"
+  basename "$f" >>"$root/modules.order"
+done
+(cd "$root" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1 >"$out/initrd.gz")
+touch "$out/ready"
+echo "kernel boot assets ready: $kver"
