@@ -1,8 +1,11 @@
 //! A real Linux kernel as the initiator: a Debian cloud kernel (extracted from its
-//! package) boots under QEMU/TCG with a small initramfs that logs in with open-iscsi's
-//! `iscsistart`, mounts the LUN as squashfs and reads it back. The kernel log must show
-//! the LU as LIO would present it: write-protected, vendor LIO-ORG, the expected
-//! WWID, and no SCSI errors.
+//! package) boots under QEMU/TCG (1) with a small initramfs that logs in with
+//! open-iscsi's `iscsistart`, mounts the LUN as squashfs and reads it back, and (2)
+//! with a Debian dracut initramfs and `root=iscsi:...`, which discovers the target
+//! with SendTargets through iscsid/iscsiadm (as compute nodes do), mounts the
+//! squashfs as the root filesystem and runs its init. The kernel log must show the LU
+//! as LIO would present it: write-protected, vendor LIO-ORG, the expected WWID, and no
+//! SCSI errors.
 
 mod common;
 
@@ -35,7 +38,7 @@ fn free_port() -> u16 {
 }
 
 /// Boot the guest; return everything it printed on the serial console.
-fn boot(assets: &Path, cmdline: &str, deadline: Duration) -> String {
+fn boot(assets: &Path, initrd: &str, cmdline: &str, deadline: Duration) -> String {
     let mut child = Command::new(tool("qemu-system-x86_64"))
         .args([
             "-accel",
@@ -50,7 +53,7 @@ fn boot(assets: &Path, cmdline: &str, deadline: Duration) -> String {
         .arg("-kernel")
         .arg(assets.join("vmlinuz"))
         .arg("-initrd")
-        .arg(assets.join("initrd.gz"))
+        .arg(assets.join(initrd))
         .args(["-append", &format!("console=ttyS0 panic=-1 {cmdline}")])
         .args([
             "-netdev",
@@ -129,6 +132,7 @@ fn kernel_boots_and_mounts_the_lun_with_iscsistart() {
     ]);
     let log = boot(
         &assets,
+        "initrd.gz",
         &format!("s3lun.addr=10.0.2.2 s3lun.port={port} s3lun.target={target}"),
         Duration::from_secs(300),
     );
@@ -153,6 +157,96 @@ fn kernel_boots_and_mounts_the_lun_with_iscsistart() {
         .unwrap_or_default();
     assert_eq!(wwid, PE_WWID, "{log}");
     assert!(log.contains("S3LUN-GUEST: vendor LIO-ORG  ro 1"), "{log}");
+    check_kernel_log(&log);
+    assert!(srv.alive());
+}
+
+/// A squashfs root filesystem whose /sbin/init reports and powers off.
+fn make_root(dir: &Path) -> (PathBuf, String) {
+    let root = dir.join("rootfs");
+    for d in ["bin", "sbin", "etc", "proc", "sys", "dev"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static");
+    let init = Path::new(env!("CARGO_MANIFEST_DIR")).join("protocol-tests/kernel/root-init");
+    std::fs::copy(init, root.join("sbin/init")).unwrap();
+    std::fs::write(root.join("etc/marker"), "s3lun-dracut-marker\n").unwrap();
+    let big = common::pattern(2 * 1024 * 1024 + 333, 77);
+    std::fs::write(root.join("big.bin"), &big).unwrap();
+    let img = dir.join("rootfs.squashfs");
+    common::run(
+        "mksquashfs",
+        &[
+            root.to_str().unwrap(),
+            img.to_str().unwrap(),
+            "-noappend",
+            "-quiet",
+            "-no-progress",
+        ],
+    );
+    (img, hex::encode(Md5::digest(&big)))
+}
+
+#[test]
+fn dracut_discovers_and_boots_a_squashfs_root() {
+    let assets = assets();
+    let dir = tempfile::tempdir().unwrap();
+    let (img, want_md5) = make_root(dir.path());
+    let port = free_port();
+    let target = "iqn.2023-06.csm.iscsi:dracut-boot";
+    let mut srv = Server::start_raw(&[
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        // What the guest can reach: QEMU user networking maps 10.0.2.2 to the host.
+        "--advertise",
+        &format!("10.0.2.2:{port}"),
+        "--target-name",
+        target,
+        "--lun",
+        img.to_str().unwrap(),
+    ]);
+    let log = boot(
+        &assets,
+        "dracut.img",
+        &format!(
+            "ip=dhcp root=iscsi:10.0.2.2::{port}:0:{target} rootfstype=squashfs ro \
+             rd.iscsi.initiator=iqn.2024-01.org.s3lun:dracut rd.shell=0 rd.retry=30"
+        ),
+        Duration::from_secs(400),
+    );
+    eprintln!("{log}");
+    assert!(
+        log.contains("S3LUN-ROOT: done"),
+        "the squashfs root never ran its init:\n{log}"
+    );
+    assert!(
+        log.contains("S3LUN-ROOT: running from /dev/sda squashfs"),
+        "{log}"
+    );
+    assert!(
+        log.contains("S3LUN-ROOT: marker s3lun-dracut-marker"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("S3LUN-ROOT: md5 {want_md5}")),
+        "{log}"
+    );
+    // dracut logs in through the node record that SendTargets discovery created.
+    assert!(
+        log.contains(&format!(
+            "Login to [iface: default, target: {target}, portal: 10.0.2.2,{port}] successful"
+        )),
+        "{log}"
+    );
+    let id = s3lun::scsi::Identity::lio(&format!(
+        "file://{}",
+        std::fs::canonicalize(&img).unwrap().display()
+    ));
+    assert!(
+        log.contains(&format!("S3LUN-ROOT: wwid naa.{}", &id.wwid()[1..])),
+        "{log}"
+    );
     check_kernel_log(&log);
     assert!(srv.alive());
 }

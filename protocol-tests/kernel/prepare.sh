@@ -2,11 +2,18 @@
 # Builds what the kernel boot tests need under target/kernel-boot/: a Debian cloud
 # kernel and its iSCSI, virtio and squashfs modules, extracted from the package (not
 # installed), and an initramfs with busybox, open-iscsi's iscsistart and its libraries.
-# Needs apt-get (download only), busybox-static and qemu-system-x86 (scripts/test
-# installs them).
+# Also a dracut initramfs (modules base, iscsi, network-legacy) for the same kernel,
+# as compute nodes boot with. Needs apt-get (download only), busybox-static,
+# qemu-system-x86, kmod, dracut, dracut-network and open-iscsi (scripts/test installs
+# them). dracut only looks for modules in /lib/modules/<version>: unless a kernel of
+# that version is installed, a symlink to the extracted modules is placed there.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out="$here/../../target/kernel-boot"
+mkdir -p "$here/../../target"
+# Tests run in parallel: one builds, the others wait for it.
+exec 9>"$here/../../target/kernel-boot.lock"
+flock 9
 [ -f "$out/ready" ] && exit 0
 rm -rf "$out" && mkdir -p "$out/debs" "$out/x"
 cd "$out/debs"
@@ -50,5 +57,18 @@ for f in "${order[@]}"; do
   basename "$f" >>"$root/modules.order"
 done
 (cd "$root" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1 >"$out/initrd.gz")
+
+depmod -b "$out/x" "$kver"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+if [ -L "/lib/modules/$kver" ] || [ ! -e "/lib/modules/$kver" ]; then
+  $SUDO mkdir -p /lib/modules
+  $SUDO ln -sfn "$mods" "/lib/modules/$kver"
+fi
+dracut --no-hostonly --force --kver "$kver" \
+  --modules "base iscsi network-legacy" \
+  --add-drivers "virtio_net virtio_pci squashfs sd_mod iscsi_tcp" \
+  --omit "systemd systemd-initrd dracut-systemd plymouth" \
+  "$out/dracut.img" >"$out/dracut.log" 2>&1 || { cat "$out/dracut.log"; exit 1; }
 touch "$out/ready"
 echo "kernel boot assets ready: $kver"
