@@ -104,6 +104,11 @@ pub enum Command {
         lba: u64,
         blocks: u64,
     },
+    /// PERSISTENT RESERVE IN with its service action.
+    PersistentReserveIn {
+        sa: u8,
+        alloc: usize,
+    },
     GetLbaStatus {
         lba: u64,
         alloc: usize,
@@ -217,6 +222,10 @@ pub fn decode(cdb: &[u8; 16]) -> Result<Command, Sense> {
                 alloc: be32(c, 6) as usize,
             }
         }
+        op::PERSISTENT_RESERVE_IN => Command::PersistentReserveIn {
+            sa: c[1] & 0x1f,
+            alloc: be16(c, 7) as usize,
+        },
         op::READ_DEFECT_DATA_10 => Command::ReadDefectData {
             twelve: false,
             flags: c[2] & 0x1f,

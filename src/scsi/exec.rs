@@ -193,6 +193,17 @@ fn exec(cmd: Command, ctx: &ExecCtx) -> Result<Outcome, Sense> {
             report_target_port_groups(extended, ctx.port),
             alloc,
         )),
+        Command::PersistentReserveIn { sa, alloc } => {
+            // No PERSISTENT RESERVE OUT here, so nothing is ever registered: every
+            // report is empty, at generation 0.
+            let d = match sa {
+                0 | 1 | 3 => vec![0u8; 8],
+                // REPORT CAPABILITIES: length 8, TMV set, no reservation types.
+                2 => vec![0, 8, 0, 0x80, 0, 0, 0, 0],
+                _ => return Err(Sense::bad_cdb_field(1, None)),
+            };
+            Outcome::Data(truncate(d, alloc))
+        }
         Command::ReadDefectData {
             twelve,
             flags,

@@ -77,6 +77,11 @@ pub static SUPPORTED: &[Supported] = &[
         &[0x42, 0x01, 0, 0, 0, 0, 0x3f, 0xff, 0xff, 0x07],
     ),
     s(
+        op::PERSISTENT_RESERVE_IN,
+        None,
+        &[0x5e, 0x1f, 0, 0, 0, 0, 0, 0xff, 0xff, 0x07],
+    ),
+    s(
         op::MODE_SENSE_10,
         None,
         &[0x5a, 0x18, 0xff, 0xff, 0, 0, 0, 0xff, 0xff, 0x07],

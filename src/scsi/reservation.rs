@@ -15,7 +15,11 @@ pub struct LuState {
 fn allowed_under_reservation(opcode: u8, sa: u8) -> bool {
     matches!(
         opcode,
-        op::INQUIRY | op::REPORT_LUNS | op::REQUEST_SENSE | op::RELEASE_6
+        op::INQUIRY
+            | op::REPORT_LUNS
+            | op::REQUEST_SENSE
+            | op::RELEASE_6
+            | op::PERSISTENT_RESERVE_IN
     ) || (opcode == op::MAINTENANCE_IN && sa == op::SA_REPORT_TARGET_PORT_GROUPS)
 }
 
