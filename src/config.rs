@@ -13,6 +13,9 @@ use crate::lun::{Lun, LunTable};
 use crate::lunmap::{LunMap, MAX_LUN};
 use crate::scsi::{Identity, LunInfo};
 use crate::session::FfpSettings;
+use crate::store::cache::{CacheSettings, CachedStore, ChunkCache};
+use crate::store::key::content_key;
+use crate::store::s3::{parse_url, S3Client, S3Object, S3Settings, S3Store};
 use crate::store::{BlockStore, LocalFile};
 
 pub const DEFAULT_PORT: u16 = 3260;
@@ -52,6 +55,10 @@ pub struct Config {
     pub chap: Option<ChapConfig>,
     /// CHAP for discovery sessions (independent of `chap`).
     pub discovery_chap: Option<ChapConfig>,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9360).
+    pub metrics_listen: Option<String>,
+    pub s3: Option<S3Config>,
+    pub cache: CacheConfig,
     #[serde(rename = "lun")]
     pub luns: Vec<LunConfig>,
 }
@@ -119,16 +126,162 @@ impl ChapConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct LunConfig {
-    /// Image file to serve.
-    pub path: PathBuf,
+    /// Local image file to serve (or `s3`).
+    pub path: Option<PathBuf>,
+    /// Object to serve, `s3://bucket/key` (or `path`).
+    pub s3: Option<String>,
+    /// The etag a manifest gave for the object (content key when it agrees).
+    pub etag: Option<String>,
+    /// The md5 a manifest gave for the object (content key when no etag).
+    pub md5: Option<String>,
     /// LUN number; default: the lowest free one.
     pub lun: Option<u64>,
     /// String the LIO-compatible identity (serial, WWID) is computed from;
-    /// default `file://<absolute path>`.
+    /// default `file://<absolute path>`, or the `s3://` URL.
     pub identity: Option<String>,
+}
+
+/// How to reach S3.
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    /// Endpoint URL, e.g. `http://rgw-vip.nmn` (path-style addressing is always used).
+    pub endpoint: String,
+    pub region: String,
+    /// Credentials: these, else AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, else an
+    /// s3fs-style passwd file (`ACCESS:SECRET` or `bucket:ACCESS:SECRET`).
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
+    pub passwd_file: Option<PathBuf>,
+    pub max_parallel: usize,
+    pub attempts: u32,
+    pub attempt_timeout_secs: u64,
+    /// After this long a read fails with a retryable SCSI error.
+    pub deadline_secs: u64,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            endpoint: "http://127.0.0.1:9000".into(),
+            region: "us-east-1".into(),
+            access_key: None,
+            secret_key: None,
+            passwd_file: None,
+            max_parallel: 32,
+            attempts: 4,
+            attempt_timeout_secs: 10,
+            deadline_secs: 30,
+        }
+    }
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The block cache.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Persistent tier; default `$XDG_CACHE_HOME/s3lun/blocks` (or ~/.cache/...).
+    pub dir: Option<PathBuf>,
+    pub max_bytes: u64,
+    pub memory_bytes: u64,
+    pub chunk_size: usize,
+    pub readahead_chunks: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        let d = CacheSettings::default();
+        CacheConfig {
+            dir: None,
+            max_bytes: d.max_disk_bytes,
+            memory_bytes: d.memory_bytes,
+            chunk_size: d.chunk_size,
+            readahead_chunks: d.readahead,
+        }
+    }
+}
+
+impl CacheConfig {
+    pub fn settings(&self) -> CacheSettings {
+        let dir = self.dir.clone().unwrap_or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .unwrap_or_else(std::env::temp_dir)
+                .join("s3lun/blocks")
+        });
+        CacheSettings {
+            dir: Some(dir),
+            max_disk_bytes: self.max_bytes,
+            memory_bytes: self.memory_bytes,
+            chunk_size: self.chunk_size.max(4096),
+            readahead: self.readahead_chunks,
+        }
+    }
+}
+
+impl S3Config {
+    fn credentials(&self) -> anyhow::Result<(String, String)> {
+        if let (Some(a), Some(s)) = (&self.access_key, &self.secret_key) {
+            return Ok((a.clone(), s.clone()));
+        }
+        if let (Ok(a), Ok(s)) = (
+            std::env::var("AWS_ACCESS_KEY_ID"),
+            std::env::var("AWS_SECRET_ACCESS_KEY"),
+        ) {
+            return Ok((a, s));
+        }
+        if let Some(p) = &self.passwd_file {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            for line in text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            {
+                let parts: Vec<&str> = line.split(':').collect();
+                match parts.as_slice() {
+                    [a, s] | [_, a, s] => return Ok((a.to_string(), s.to_string())),
+                    _ => {}
+                }
+            }
+            bail!("no ACCESS:SECRET line in {}", p.display());
+        }
+        bail!("no S3 credentials: set [s3] access_key/secret_key, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or passwd_file")
+    }
+
+    pub fn settings(&self) -> anyhow::Result<S3Settings> {
+        let (access_key, secret_key) = self.credentials()?;
+        Ok(S3Settings {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            access_key,
+            secret_key,
+            max_parallel: self.max_parallel,
+            attempts: self.attempts,
+            attempt_timeout: Duration::from_secs(self.attempt_timeout_secs.max(1)),
+            deadline: Duration::from_secs(self.deadline_secs.max(1)),
+        })
+    }
+}
+
+/// What LUNs are opened with: one S3 client and one cache for the whole target.
+#[derive(Debug, Clone)]
+pub struct Backends {
+    pub s3: Option<S3Client>,
+    pub cache: Arc<ChunkCache>,
 }
 
 impl Default for Config {
@@ -156,6 +309,9 @@ impl Default for Config {
             state_file: None,
             chap: None,
             discovery_chap: None,
+            metrics_listen: None,
+            s3: None,
+            cache: CacheConfig::default(),
             luns: Vec::new(),
         }
     }
@@ -256,18 +412,37 @@ impl Config {
         }
     }
 
+    /// The S3 client and cache, built once per process.
+    pub fn backends(&self) -> anyhow::Result<Backends> {
+        let needs_s3 = self.luns.iter().any(|l| l.s3.is_some());
+        let s3 = match (&self.s3, needs_s3) {
+            (Some(c), _) => Some(S3Client::new(&c.settings()?)),
+            (None, true) => Some(S3Client::new(&S3Config::default().settings()?)),
+            (None, false) => None,
+        };
+        let mut cache = self.cache.settings();
+        if s3.is_none() {
+            // Local files need no cache: do not create a directory for nothing.
+            cache.dir = None;
+        }
+        Ok(Backends {
+            s3,
+            cache: ChunkCache::new(cache),
+        })
+    }
+
     /// Open every configured image and give each its stable LUN number. A LUN that
     /// cannot be opened is an error: a lab user wants to hear about a typo, not get
     /// an empty target (and a reload keeps the previous table).
-    pub fn open_luns(&self, map: &mut LunMap) -> anyhow::Result<LunTable> {
+    pub async fn open_luns(
+        &self,
+        map: &mut LunMap,
+        backends: &Backends,
+    ) -> anyhow::Result<LunTable> {
         let mut luns = Vec::new();
         let mut identities = Vec::new();
         for l in &self.luns {
-            let abs = std::fs::canonicalize(&l.path).unwrap_or_else(|_| l.path.clone());
-            let identity = l
-                .identity
-                .clone()
-                .unwrap_or_else(|| format!("file://{}", abs.display()));
+            let (identity, store, _) = open_lun(l, backends).await?;
             if identities.contains(&identity) {
                 bail!("image {identity} is configured twice");
             }
@@ -275,16 +450,59 @@ impl Config {
             if number > MAX_LUN {
                 bail!("LUN {number} is above {MAX_LUN}");
             }
-            let store = LocalFile::open(&l.path)
-                .with_context(|| format!("opening LUN {number} image {}", l.path.display()))?;
             let info = LunInfo::new(number, store.size(), Identity::lio(&identity));
-            let store: Arc<dyn BlockStore> = Arc::new(store);
             luns.push(Arc::new(Lun::new(info, store)));
             identities.push(identity);
         }
         map.retire_others(&identities);
         map.save()?;
         Ok(LunTable::new(luns))
+    }
+}
+
+/// An opened image: its identity, its store, and the cache view of S3 images.
+pub type Opened = (String, Arc<dyn BlockStore>, Option<Arc<CachedStore>>);
+
+/// Open one image.
+pub async fn open_lun(l: &LunConfig, b: &Backends) -> anyhow::Result<Opened> {
+    match (&l.path, &l.s3) {
+        (Some(path), None) => {
+            let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+            let identity = l
+                .identity
+                .clone()
+                .unwrap_or_else(|| format!("file://{}", abs.display()));
+            let store = LocalFile::open(path)
+                .with_context(|| format!("opening image {}", path.display()))?;
+            Ok((identity, Arc::new(store), None))
+        }
+        (None, Some(url)) => {
+            let (bucket, key) = parse_url(url).with_context(|| format!("bad S3 URL {url:?}"))?;
+            let client = b.s3.clone().context("an s3 LUN needs an [s3] section")?;
+            let info = client
+                .head(&bucket, &key)
+                .await
+                .with_context(|| format!("opening {url}"))?;
+            if info.size == 0 {
+                bail!("{url} is empty");
+            }
+            let ck = content_key(l.etag.as_deref(), l.md5.as_deref(), &info)
+                .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+            if let Some(why) = &ck.stale_manifest {
+                tracing::warn!(object = %url, "stale manifest: {why}; using the object's ETag");
+            }
+            tracing::info!(object = %url, content_key = %ck.key, source = ?ck.source, size = info.size, "S3 image");
+            let object: Arc<dyn BlockStore> =
+                Arc::new(S3Store(S3Object::new(client, &bucket, &key, &info)));
+            let store = Arc::new(CachedStore::new(object, &ck.key, Arc::clone(&b.cache)));
+            let as_store: Arc<dyn BlockStore> = store.clone();
+            Ok((
+                l.identity.clone().unwrap_or_else(|| url.clone()),
+                as_store,
+                Some(store),
+            ))
+        }
+        _ => bail!("a [[lun]] needs exactly one of path or s3"),
     }
 }
 
@@ -307,11 +525,21 @@ mod tests {
             identity = "s3://boot-images/PE/a.squashfs"
             [[lun]]
             path = "/images/b.squashfs"
+            [[lun]]
+            s3 = "s3://boot-images/PE/x.squashfs"
+            [s3]
+            endpoint = "http://10.0.0.1:8080"
+            access_key = "a"
+            secret_key = "b"
+            [cache]
+            chunk_size = 2097152
             "#,
         )
         .unwrap();
         c.validate().unwrap();
-        assert_eq!(c.luns.len(), 2);
+        assert_eq!(c.luns.len(), 3);
+        assert_eq!(c.cache.settings().chunk_size, 2 << 20);
+        assert!(c.backends().unwrap().s3.is_some());
         assert_eq!(c.luns[0].lun, Some(4));
         assert_eq!(c.ffp_settings().nop_interval, None);
         assert_eq!(

@@ -12,3 +12,4 @@ pub mod scsi;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod tools;

@@ -35,6 +35,43 @@ struct Cli {
 enum Cmd {
     /// Serve LUNs over iSCSI until SIGINT or SIGTERM.
     Serve(ServeArgs),
+    /// Fill the block cache for S3 images ahead of a boot storm.
+    Warm {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Images to warm (s3:// URLs or configured identities); default: all.
+        images: Vec<String>,
+        /// Chunks fetched at once.
+        #[arg(long, default_value_t = 8)]
+        parallel: usize,
+    },
+    /// Inspect or clean the block cache.
+    Cache {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        op: CacheOp,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheOp {
+    /// Chunks and bytes per content key.
+    Stats,
+    /// Check every chunk's CRC, removing bad ones.
+    Verify,
+    /// Remove cached chunks (all, or one content key).
+    Purge {
+        #[arg(long)]
+        key: Option<String>,
+    },
+}
+
+fn load(config: &Option<PathBuf>) -> anyhow::Result<Config> {
+    match config {
+        Some(p) => Config::load(p),
+        None => Ok(Config::default()),
+    }
 }
 
 #[derive(clap::Args)]
@@ -63,6 +100,9 @@ struct ServeArgs {
     /// JSON file that keeps LUN numbers stable across restarts.
     #[arg(long)]
     state_file: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address.
+    #[arg(long)]
+    metrics_listen: Option<String>,
     /// Seconds to wait for the answer to a NOP-In ping before closing.
     #[arg(long)]
     nop_timeout: Option<u64>,
@@ -75,11 +115,16 @@ fn parse_lun(spec: &str) -> anyhow::Result<LunConfig> {
         }
         _ => (None, spec),
     };
-    Ok(LunConfig {
-        path: PathBuf::from(path),
+    let mut l = LunConfig {
         lun,
-        identity: None,
-    })
+        ..LunConfig::default()
+    };
+    if path.starts_with("s3://") {
+        l.s3 = Some(path.to_string());
+    } else {
+        l.path = Some(PathBuf::from(path));
+    }
+    Ok(l)
 }
 
 fn demo_image() -> anyhow::Result<PathBuf> {
@@ -119,6 +164,9 @@ fn effective_config(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(n) = args.nop_timeout {
         cfg.nop_timeout_secs = n;
     }
+    if args.metrics_listen.is_some() {
+        cfg.metrics_listen = args.metrics_listen.clone();
+    }
     if args.state_file.is_some() {
         cfg.state_file = args.state_file.clone();
     }
@@ -127,9 +175,9 @@ fn effective_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if args.demo {
         cfg.luns.push(LunConfig {
-            path: demo_image()?,
-            lun: None,
+            path: Some(demo_image()?),
             identity: Some("s3lun-demo".into()),
+            ..LunConfig::default()
         });
     }
     cfg.validate()?;
@@ -152,7 +200,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(p) => LunMap::load(p)?,
         None => LunMap::ephemeral(),
     };
-    let luns = cfg.open_luns(&mut map)?;
+    let backends = cfg.backends()?;
+    let luns = cfg.open_luns(&mut map, &backends).await?;
     log_luns(&luns);
     let target_name = cfg.target_name();
     let (luns_tx, luns_rx) = watch::channel(Arc::new(luns));
@@ -183,8 +232,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         info!(%bound, target = %target_name, "listening");
         listeners.push(l);
     }
+    if let Some(addr) = &cfg.metrics_listen {
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding metrics {addr}"))?;
+        println!("s3lun: metrics on {}", l.local_addr()?);
+        let m = server::metrics::Metrics {
+            registry: Arc::clone(&target.registry),
+            cache: Arc::clone(&backends.cache),
+            s3: backends.s3.as_ref().map(|c| Arc::clone(&c.stats)),
+        };
+        tokio::spawn(server::metrics::serve(l, m));
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(server::serve(target, listeners, stop_rx));
+    let server = tokio::spawn(server::serve(Arc::clone(&target), listeners, stop_rx));
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -192,7 +253,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::select! {
             _ = hup.recv() => {
                 // Reload the LUN list; on any error keep serving the current one.
-                match effective_config(&args).and_then(|c| c.open_luns(&mut map)) {
+                let reloaded = match effective_config(&args) {
+                    Ok(c) => c.open_luns(&mut map, &backends).await,
+                    Err(e) => Err(e),
+                };
+                match reloaded {
                     Ok(new) => {
                         if luns_tx.borrow().same_as(&new) {
                             info!("SIGHUP: LUNs unchanged");
@@ -229,5 +294,18 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.cmd {
         Cmd::Serve(args) => rt.block_on(serve(args)),
+        Cmd::Warm {
+            config,
+            images,
+            parallel,
+        } => rt.block_on(s3lun::tools::warm(&load(&config)?, &images, parallel)),
+        Cmd::Cache { config, op } => {
+            let cfg = load(&config)?;
+            match op {
+                CacheOp::Stats => s3lun::tools::cache_stats(&cfg),
+                CacheOp::Verify => s3lun::tools::cache_verify(&cfg),
+                CacheOp::Purge { key } => s3lun::tools::cache_purge(&cfg, key.as_deref()),
+            }
+        }
     }
 }

@@ -46,6 +46,7 @@ impl Sense {
     pub const REPORTED_LUNS_CHANGED: Sense = Sense::new(key::UNIT_ATTENTION, 0x3f, 0x0e);
     pub const UNRECOVERED_READ_ERROR: Sense = Sense::new(key::MEDIUM_ERROR, 0x11, 0x00);
     pub const NOT_READY_CAUSE_UNKNOWN: Sense = Sense::new(key::NOT_READY, 0x04, 0x00);
+    pub const NOT_READY_BECOMING_READY: Sense = Sense::new(key::NOT_READY, 0x04, 0x01);
     pub const COMMANDS_CLEARED_BY_ANOTHER_INITIATOR: Sense =
         Sense::new(key::UNIT_ATTENTION, 0x2f, 0x00);
     pub const MISCOMPARE_DURING_VERIFY: Sense = Sense::new(key::MISCOMPARE, 0x1d, 0x00);

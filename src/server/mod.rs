@@ -3,6 +3,7 @@
 //! (TSIH, reinstatement) and graceful shutdown.
 
 pub mod conn;
+pub mod metrics;
 pub mod registry;
 pub mod writer;
 

@@ -624,6 +624,10 @@ impl FullFeature {
                 warn!(lun = task.lun, error = %e, "read failed");
                 let sense = match e {
                     StoreError::OutOfRange { .. } => Sense::LBA_OUT_OF_RANGE,
+                    // The object changed: refuse rather than mix versions.
+                    StoreError::Stale(_) => Sense::NOT_READY_CAUSE_UNKNOWN,
+                    // S3 slow or down past the deadline: worth retrying.
+                    StoreError::Unavailable(_) => Sense::NOT_READY_BECOMING_READY,
                     _ => Sense::UNRECOVERED_READ_ERROR,
                 };
                 self.status(

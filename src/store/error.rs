@@ -10,4 +10,10 @@ pub enum StoreError {
     Empty(String),
     #[error("read of {len} bytes at {offset} is beyond the image end {size}")]
     OutOfRange { offset: u64, len: usize, size: u64 },
+    #[error("{0} changed since it was opened")]
+    Stale(String),
+    #[error("{0} does not exist")]
+    NotFound(String),
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }

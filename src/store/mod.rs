@@ -1,8 +1,11 @@
 //! Where image bytes come from: a `read_at`-style trait with a memory-mapped local
 //! file implementation. S3 and the block cache implement the same trait.
 
+pub mod cache;
 pub mod error;
+pub mod key;
 pub mod local;
+pub mod s3;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -1,0 +1,695 @@
+//! The block cache in front of S3: fixed-size chunks keyed by (content key, chunk
+//! index), an in-memory LRU tier over a persistent on-disk tier.
+//!
+//! Never serve wrong bytes: each chunk file carries its length and a CRC32C checked
+//! on every read from disk (a bad chunk is deleted and fetched again), and becomes
+//! visible only by an atomic rename once completely written, so a crash mid-fill
+//! leaves at worst a stray temp file, removed at the next start. The key is the
+//! content, not the path, so the cache survives restarts and renames, and two LUNs
+//! with the same content share it. Concurrent misses on one chunk make one fetch
+//! (single-flight); sequential reads trigger read-ahead. If the disk tier fails (full,
+//! unwritable), it is switched off with a log line and reads go on from S3.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::{Bytes, BytesMut};
+use futures::future::{BoxFuture, FutureExt, Shared};
+use lru::LruCache;
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use super::{BlockStore, ReadFuture, StoreError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// Directory of the persistent tier; `None` keeps only the memory tier.
+    pub dir: Option<PathBuf>,
+    /// Size bound of the persistent tier.
+    pub max_disk_bytes: u64,
+    /// Size bound of the memory tier.
+    pub memory_bytes: u64,
+    pub chunk_size: usize,
+    /// Chunks fetched ahead of a sequential reader.
+    pub readahead: usize,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            dir: None,
+            max_disk_bytes: 64 << 30,
+            memory_bytes: 1 << 30,
+            chunk_size: 1 << 20,
+            readahead: 4,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    pub memory_hits: AtomicU64,
+    pub disk_hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub fetched_bytes: AtomicU64,
+    pub evictions: AtomicU64,
+    pub corrupt: AtomicU64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ChunkKey {
+    content: Arc<str>,
+    index: u64,
+}
+
+const MAGIC: &[u8; 4] = b"S3LC";
+const HEADER: usize = 24;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves the maps consistent, even if a panic unwinds.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Directory name for a content key: a hash, since keys may hold any characters.
+fn key_dir(content: &str) -> String {
+    hex::encode(&Sha256::digest(content.as_bytes())[..16])
+}
+
+fn encode_chunk(data: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(HEADER + data.len());
+    v.extend_from_slice(MAGIC);
+    v.extend_from_slice(&[1, 0, 0, 0]);
+    v.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    v.extend_from_slice(&crc32c::crc32c(data).to_le_bytes());
+    v.extend_from_slice(&[0u8; 4]);
+    v.extend_from_slice(data);
+    v
+}
+
+/// The chunk's bytes if the file is whole and its CRC matches.
+fn decode_chunk(raw: Vec<u8>) -> Option<Bytes> {
+    if raw.len() < HEADER || &raw[..4] != MAGIC || raw[4] != 1 {
+        return None;
+    }
+    let len = u64::from_le_bytes(raw[8..16].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(raw[16..20].try_into().ok()?);
+    if raw.len() != HEADER + len {
+        return None;
+    }
+    let data = Bytes::from(raw).slice(HEADER..);
+    (crc32c::crc32c(&data) == crc).then_some(data)
+}
+
+#[derive(Debug, Default)]
+struct DiskIndex {
+    /// Relative path -> (size, last use tick).
+    entries: HashMap<PathBuf, (u64, u64)>,
+    total: u64,
+    tick: u64,
+}
+
+#[derive(Debug)]
+struct DiskTier {
+    root: PathBuf,
+    max_bytes: u64,
+    index: Mutex<DiskIndex>,
+    disabled: AtomicBool,
+}
+
+impl DiskTier {
+    fn open(root: &Path, max_bytes: u64) -> std::io::Result<DiskTier> {
+        std::fs::create_dir_all(root)?;
+        let mut index = DiskIndex::default();
+        let mut found: Vec<(PathBuf, u64, std::time::SystemTime)> = Vec::new();
+        for d in std::fs::read_dir(root)? {
+            let d = d?;
+            if !d.file_type()?.is_dir() {
+                continue;
+            }
+            for f in std::fs::read_dir(d.path())? {
+                let f = f?;
+                let name = f.file_name().to_string_lossy().to_string();
+                if name.starts_with(".tmp") {
+                    // A fill interrupted by a crash: never visible, now removed.
+                    let _ = std::fs::remove_file(f.path());
+                    continue;
+                }
+                if !name.ends_with(".chunk") {
+                    continue;
+                }
+                let meta = f.metadata()?;
+                let rel = f
+                    .path()
+                    .strip_prefix(root)
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default();
+                found.push((
+                    rel,
+                    meta.len(),
+                    meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+                ));
+            }
+        }
+        // Oldest first, so eviction after a restart still prefers stale chunks.
+        found.sort_by_key(|(_, _, t)| *t);
+        for (rel, size, _) in found {
+            index.tick += 1;
+            index.total += size;
+            index.entries.insert(rel, (size, index.tick));
+        }
+        info!(dir = %root.display(), chunks = index.entries.len(), bytes = index.total, "cache opened");
+        Ok(DiskTier {
+            root: root.to_path_buf(),
+            max_bytes,
+            index: Mutex::new(index),
+            disabled: AtomicBool::new(false),
+        })
+    }
+
+    fn rel(key: &ChunkKey) -> PathBuf {
+        PathBuf::from(key_dir(&key.content)).join(format!("{:016x}.chunk", key.index))
+    }
+
+    fn disable(&self, what: &str, e: &std::io::Error) {
+        if !self.disabled.swap(true, Ordering::Relaxed) {
+            warn!(dir = %self.root.display(), error = %e, "cache {what} failed: disk tier off, serving from S3 without caching");
+        }
+    }
+
+    /// Read and verify one chunk (blocking I/O).
+    fn read(&self, key: &ChunkKey, stats: &CacheStats) -> Option<Bytes> {
+        if self.disabled.load(Ordering::Relaxed) {
+            return None;
+        }
+        let rel = Self::rel(key);
+        {
+            let mut idx = lock(&self.index);
+            idx.tick += 1;
+            let tick = idx.tick;
+            match idx.entries.get_mut(&rel) {
+                Some(e) => e.1 = tick,
+                None => return None,
+            }
+        }
+        let path = self.root.join(&rel);
+        let data = std::fs::read(&path).ok().and_then(decode_chunk);
+        if data.is_none() {
+            stats.corrupt.fetch_add(1, Ordering::Relaxed);
+            warn!(chunk = %path.display(), "cache chunk failed its check: dropped, fetching again");
+            let _ = std::fs::remove_file(&path);
+            let mut idx = lock(&self.index);
+            if let Some((size, _)) = idx.entries.remove(&rel) {
+                idx.total -= size;
+            }
+        }
+        data
+    }
+
+    /// Write one chunk: temp file, then rename (blocking I/O).
+    fn write(&self, key: &ChunkKey, data: &[u8], stats: &CacheStats) {
+        if self.disabled.load(Ordering::Relaxed) {
+            return;
+        }
+        let rel = Self::rel(key);
+        let dir = self.root.join(key_dir(&key.content));
+        let result = (|| -> std::io::Result<u64> {
+            std::fs::create_dir_all(&dir)?;
+            let keyfile = dir.join("key");
+            if !keyfile.exists() {
+                std::fs::write(&keyfile, key.content.as_bytes())?;
+            }
+            let bytes = encode_chunk(data);
+            let mut rnd = [0u8; 8];
+            let _ = getrandom::getrandom(&mut rnd);
+            let tmp = dir.join(format!(".tmp-{}", hex::encode(rnd)));
+            let mut f = std::fs::File::create(&tmp)?;
+            if let Err(e) = f.write_all(&bytes) {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+            drop(f);
+            std::fs::rename(&tmp, self.root.join(&rel))?;
+            Ok(bytes.len() as u64)
+        })();
+        let size = match result {
+            Ok(s) => s,
+            Err(e) => return self.disable("write", &e),
+        };
+        let mut evict = Vec::new();
+        {
+            let mut idx = lock(&self.index);
+            idx.tick += 1;
+            let tick = idx.tick;
+            if let Some((old, _)) = idx.entries.insert(rel.clone(), (size, tick)) {
+                idx.total -= old;
+            }
+            idx.total += size;
+            while idx.total > self.max_bytes && idx.entries.len() > 1 {
+                let Some(victim) = idx
+                    .entries
+                    .iter()
+                    .filter(|(p, _)| **p != rel)
+                    .min_by_key(|(_, (_, t))| *t)
+                    .map(|(p, _)| p.clone())
+                else {
+                    break;
+                };
+                if let Some((s, _)) = idx.entries.remove(&victim) {
+                    idx.total -= s;
+                }
+                evict.push(victim);
+            }
+        }
+        for v in evict {
+            stats.evictions.fetch_add(1, Ordering::Relaxed);
+            let _ = std::fs::remove_file(self.root.join(v));
+        }
+    }
+}
+
+type Fill = Shared<BoxFuture<'static, Result<Bytes, StoreError>>>;
+
+/// One cache shared by every LUN of a target.
+pub struct ChunkCache {
+    pub settings: CacheSettings,
+    mem: Mutex<LruCache<ChunkKey, Bytes>>,
+    disk: Option<DiskTier>,
+    inflight: Mutex<HashMap<ChunkKey, Fill>>,
+    pub stats: CacheStats,
+}
+
+impl std::fmt::Debug for ChunkCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkCache")
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl ChunkCache {
+    pub fn new(settings: CacheSettings) -> Arc<ChunkCache> {
+        let slots = (settings.memory_bytes / settings.chunk_size.max(1) as u64).max(1) as usize;
+        let disk = settings.dir.as_ref().and_then(|d| match DiskTier::open(d, settings.max_disk_bytes) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                warn!(dir = %d.display(), error = %e, "cache directory unusable: memory tier only");
+                None
+            }
+        });
+        Arc::new(ChunkCache {
+            mem: Mutex::new(LruCache::new(
+                NonZeroUsize::new(slots).unwrap_or(NonZeroUsize::MIN),
+            )),
+            disk,
+            inflight: Mutex::new(HashMap::new()),
+            stats: CacheStats::default(),
+            settings,
+        })
+    }
+
+    fn mem_get(&self, key: &ChunkKey) -> Option<Bytes> {
+        lock(&self.mem).get(key).cloned()
+    }
+
+    /// One chunk, from memory, disk, or `inner` (single-flight).
+    fn chunk(self: &Arc<Self>, inner: &Arc<dyn BlockStore>, key: ChunkKey, len: usize) -> Fill {
+        let mut inflight = lock(&self.inflight);
+        if let Some(f) = inflight.get(&key) {
+            return f.clone();
+        }
+        let cache = Arc::clone(self);
+        let inner = Arc::clone(inner);
+        let k = key.clone();
+        let fill: Fill = async move {
+            let r = cache.fill(&inner, &k, len).await;
+            lock(&cache.inflight).remove(&k);
+            r
+        }
+        .boxed()
+        .shared();
+        inflight.insert(key, fill.clone());
+        fill
+    }
+
+    async fn fill(
+        self: &Arc<Self>,
+        inner: &Arc<dyn BlockStore>,
+        key: &ChunkKey,
+        len: usize,
+    ) -> Result<Bytes, StoreError> {
+        if let Some(b) = self.mem_get(key) {
+            self.stats.memory_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(b);
+        }
+        if self.disk.is_some() {
+            let cache = Arc::clone(self);
+            let k = key.clone();
+            let found = tokio::task::spawn_blocking(move || {
+                cache.disk.as_ref().and_then(|d| d.read(&k, &cache.stats))
+            })
+            .await
+            .ok()
+            .flatten();
+            if let Some(b) = found.filter(|b| b.len() == len) {
+                self.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
+                lock(&self.mem).put(key.clone(), b.clone());
+                return Ok(b);
+            }
+        }
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        let offset = key.index * self.settings.chunk_size as u64;
+        let data = inner.read_at(offset, len).wait().await?;
+        self.stats
+            .fetched_bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        lock(&self.mem).put(key.clone(), data.clone());
+        if self.disk.is_some() {
+            let cache = Arc::clone(self);
+            let (k, d) = (key.clone(), data.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(disk) = &cache.disk {
+                    disk.write(&k, &d, &cache.stats);
+                }
+            })
+            .await;
+        }
+        Ok(data)
+    }
+
+    /// Check every chunk on disk; returns (good, bad) counts; bad ones are removed.
+    pub fn verify(&self) -> (u64, u64) {
+        let Some(disk) = &self.disk else {
+            return (0, 0);
+        };
+        let paths: Vec<PathBuf> = lock(&disk.index).entries.keys().cloned().collect();
+        let (mut good, mut bad) = (0, 0);
+        for rel in paths {
+            let p = disk.root.join(&rel);
+            if std::fs::read(&p).ok().and_then(decode_chunk).is_some() {
+                good += 1;
+            } else {
+                bad += 1;
+                let _ = std::fs::remove_file(&p);
+                let mut idx = lock(&disk.index);
+                if let Some((s, _)) = idx.entries.remove(&rel) {
+                    idx.total -= s;
+                }
+            }
+        }
+        (good, bad)
+    }
+
+    /// (chunks, bytes) on disk.
+    pub fn disk_usage(&self) -> (usize, u64) {
+        self.disk.as_ref().map_or((0, 0), |d| {
+            let idx = lock(&d.index);
+            (idx.entries.len(), idx.total)
+        })
+    }
+
+    pub fn disk_enabled(&self) -> bool {
+        self.disk
+            .as_ref()
+            .is_some_and(|d| !d.disabled.load(Ordering::Relaxed))
+    }
+}
+
+/// A store read through the cache.
+#[derive(Debug)]
+pub struct CachedStore {
+    inner: Arc<dyn BlockStore>,
+    content: Arc<str>,
+    cache: Arc<ChunkCache>,
+    size: u64,
+    /// One past the last chunk read, to spot sequential readers.
+    next_expected: AtomicU64,
+}
+
+impl CachedStore {
+    pub fn new(
+        inner: Arc<dyn BlockStore>,
+        content_key: &str,
+        cache: Arc<ChunkCache>,
+    ) -> CachedStore {
+        CachedStore {
+            size: inner.size(),
+            inner,
+            content: Arc::from(content_key),
+            cache,
+            next_expected: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    fn chunk_len(&self, index: u64) -> usize {
+        let cs = self.cache.settings.chunk_size as u64;
+        (self.size - index * cs).min(cs) as usize
+    }
+
+    fn key(&self, index: u64) -> ChunkKey {
+        ChunkKey {
+            content: Arc::clone(&self.content),
+            index,
+        }
+    }
+
+    fn chunks(&self) -> u64 {
+        self.size.div_ceil(self.cache.settings.chunk_size as u64)
+    }
+
+    /// Fetch chunks `from..to` in the background (read-ahead, warming).
+    pub fn prefetch(&self, from: u64, to: u64) -> Vec<Fill> {
+        (from..to.min(self.chunks()))
+            .filter(|&i| self.cache.mem_get(&self.key(i)).is_none())
+            .map(|i| {
+                self.cache
+                    .chunk(&self.inner, self.key(i), self.chunk_len(i))
+            })
+            .collect()
+    }
+
+    pub fn chunk_count(&self) -> u64 {
+        self.chunks()
+    }
+
+    pub fn chunk_future(&self, index: u64) -> Fill {
+        self.cache
+            .chunk(&self.inner, self.key(index), self.chunk_len(index))
+    }
+}
+
+/// Cut `offset..offset + len` out of consecutive chunks starting at chunk `first`.
+fn assemble(chunks: &[Bytes], first: u64, chunk_size: u64, offset: u64, len: usize) -> Bytes {
+    let start = (offset - first * chunk_size) as usize;
+    if chunks.len() == 1 {
+        return chunks[0].slice(start..start + len);
+    }
+    let mut out = BytesMut::with_capacity(len);
+    let mut skip = start;
+    for c in chunks {
+        let take = (c.len() - skip).min(len - out.len());
+        out.extend_from_slice(&c[skip..skip + take]);
+        skip = 0;
+    }
+    out.freeze()
+}
+
+impl BlockStore for CachedStore {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, offset: u64, len: usize) -> ReadFuture {
+        if len == 0 {
+            return ReadFuture::Ready(Ok(Bytes::new()));
+        }
+        let cs = self.cache.settings.chunk_size as u64;
+        let first = offset / cs;
+        let last = (offset + len as u64 - 1) / cs;
+        // A reader that continues where it stopped (same chunk or the next) is
+        // sequential: fetch ahead of it.
+        let prev = self.next_expected.swap(last + 1, Ordering::Relaxed);
+        let sequential = prev == first || prev == first + 1;
+        if sequential
+            && self.cache.settings.readahead > 0
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            for f in self.prefetch(last + 1, last + 1 + self.cache.settings.readahead as u64) {
+                tokio::spawn(f);
+            }
+        }
+        let mut hit = Vec::with_capacity((last - first + 1) as usize);
+        for i in first..=last {
+            match self.cache.mem_get(&self.key(i)) {
+                Some(b) => hit.push(b),
+                None => break,
+            }
+        }
+        if hit.len() as u64 == last - first + 1 {
+            self.cache
+                .stats
+                .memory_hits
+                .fetch_add(hit.len() as u64, Ordering::Relaxed);
+            return ReadFuture::Ready(Ok(assemble(&hit, first, cs, offset, len)));
+        }
+        let fills: Vec<Fill> = (first..=last).map(|i| self.chunk_future(i)).collect();
+        ReadFuture::Pending(Box::pin(async move {
+            let chunks = futures::future::try_join_all(fills).await?;
+            Ok(assemble(&chunks, first, cs, offset, len))
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::LocalFile;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Counts reads, and can be told to fail.
+    #[derive(Debug)]
+    struct Counting {
+        inner: LocalFile,
+        reads: AtomicUsize,
+        fail: AtomicBool,
+    }
+
+    impl BlockStore for Counting {
+        fn size(&self) -> u64 {
+            self.inner.size()
+        }
+        fn read_at(&self, offset: u64, len: usize) -> ReadFuture {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            if self.fail.load(Ordering::SeqCst) {
+                return ReadFuture::Ready(Err(StoreError::Unavailable("down".into())));
+            }
+            let r = self.inner.read_at(offset, len);
+            ReadFuture::Pending(Box::pin(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                r.wait().await
+            }))
+        }
+    }
+
+    fn setup(dir: &Path, size: usize) -> (Arc<Counting>, Vec<u8>) {
+        let data: Vec<u8> = (0..size).map(|i| (i * 7 + i / 3) as u8).collect();
+        let p = dir.join("img");
+        std::fs::write(&p, &data).unwrap();
+        let c = Arc::new(Counting {
+            inner: LocalFile::open(&p).unwrap(),
+            reads: AtomicUsize::new(0),
+            fail: AtomicBool::new(false),
+        });
+        (c, data)
+    }
+
+    fn settings(dir: &Path) -> CacheSettings {
+        CacheSettings {
+            dir: Some(dir.join("cache")),
+            max_disk_bytes: 1 << 30,
+            memory_bytes: 64 << 10,
+            chunk_size: 4096,
+            readahead: 0,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn single_flight_persistence_and_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, data) = setup(dir.path(), 40_000);
+        let inner: Arc<dyn BlockStore> = src.clone();
+        let cache = ChunkCache::new(settings(dir.path()));
+        let store = Arc::new(CachedStore::new(inner.clone(), "etag-1", cache.clone()));
+        // 32 concurrent readers of the same range: one fetch per chunk.
+        let mut tasks = Vec::new();
+        for _ in 0..32 {
+            let s = Arc::clone(&store);
+            tasks.push(tokio::spawn(
+                async move { s.read_at(1000, 10_000).wait().await },
+            ));
+        }
+        for t in tasks {
+            assert_eq!(&t.await.unwrap().unwrap()[..], &data[1000..11_000]);
+        }
+        assert_eq!(
+            src.reads.load(Ordering::SeqCst),
+            3,
+            "chunks 0, 1, 2 once each"
+        );
+        // A new cache on the same directory (a restart) serves from disk.
+        drop(store);
+        let cache2 = ChunkCache::new(settings(dir.path()));
+        let store2 = CachedStore::new(inner.clone(), "etag-1", cache2.clone());
+        src.fail.store(true, Ordering::SeqCst);
+        assert_eq!(
+            &store2.read_at(4096, 8192).wait().await.unwrap()[..],
+            &data[4096..12_288]
+        );
+        assert_eq!(cache2.stats.disk_hits.load(Ordering::SeqCst), 2);
+        // Uncached chunk while the source is down: an error, not wrong bytes.
+        assert!(store2.read_at(30_000, 10).wait().await.is_err());
+        // Corrupt a chunk on disk: detected, dropped, refetched.
+        src.fail.store(false, Ordering::SeqCst);
+        let cache3 = ChunkCache::new(settings(dir.path()));
+        let chunk = dir
+            .path()
+            .join("cache")
+            .join(key_dir("etag-1"))
+            .join(format!("{:016x}.chunk", 0));
+        let mut raw = std::fs::read(&chunk).unwrap();
+        raw[HEADER + 5] ^= 0xff;
+        std::fs::write(&chunk, raw).unwrap();
+        let store3 = CachedStore::new(inner.clone(), "etag-1", cache3.clone());
+        assert_eq!(
+            &store3.read_at(0, 4096).wait().await.unwrap()[..],
+            &data[..4096]
+        );
+        assert_eq!(cache3.stats.corrupt.load(Ordering::SeqCst), 1);
+        assert_eq!(cache3.verify(), (3, 0));
+        // A different content key never sees these chunks.
+        let other = CachedStore::new(inner, "etag-2", cache3.clone());
+        let before = src.reads.load(Ordering::SeqCst);
+        other.read_at(0, 10).wait().await.unwrap();
+        assert_eq!(src.reads.load(Ordering::SeqCst), before + 1);
+    }
+
+    #[tokio::test]
+    async fn interrupted_fill_leaves_nothing_visible_and_eviction_bounds_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, data) = setup(dir.path(), 64 * 1024);
+        let inner: Arc<dyn BlockStore> = src.clone();
+        let root = dir.path().join("cache");
+        let kd = root.join(key_dir("k"));
+        std::fs::create_dir_all(&kd).unwrap();
+        std::fs::write(kd.join(".tmp-deadbeef"), b"half a chunk").unwrap();
+        let mut s = settings(dir.path());
+        s.max_disk_bytes = 3 * (4096 + HEADER as u64);
+        let cache = ChunkCache::new(s);
+        assert!(!kd.join(".tmp-deadbeef").exists());
+        let store = CachedStore::new(inner, "k", cache.clone());
+        assert_eq!(
+            &store.read_at(0, 64 * 1024).wait().await.unwrap()[..],
+            &data[..]
+        );
+        let (n, bytes) = cache.disk_usage();
+        assert!(
+            n <= 3 && bytes <= 3 * (4096 + HEADER as u64),
+            "{n} chunks, {bytes} bytes"
+        );
+        assert!(cache.stats.evictions.load(Ordering::SeqCst) >= 13);
+    }
+
+    #[test]
+    fn chunk_encoding_rejects_damage() {
+        let e = encode_chunk(b"hello");
+        assert_eq!(&decode_chunk(e.clone()).unwrap()[..], b"hello");
+        assert!(decode_chunk(e[..e.len() - 1].to_vec()).is_none());
+        let mut bad = e.clone();
+        bad[HEADER] ^= 1;
+        assert!(decode_chunk(bad).is_none());
+        assert!(decode_chunk(Vec::new()).is_none());
+    }
+}

@@ -1,0 +1,319 @@
+//! Images in S3 (Ceph RGW in production, any S3 endpoint): one HEAD at open for size,
+//! ETag and the `md5sum` metadata, then ranged GETs, each guarded by `If-Match` on the
+//! ETag seen at open, so bytes of two versions of an object are never mixed. A 412
+//! marks the store stale: every later read fails until the image is reopened.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, SharedAsyncSleep};
+use aws_sdk_s3::error::SdkError;
+use aws_smithy_async::rt::sleep::TokioSleep;
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+use tracing::{debug, warn};
+
+use super::{BlockStore, ReadFuture, StoreError};
+
+/// Where and how to reach S3.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Settings {
+    pub endpoint: String,
+    pub region: String,
+    pub access_key: String,
+    pub secret_key: String,
+    /// GETs in flight at once, per target.
+    pub max_parallel: usize,
+    /// Attempts per request (retries with backoff and jitter on 5xx, timeouts and
+    /// connection errors).
+    pub attempts: u32,
+    /// Bound on one attempt.
+    pub attempt_timeout: Duration,
+    /// Bound on a read, retries included: after it the initiator gets a SCSI error.
+    pub deadline: Duration,
+}
+
+impl std::fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Settings")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key", &self.access_key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counters shared by every S3 store of a target.
+#[derive(Debug, Default)]
+pub struct S3Stats {
+    pub requests: AtomicU64,
+    pub gets: AtomicU64,
+    pub bytes: AtomicU64,
+    pub errors: AtomicU64,
+    pub latency_micros: AtomicU64,
+}
+
+/// A client plus what all stores on it share.
+#[derive(Debug, Clone)]
+pub struct S3Client {
+    client: aws_sdk_s3::Client,
+    permits: Arc<Semaphore>,
+    deadline: Duration,
+    pub stats: Arc<S3Stats>,
+}
+
+impl S3Client {
+    pub fn new(s: &S3Settings) -> S3Client {
+        let http = if s.endpoint.starts_with("https://") {
+            use aws_smithy_http_client::tls;
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(tls::Provider::Rustls(
+                    tls::rustls_provider::CryptoMode::Ring,
+                ))
+                .build_https()
+        } else {
+            aws_smithy_http_client::Builder::new().build_http()
+        };
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(&s.endpoint)
+            .region(Region::new(s.region.clone()))
+            // Path style always: virtual-host style cannot work against an IP.
+            .force_path_style(true)
+            .credentials_provider(Credentials::new(
+                &s.access_key,
+                &s.secret_key,
+                None,
+                None,
+                "s3lun",
+            ))
+            .http_client(http)
+            .sleep_impl(SharedAsyncSleep::new(TokioSleep::new()))
+            .retry_config(RetryConfig::standard().with_max_attempts(s.attempts.max(1)))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(s.attempt_timeout.min(Duration::from_secs(5)))
+                    .operation_attempt_timeout(s.attempt_timeout)
+                    .build(),
+            )
+            .build();
+        S3Client {
+            client: aws_sdk_s3::Client::from_conf(config),
+            permits: Arc::new(Semaphore::new(s.max_parallel.max(1))),
+            deadline: s.deadline,
+            stats: Arc::new(S3Stats::default()),
+        }
+    }
+
+    /// HEAD an object: its size, ETag (unquoted) and user metadata.
+    pub async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, StoreError> {
+        let name = format!("s3://{bucket}/{key}");
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let fut = self.client.head_object().bucket(bucket).key(key).send();
+        let out = match tokio::time::timeout(self.deadline, fut).await {
+            Err(_) => {
+                return Err(StoreError::Unavailable(format!(
+                    "HEAD {name}: deadline passed"
+                )))
+            }
+            Ok(Err(e)) => {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                return Err(match status(&e) {
+                    Some(404) => StoreError::NotFound(name),
+                    _ => StoreError::Unavailable(format!("HEAD {name}: {}", describe(&e))),
+                });
+            }
+            Ok(Ok(o)) => o,
+        };
+        let size = out
+            .content_length()
+            .and_then(|l| u64::try_from(l).ok())
+            .ok_or_else(|| StoreError::Unavailable(format!("HEAD {name}: no Content-Length")))?;
+        Ok(ObjectInfo {
+            size,
+            etag: out.e_tag().map(unquote),
+            metadata: out.metadata().cloned().unwrap_or_default(),
+        })
+    }
+
+    async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: Option<&str>,
+        offset: u64,
+        len: usize,
+    ) -> Result<Bytes, StoreError> {
+        let name = format!("s3://{bucket}/{key}");
+        let started = Instant::now();
+        let work = async {
+            let _permit = self
+                .permits
+                .acquire()
+                .await
+                .map_err(|_| StoreError::Unavailable("shutting down".into()))?;
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            self.stats.gets.fetch_add(1, Ordering::Relaxed);
+            let end = offset + len as u64 - 1;
+            let mut req = self
+                .client
+                .get_object()
+                .bucket(bucket)
+                .key(key)
+                .range(format!("bytes={offset}-{end}"));
+            if let Some(e) = etag {
+                req = req.if_match(format!("\"{e}\""));
+            }
+            let out = req.send().await.map_err(|e| {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                match status(&e) {
+                    Some(412) => StoreError::Stale(name.clone()),
+                    Some(404) => StoreError::NotFound(name.clone()),
+                    _ => StoreError::Unavailable(format!("GET {name}: {}", describe(&e))),
+                }
+            })?;
+            let body = out.body.collect().await.map_err(|e| {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                StoreError::Unavailable(format!("GET {name}: body: {e}"))
+            })?;
+            let bytes = body.into_bytes();
+            if bytes.len() != len {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                return Err(StoreError::Unavailable(format!(
+                    "GET {name}: {} bytes for a {len}-byte range",
+                    bytes.len()
+                )));
+            }
+            self.stats.bytes.fetch_add(len as u64, Ordering::Relaxed);
+            Ok(bytes)
+        };
+        let r = match tokio::time::timeout(self.deadline, work).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "GET {name}: deadline passed"
+            ))),
+        };
+        self.stats
+            .latency_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        r
+    }
+}
+
+fn unquote(e: &str) -> String {
+    e.trim_matches('"').to_string()
+}
+
+fn status<E>(e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Option<u16> {
+    e.raw_response().map(|r| r.status().as_u16())
+}
+
+fn describe<E: std::fmt::Debug>(e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> String {
+    match e {
+        SdkError::TimeoutError(_) => "timed out".into(),
+        SdkError::DispatchFailure(d) => format!("connection failed: {d:?}"),
+        SdkError::ResponseError(_) => "bad response".into(),
+        SdkError::ServiceError(s) => format!("HTTP {}", s.raw().status().as_u16()),
+        other => format!("{other:?}"),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub size: u64,
+    pub etag: Option<String>,
+    pub metadata: HashMap<String, String>,
+}
+
+/// One object, opened at one version.
+#[derive(Debug)]
+pub struct S3Object {
+    client: S3Client,
+    bucket: String,
+    key: String,
+    size: u64,
+    etag: Option<String>,
+    stale: AtomicBool,
+}
+
+impl S3Object {
+    pub fn new(client: S3Client, bucket: &str, key: &str, info: &ObjectInfo) -> Arc<S3Object> {
+        Arc::new(S3Object {
+            client,
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            size: info.size,
+            etag: info.etag.clone(),
+            stale: AtomicBool::new(false),
+        })
+    }
+
+    pub fn is_stale(&self) -> bool {
+        self.stale.load(Ordering::Relaxed)
+    }
+
+    async fn fetch(self: Arc<Self>, offset: u64, len: usize) -> Result<Bytes, StoreError> {
+        if self.is_stale() {
+            return Err(StoreError::Stale(format!(
+                "s3://{}/{}",
+                self.bucket, self.key
+            )));
+        }
+        let r = self
+            .client
+            .get(&self.bucket, &self.key, self.etag.as_deref(), offset, len)
+            .await;
+        if let Err(StoreError::Stale(name)) = &r {
+            if !self.stale.swap(true, Ordering::Relaxed) {
+                warn!(object = %name, etag = ?self.etag, "object changed since it was opened (412): LUN is stale until reopened");
+            }
+        }
+        debug!(offset, len, ok = r.is_ok(), "S3 GET");
+        r
+    }
+}
+
+/// `BlockStore` over an `Arc<S3Object>` (the future needs to own it).
+#[derive(Debug, Clone)]
+pub struct S3Store(pub Arc<S3Object>);
+
+impl BlockStore for S3Store {
+    fn size(&self) -> u64 {
+        self.0.size
+    }
+
+    fn read_at(&self, offset: u64, len: usize) -> ReadFuture {
+        if len == 0 {
+            return ReadFuture::Ready(Ok(Bytes::new()));
+        }
+        let obj = Arc::clone(&self.0);
+        ReadFuture::Pending(Box::pin(obj.fetch(offset, len)))
+    }
+}
+
+/// Split `s3://bucket/key`.
+pub fn parse_url(url: &str) -> Option<(String, String)> {
+    let rest = url.strip_prefix("s3://")?;
+    let (bucket, key) = rest.split_once('/')?;
+    (!bucket.is_empty() && !key.is_empty()).then(|| (bucket.to_string(), key.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            parse_url("s3://boot-images/PE/x.squashfs"),
+            Some(("boot-images".into(), "PE/x.squashfs".into()))
+        );
+        assert_eq!(parse_url("s3://bucket/"), None);
+        assert_eq!(parse_url("http://x/y"), None);
+        assert_eq!(unquote("\"abc-2\""), "abc-2");
+    }
+}

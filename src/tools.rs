@@ -1,0 +1,150 @@
+//! Operator commands that run without the target: `warm` fills the cache for images
+//! ahead of a boot storm; `cache stats|verify|purge` inspect and clean it.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use futures::stream::{self, StreamExt};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::{open_lun, Config, LunConfig};
+use crate::store::cache::ChunkCache;
+
+/// Fill the cache for every S3 image of `cfg` (or just `images`, by URL or identity).
+pub async fn warm(cfg: &Config, images: &[String], parallel: usize) -> anyhow::Result<()> {
+    let mut luns: Vec<LunConfig> = cfg
+        .luns
+        .iter()
+        .filter(|l| l.s3.is_some())
+        .cloned()
+        .collect();
+    for i in images {
+        if !luns.iter().any(|l| {
+            l.s3.as_deref() == Some(i.as_str()) || l.identity.as_deref() == Some(i.as_str())
+        }) {
+            if !i.starts_with("s3://") {
+                bail!("{i} is neither an s3:// URL nor a configured image");
+            }
+            luns.push(LunConfig {
+                s3: Some(i.clone()),
+                ..LunConfig::default()
+            });
+        }
+    }
+    if !images.is_empty() {
+        luns.retain(|l| {
+            images.iter().any(|i| {
+                l.s3.as_deref() == Some(i.as_str()) || l.identity.as_deref() == Some(i.as_str())
+            })
+        });
+    }
+    if luns.is_empty() {
+        bail!("no S3 images to warm");
+    }
+    let mut with_s3 = cfg.clone();
+    with_s3.luns = luns.clone();
+    let backends = with_s3.backends()?;
+    for l in &luns {
+        let url = l.s3.clone().unwrap_or_default();
+        let (_, store, cached) = open_lun(l, &backends).await?;
+        let cached = cached.context("not an S3 image")?;
+        let stats = &backends.cache.stats;
+        let fetched_before = stats.fetched_bytes.load(Ordering::Relaxed);
+        let started = Instant::now();
+        let pb = ProgressBar::new(store.size());
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        pb.set_message(url.clone());
+        let errors: usize = stream::iter(0..cached.chunk_count())
+            .map(|i| cached.chunk_future(i))
+            .buffer_unordered(parallel.max(1))
+            .map(|r| match r {
+                Ok(b) => {
+                    pb.inc(b.len() as u64);
+                    0
+                }
+                Err(e) => {
+                    pb.println(format!("error: {e}"));
+                    1
+                }
+            })
+            .fold(0, |a, b| async move { a + b })
+            .await;
+        pb.finish_and_clear();
+        let secs = started.elapsed().as_secs_f64().max(1e-3);
+        let fetched = stats.fetched_bytes.load(Ordering::Relaxed) - fetched_before;
+        println!(
+            "warmed {url}: {} bytes in {secs:.1} s ({:.1} MB/s), {fetched} bytes fetched from S3, {errors} errors",
+            store.size(),
+            store.size() as f64 / secs / 1e6,
+        );
+        if errors > 0 {
+            bail!("{errors} chunks of {url} could not be fetched");
+        }
+    }
+    Ok(())
+}
+
+fn cache_dir(cfg: &Config) -> anyhow::Result<std::path::PathBuf> {
+    cfg.cache.settings().dir.context("no cache directory")
+}
+
+/// Per content key: chunks and bytes on disk.
+pub fn cache_stats(cfg: &Config) -> anyhow::Result<()> {
+    let dir = cache_dir(cfg)?;
+    println!("cache {}", dir.display());
+    let (mut total_chunks, mut total_bytes) = (0u64, 0u64);
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for e in entries.flatten() {
+            let key = std::fs::read_to_string(e.path().join("key")).unwrap_or_else(|_| "?".into());
+            let (mut n, mut b) = (0u64, 0u64);
+            for f in std::fs::read_dir(e.path()).into_iter().flatten().flatten() {
+                if f.file_name().to_string_lossy().ends_with(".chunk") {
+                    n += 1;
+                    b += f.metadata().map(|m| m.len()).unwrap_or(0);
+                }
+            }
+            println!("  {key:<48} {n:>8} chunks {b:>14} bytes");
+            total_chunks += n;
+            total_bytes += b;
+        }
+    }
+    println!(
+        "total {total_chunks} chunks, {total_bytes} bytes (bound {} bytes)",
+        cfg.cache.max_bytes
+    );
+    Ok(())
+}
+
+/// Check every chunk's CRC; drop the bad ones.
+pub fn cache_verify(cfg: &Config) -> anyhow::Result<()> {
+    let cache = ChunkCache::new(cfg.cache.settings());
+    let (good, bad) = cache.verify();
+    println!("verified: {good} good chunks, {bad} bad chunks removed");
+    Ok(())
+}
+
+/// Remove cached chunks: all of them, or those of one content key.
+pub fn cache_purge(cfg: &Config, key: Option<&str>) -> anyhow::Result<()> {
+    let dir = cache_dir(cfg)?;
+    let mut removed = 0;
+    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let k = std::fs::read_to_string(e.path().join("key")).unwrap_or_default();
+        if key.is_none_or(|want| want == k) {
+            remove_dir(&e.path())?;
+            removed += 1;
+        }
+    }
+    println!("purged {removed} content keys from {}", dir.display());
+    Ok(())
+}
+
+fn remove_dir(p: &Path) -> anyhow::Result<()> {
+    std::fs::remove_dir_all(p).with_context(|| format!("removing {}", p.display()))
+}
