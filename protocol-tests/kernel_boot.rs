@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{make_squashfs, tool, Server};
+use common::{free_port, make_squashfs, tool, Server};
 use md5::{Digest, Md5};
 
 /// Identity of the PE example in DESIGN.md; LIO gives it WWID
@@ -30,11 +30,6 @@ fn assets() -> PathBuf {
         .expect("run prepare.sh");
     assert!(st.success(), "preparing the kernel and initramfs failed");
     root.join("target/kernel-boot")
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 /// Boot the guest; return everything it printed on the serial console.

@@ -187,6 +187,14 @@ fn effective_config(args: &ServeArgs) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
+/// A line on stdout for scripts; a closed stdout must not take the target down.
+fn announce(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
 fn log_luns(luns: &LunTable) {
     for l in luns.iter() {
         info!(lun = l.info.lun, size = l.info.size_bytes, wwid = %l.info.identity.wwid(), identity = %l.info.identity.source, "LUN");
@@ -228,7 +236,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("binding {sa}"))?;
         let bound = l.local_addr()?;
         // Scripts and tests read this line to learn an ephemeral port.
-        println!("s3lun: listening on {bound} as {target_name}");
+        announce(&format!("s3lun: listening on {bound} as {target_name}"));
         info!(%bound, target = %target_name, "listening");
         listeners.push(l);
     }
@@ -236,7 +244,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let l = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding metrics {addr}"))?;
-        println!("s3lun: metrics on {}", l.local_addr()?);
+        announce(&format!("s3lun: metrics on {}", l.local_addr()?));
         let m = server::metrics::Metrics {
             registry: Arc::clone(&target.registry),
             cache: Arc::clone(&backends.cache),

@@ -6,7 +6,6 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 pub const TARGET: &str = "iqn.2023-06.csm.iscsi:s3lun-test";
 
@@ -70,6 +69,12 @@ impl Server {
         assert!(st.success());
     }
 
+    /// Kill without warning (SIGKILL), as a crash would.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -113,7 +118,7 @@ pub fn run(name: &str, args: &[&str]) -> String {
 
 /// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
+    let mut x = seed.wrapping_mul(2).wrapping_add(1);
     (0..len)
         .map(|_| {
             x ^= x << 13;
@@ -154,8 +159,11 @@ pub fn make_squashfs(dir: &Path) -> (PathBuf, Vec<u8>) {
     (img, bytes)
 }
 
-pub fn wait_port_closed_or(d: Duration) {
-    std::thread::sleep(d);
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
 }
 
+pub mod moto;
 pub mod raw;

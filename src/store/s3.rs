@@ -272,7 +272,7 @@ impl S3Object {
                 warn!(object = %name, etag = ?self.etag, "object changed since it was opened (412): LUN is stale until reopened");
             }
         }
-        debug!(offset, len, ok = r.is_ok(), "S3 GET");
+        debug!(offset, len, etag = ?self.etag, ok = r.is_ok(), "S3 GET");
         r
     }
 }

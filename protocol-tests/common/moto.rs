@@ -1,0 +1,96 @@
+//! A real S3 server for tests: moto's `moto_server` from the venv the README's test
+//! command installs, on an ephemeral loopback port, stopped on drop.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn venv_bin(name: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/venv/bin")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} missing: run scripts/test, which installs moto into target/venv",
+        p.display()
+    );
+    p
+}
+
+pub struct Moto {
+    child: Option<Child>,
+    pub port: u16,
+    pub endpoint: String,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let port = super::free_port();
+        Moto::start_on(port)
+    }
+
+    pub fn start_on(port: u16) -> Moto {
+        let child = Command::new(venv_bin("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto {
+            child: Some(child),
+            port,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Run the s3ctl helper; returns its stdout (the ETag for `put`).
+    pub fn ctl(&self, args: &[&str]) -> String {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("protocol-tests/s3/s3ctl.py");
+        let out = Command::new(venv_bin("python3"))
+            .arg(script)
+            .arg(&self.endpoint)
+            .args(args)
+            .output()
+            .expect("s3ctl");
+        assert!(
+            out.status.success(),
+            "s3ctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Scrape one counter from s3lun's metrics endpoint.
+pub fn metric(port: u16, name: &str) -> u64 {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("metrics");
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in metrics:\n{text}"))
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env python3
+"""Test helper: bucket and object operations against the S3 server under test (moto)."""
+import argparse
+import hashlib
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("endpoint")
+    sub = p.add_subparsers(dest="op", required=True)
+    mk = sub.add_parser("mkbucket")
+    mk.add_argument("bucket")
+    put = sub.add_parser("put")
+    put.add_argument("bucket")
+    put.add_argument("key")
+    put.add_argument("file")
+    put.add_argument("--multipart", action="store_true", help="5 MiB parts: an ETag with a -N suffix")
+    put.add_argument("--md5-metadata", action="store_true", help="store md5sum metadata as the boot service does")
+    rm = sub.add_parser("delete")
+    rm.add_argument("bucket")
+    rm.add_argument("key")
+    a = p.parse_args()
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=a.endpoint,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        region_name="us-east-1",
+    )
+    if a.op == "mkbucket":
+        s3.create_bucket(Bucket=a.bucket)
+    elif a.op == "put":
+        extra = {}
+        if a.md5_metadata:
+            with open(a.file, "rb") as f:
+                extra["Metadata"] = {"md5sum": hashlib.md5(f.read()).hexdigest()}
+        threshold = 5 * 1024 * 1024 if a.multipart else 1 << 40
+        cfg = TransferConfig(multipart_threshold=threshold, multipart_chunksize=5 * 1024 * 1024)
+        s3.upload_file(a.file, a.bucket, a.key, ExtraArgs=extra, Config=cfg)
+        print(s3.head_object(Bucket=a.bucket, Key=a.key)["ETag"].strip('"'))
+    elif a.op == "delete":
+        s3.delete_object(Bucket=a.bucket, Key=a.key)
+
+
+if __name__ == "__main__":
+    main()
