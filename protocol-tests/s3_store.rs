@@ -317,6 +317,78 @@ fn a_replaced_object_makes_the_lun_stale_never_mixed() {
     }
     let p = r.nop(b"still up");
     assert_eq!(&p.data[..], b"still up");
+    // A reload picks up the new version under the same LUN number; the session is
+    // told the inventory changed, then reads the new bytes.
+    srv.signal("HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, st, s) = r.command(0, &[0x00], 0);
+    assert_eq!(
+        (st, sense(&s)),
+        (2, (6, 0x3f)),
+        "REPORTED LUNS DATA HAS CHANGED"
+    );
+    let (d, st, _) = r.command(0, &cdb, 4096);
+    assert_eq!(st, 0);
+    assert!(d[..] == new[4 * CHUNK..4 * CHUNK + 4096]);
+    let (d, st, _) = r.command(0, &[0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0], 4096);
+    assert_eq!(st, 0);
+    assert!(
+        d[..] == new[..4096],
+        "old cached bytes are not served for the new version"
+    );
+}
+
+#[test]
+fn same_content_shares_the_cache_and_purge_empties_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    moto.ctl(&["mkbucket", "boot-images"]);
+    let data = pattern(3 * CHUNK + 17, 41);
+    let e1 = upload(&moto, dir.path(), "img-1/rootfs", &data, &[]);
+    let e2 = upload(&moto, dir.path(), "img-2/rootfs", &data, &[]);
+    assert_eq!(e1, e2, "same bytes, same ETag");
+    let cfg = write_config(
+        dir.path(),
+        &moto.endpoint,
+        &[
+            Lun {
+                url: "s3://boot-images/img-1/rootfs",
+                etag: None,
+                md5: None,
+            },
+            Lun {
+                url: "s3://boot-images/img-2/rootfs",
+                etag: None,
+                md5: None,
+            },
+        ],
+        "",
+    );
+    {
+        let (srv, m) = start(&cfg);
+        let out = dir.path().join("a.raw");
+        assert!(convert(&srv, 0, &out));
+        check(&out, &data);
+        let gets = metric(m, "s3lun_s3_gets_total");
+        assert!(convert(&srv, 1, &out));
+        check(&out, &data);
+        assert_eq!(
+            metric(m, "s3lun_s3_gets_total"),
+            gets,
+            "LUN 1 reused LUN 0's chunks"
+        );
+    }
+    let run = |op: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_s3lun"))
+            .args(["cache", "--config", cfg.to_str().unwrap(), op])
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    assert!(run("stats").contains("total 4 chunks"));
+    assert!(run("purge").contains("purged 1 content keys"));
+    assert!(run("stats").contains("total 0 chunks"));
 }
 
 #[test]

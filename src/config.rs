@@ -234,14 +234,24 @@ impl CacheConfig {
 
 impl S3Config {
     fn credentials(&self) -> anyhow::Result<(String, String)> {
-        if let (Some(a), Some(s)) = (&self.access_key, &self.secret_key) {
-            return Ok((a.clone(), s.clone()));
-        }
-        if let (Ok(a), Ok(s)) = (
+        let env = match (
             std::env::var("AWS_ACCESS_KEY_ID"),
             std::env::var("AWS_SECRET_ACCESS_KEY"),
         ) {
-            return Ok((a, s));
+            (Ok(a), Ok(s)) => Some((a, s)),
+            _ => None,
+        };
+        self.credentials_with(env)
+    }
+
+    /// Credentials by precedence: the config, then the environment's, then the
+    /// passwd file.
+    fn credentials_with(&self, env: Option<(String, String)>) -> anyhow::Result<(String, String)> {
+        if let (Some(a), Some(s)) = (&self.access_key, &self.secret_key) {
+            return Ok((a.clone(), s.clone()));
+        }
+        if let Some(pair) = env {
+            return Ok(pair);
         }
         if let Some(p) = &self.passwd_file {
             let text =
@@ -442,7 +452,12 @@ impl Config {
         let mut luns = Vec::new();
         let mut identities = Vec::new();
         for l in &self.luns {
-            let (identity, store, _) = open_lun(l, backends).await?;
+            let Opened {
+                identity,
+                version,
+                store,
+                ..
+            } = open_lun(l, backends).await?;
             if identities.contains(&identity) {
                 bail!("image {identity} is configured twice");
             }
@@ -451,7 +466,7 @@ impl Config {
                 bail!("LUN {number} is above {MAX_LUN}");
             }
             let info = LunInfo::new(number, store.size(), Identity::lio(&identity));
-            luns.push(Arc::new(Lun::new(info, store)));
+            luns.push(Arc::new(Lun::new(info, store, version)));
             identities.push(identity);
         }
         map.retire_others(&identities);
@@ -460,8 +475,15 @@ impl Config {
     }
 }
 
-/// An opened image: its identity, its store, and the cache view of S3 images.
-pub type Opened = (String, Arc<dyn BlockStore>, Option<Arc<CachedStore>>);
+/// An opened image.
+pub struct Opened {
+    pub identity: String,
+    /// Content key (S3) or path (file): see [`Lun::version`].
+    pub version: String,
+    pub store: Arc<dyn BlockStore>,
+    /// The cache view of an S3 image.
+    pub cached: Option<Arc<CachedStore>>,
+}
 
 /// Open one image.
 pub async fn open_lun(l: &LunConfig, b: &Backends) -> anyhow::Result<Opened> {
@@ -474,7 +496,12 @@ pub async fn open_lun(l: &LunConfig, b: &Backends) -> anyhow::Result<Opened> {
                 .unwrap_or_else(|| format!("file://{}", abs.display()));
             let store = LocalFile::open(path)
                 .with_context(|| format!("opening image {}", path.display()))?;
-            Ok((identity, Arc::new(store), None))
+            Ok(Opened {
+                identity,
+                version: abs.display().to_string(),
+                store: Arc::new(store),
+                cached: None,
+            })
         }
         (None, Some(url)) => {
             let (bucket, key) = parse_url(url).with_context(|| format!("bad S3 URL {url:?}"))?;
@@ -495,12 +522,12 @@ pub async fn open_lun(l: &LunConfig, b: &Backends) -> anyhow::Result<Opened> {
             let object: Arc<dyn BlockStore> =
                 Arc::new(S3Store(S3Object::new(client, &bucket, &key, &info)));
             let store = Arc::new(CachedStore::new(object, &ck.key, Arc::clone(&b.cache)));
-            let as_store: Arc<dyn BlockStore> = store.clone();
-            Ok((
-                l.identity.clone().unwrap_or_else(|| url.clone()),
-                as_store,
-                Some(store),
-            ))
+            Ok(Opened {
+                identity: l.identity.clone().unwrap_or_else(|| url.clone()),
+                version: ck.key,
+                store: store.clone(),
+                cached: Some(store),
+            })
         }
         _ => bail!("a [[lun]] needs exactly one of path or s3"),
     }
@@ -552,6 +579,45 @@ mod tests {
             ..Config::default()
         };
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn s3_credentials_precedence_and_passwd_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("passwd-s3fs");
+        std::fs::write(&pw, "# s3fs\nboot-images:AKIDFILE:SECRETFILE\n").unwrap();
+        let mut c = S3Config {
+            passwd_file: Some(pw.clone()),
+            ..S3Config::default()
+        };
+        assert_eq!(
+            c.credentials_with(None).unwrap(),
+            ("AKIDFILE".into(), "SECRETFILE".into())
+        );
+        let env = Some(("AKIDENV".to_string(), "SECRETENV".to_string()));
+        assert_eq!(c.credentials_with(env.clone()).unwrap().0, "AKIDENV");
+        c.access_key = Some("AKIDCFG".into());
+        c.secret_key = Some("SECRETCFG".into());
+        assert_eq!(c.credentials_with(env).unwrap().0, "AKIDCFG");
+        std::fs::write(&pw, "AK2:SK2\n").unwrap();
+        let c = S3Config {
+            passwd_file: Some(pw),
+            ..S3Config::default()
+        };
+        assert_eq!(
+            c.credentials_with(None).unwrap(),
+            ("AK2".into(), "SK2".into())
+        );
+        assert!(S3Config::default().credentials_with(None).is_err());
+        // Secrets stay out of Debug output.
+        let shown = format!(
+            "{:?}",
+            S3Config {
+                secret_key: Some("hunter2".into()),
+                ..S3Config::default()
+            }
+        );
+        assert!(!shown.contains("hunter2"));
     }
 
     #[test]

@@ -11,15 +11,19 @@ use crate::store::BlockStore;
 pub struct Lun {
     pub info: LunInfo,
     pub store: Arc<dyn BlockStore>,
+    /// Which bytes the store serves: the content key of an S3 image, the path of a
+    /// file. A new version of the same image is a change sessions must hear about.
+    pub version: String,
     /// Reservations, shared by every session.
     pub state: Mutex<LuState>,
 }
 
 impl Lun {
-    pub fn new(info: LunInfo, store: Arc<dyn BlockStore>) -> Lun {
+    pub fn new(info: LunInfo, store: Arc<dyn BlockStore>, version: String) -> Lun {
         Lun {
             info,
             store,
+            version,
             state: Mutex::new(LuState::default()),
         }
     }
@@ -65,6 +69,7 @@ impl LunTable {
                 a.info.lun == b.info.lun
                     && a.info.identity.source == b.info.identity.source
                     && a.info.size_bytes == b.info.size_bytes
+                    && a.version == b.version
             })
     }
 

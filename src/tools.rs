@@ -48,8 +48,9 @@ pub async fn warm(cfg: &Config, images: &[String], parallel: usize) -> anyhow::R
     let backends = with_s3.backends()?;
     for l in &luns {
         let url = l.s3.clone().unwrap_or_default();
-        let (_, store, cached) = open_lun(l, &backends).await?;
-        let cached = cached.context("not an S3 image")?;
+        let opened = open_lun(l, &backends).await?;
+        let store = opened.store;
+        let cached = opened.cached.context("not an S3 image")?;
         let stats = &backends.cache.stats;
         let fetched_before = stats.fetched_bytes.load(Ordering::Relaxed);
         let started = Instant::now();

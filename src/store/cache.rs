@@ -1,5 +1,6 @@
 //! The block cache in front of S3: fixed-size chunks keyed by (content key, chunk
-//! index), an in-memory LRU tier over a persistent on-disk tier.
+//! index), an in-memory LRU tier over a persistent on-disk tier of memory-mapped chunk
+//! files (the directory itself is the index, rebuilt by a scan at start).
 //!
 //! Never serve wrong bytes: each chunk file carries its length and a CRC32C checked
 //! on every read from disk (a bad chunk is deleted and fetched again), and becomes
@@ -90,8 +91,17 @@ fn encode_chunk(data: &[u8]) -> Vec<u8> {
     v
 }
 
+/// Map a chunk file. Files are never modified in place (written aside, renamed in,
+/// unlinked on eviction), so the mapping stays valid while in use.
+fn map_chunk(path: &Path) -> Option<Bytes> {
+    let f = std::fs::File::open(path).ok()?;
+    // SAFETY: read-only mapping of a file nobody truncates (see above).
+    let map = unsafe { memmap2::Mmap::map(&f) }.ok()?;
+    decode_chunk(Bytes::from_owner(map))
+}
+
 /// The chunk's bytes if the file is whole and its CRC matches.
-fn decode_chunk(raw: Vec<u8>) -> Option<Bytes> {
+fn decode_chunk(raw: Bytes) -> Option<Bytes> {
     if raw.len() < HEADER || &raw[..4] != MAGIC || raw[4] != 1 {
         return None;
     }
@@ -100,7 +110,7 @@ fn decode_chunk(raw: Vec<u8>) -> Option<Bytes> {
     if raw.len() != HEADER + len {
         return None;
     }
-    let data = Bytes::from(raw).slice(HEADER..);
+    let data = raw.slice(HEADER..);
     (crc32c::crc32c(&data) == crc).then_some(data)
 }
 
@@ -196,7 +206,7 @@ impl DiskTier {
             }
         }
         let path = self.root.join(&rel);
-        let data = std::fs::read(&path).ok().and_then(decode_chunk);
+        let data = map_chunk(&path);
         if data.is_none() {
             stats.corrupt.fetch_add(1, Ordering::Relaxed);
             warn!(chunk = %path.display(), "cache chunk failed its check: dropped, fetching again");
@@ -389,7 +399,7 @@ impl ChunkCache {
         let (mut good, mut bad) = (0, 0);
         for rel in paths {
             let p = disk.root.join(&rel);
-            if std::fs::read(&p).ok().and_then(decode_chunk).is_some() {
+            if map_chunk(&p).is_some() {
                 good += 1;
             } else {
                 bad += 1;
@@ -685,11 +695,11 @@ mod tests {
     #[test]
     fn chunk_encoding_rejects_damage() {
         let e = encode_chunk(b"hello");
-        assert_eq!(&decode_chunk(e.clone()).unwrap()[..], b"hello");
-        assert!(decode_chunk(e[..e.len() - 1].to_vec()).is_none());
+        assert_eq!(&decode_chunk(Bytes::from(e.clone())).unwrap()[..], b"hello");
+        assert!(decode_chunk(Bytes::copy_from_slice(&e[..e.len() - 1])).is_none());
         let mut bad = e.clone();
         bad[HEADER] ^= 1;
-        assert!(decode_chunk(bad).is_none());
-        assert!(decode_chunk(Vec::new()).is_none());
+        assert!(decode_chunk(Bytes::from(bad)).is_none());
+        assert!(decode_chunk(Bytes::new()).is_none());
     }
 }
