@@ -45,7 +45,7 @@ impl Default for CacheSettings {
             dir: None,
             max_disk_bytes: 64 << 30,
             memory_bytes: 1 << 30,
-            chunk_size: 1 << 20,
+            chunk_size: 4 << 20,
             readahead: 4,
         }
     }
