@@ -226,6 +226,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         luns: luns_rx,
         registry: Arc::new(Registry::default()),
     });
+    // Metrics first: once the listening line is out, everything answers.
+    if let Some(addr) = &cfg.metrics_listen {
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding metrics {addr}"))?;
+        announce(&format!("s3lun: metrics on {}", l.local_addr()?));
+        let m = server::metrics::Metrics {
+            registry: Arc::clone(&target.registry),
+            cache: Arc::clone(&backends.cache),
+            s3: backends.s3.as_ref().map(|c| Arc::clone(&c.stats)),
+        };
+        tokio::spawn(server::metrics::serve(l, m));
+    }
     let mut listeners = Vec::new();
     for addr in &cfg.listen {
         let sa: SocketAddr = addr
@@ -239,18 +252,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         announce(&format!("s3lun: listening on {bound} as {target_name}"));
         info!(%bound, target = %target_name, "listening");
         listeners.push(l);
-    }
-    if let Some(addr) = &cfg.metrics_listen {
-        let l = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding metrics {addr}"))?;
-        announce(&format!("s3lun: metrics on {}", l.local_addr()?));
-        let m = server::metrics::Metrics {
-            registry: Arc::clone(&target.registry),
-            cache: Arc::clone(&backends.cache),
-            s3: backends.s3.as_ref().map(|c| Arc::clone(&c.stats)),
-        };
-        tokio::spawn(server::metrics::serve(l, m));
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(server::serve(Arc::clone(&target), listeners, stop_rx));

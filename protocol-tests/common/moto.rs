@@ -85,7 +85,14 @@ impl Drop for Moto {
 
 /// Scrape one counter from s3lun's metrics endpoint.
 pub fn metric(port: u16, name: &str) -> u64 {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("metrics");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut s = loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() > deadline => panic!("metrics endpoint: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
     s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
