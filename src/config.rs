@@ -8,14 +8,12 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
+use crate::catalog::CatalogConfig;
 use crate::login::{ChapPolicy, Credentials, LoginSettings, NegotiationPrefs};
-use crate::lun::{Lun, LunTable};
-use crate::lunmap::{LunMap, MAX_LUN};
-use crate::scsi::{Identity, LunInfo};
 use crate::session::FfpSettings;
 use crate::store::cache::{CacheSettings, CachedStore, ChunkCache};
-use crate::store::key::content_key;
-use crate::store::s3::{parse_url, S3Client, S3Object, S3Settings, S3Store};
+use crate::store::key::{content_key, ContentKey};
+use crate::store::s3::{parse_url, ObjectInfo, S3Client, S3Object, S3Settings, S3Store};
 use crate::store::{BlockStore, LocalFile};
 
 pub const DEFAULT_PORT: u16 = 3260;
@@ -59,6 +57,8 @@ pub struct Config {
     pub metrics_listen: Option<String>,
     pub s3: Option<S3Config>,
     pub cache: CacheConfig,
+    /// Images projected from S3 manifests and prefixes.
+    pub catalog: CatalogConfig,
     #[serde(rename = "lun")]
     pub luns: Vec<LunConfig>,
 }
@@ -322,6 +322,7 @@ impl Default for Config {
             metrics_listen: None,
             s3: None,
             cache: CacheConfig::default(),
+            catalog: CatalogConfig::default(),
             luns: Vec::new(),
         }
     }
@@ -424,7 +425,7 @@ impl Config {
 
     /// The S3 client and cache, built once per process.
     pub fn backends(&self) -> anyhow::Result<Backends> {
-        let needs_s3 = self.luns.iter().any(|l| l.s3.is_some());
+        let needs_s3 = self.luns.iter().any(|l| l.s3.is_some()) || !self.catalog.is_empty();
         let s3 = match (&self.s3, needs_s3) {
             (Some(c), _) => Some(S3Client::new(&c.settings()?)),
             (None, true) => Some(S3Client::new(&S3Config::default().settings()?)),
@@ -440,39 +441,31 @@ impl Config {
             cache: ChunkCache::new(cache),
         })
     }
+}
 
-    /// Open every configured image and give each its stable LUN number. A LUN that
-    /// cannot be opened is an error: a lab user wants to hear about a typo, not get
-    /// an empty target (and a reload keeps the previous table).
-    pub async fn open_luns(
-        &self,
-        map: &mut LunMap,
-        backends: &Backends,
-    ) -> anyhow::Result<LunTable> {
-        let mut luns = Vec::new();
-        let mut identities = Vec::new();
-        for l in &self.luns {
-            let Opened {
-                identity,
-                version,
-                store,
-                ..
-            } = open_lun(l, backends).await?;
-            if identities.contains(&identity) {
-                bail!("image {identity} is configured twice");
-            }
-            let number = map.assign(&identity, l.lun)?;
-            if number > MAX_LUN {
-                bail!("LUN {number} is above {MAX_LUN}");
-            }
-            let info = LunInfo::new(number, store.size(), Identity::lio(&identity));
-            luns.push(Arc::new(Lun::new(info, store, version)));
-            identities.push(identity);
-        }
-        map.retire_others(&identities);
-        map.save()?;
-        Ok(LunTable::new(luns))
+/// Open an S3 image already HEADed: guarded by the ETag seen then, read through the
+/// cache under its content key.
+pub fn open_s3(
+    url: &str,
+    info: &ObjectInfo,
+    ck: &ContentKey,
+    identity: String,
+    b: &Backends,
+) -> anyhow::Result<Opened> {
+    let (bucket, key) = parse_url(url).with_context(|| format!("bad S3 URL {url:?}"))?;
+    let client = b.s3.clone().context("an s3 LUN needs an [s3] section")?;
+    if info.size == 0 {
+        bail!("{url} is empty");
     }
+    tracing::info!(object = %url, content_key = %ck.key, source = ?ck.source, size = info.size, "S3 image");
+    let object: Arc<dyn BlockStore> = Arc::new(S3Store(S3Object::new(client, &bucket, &key, info)));
+    let store = Arc::new(CachedStore::new(object, &ck.key, Arc::clone(&b.cache)));
+    Ok(Opened {
+        identity,
+        version: ck.key.clone(),
+        store: store.clone(),
+        cached: Some(store),
+    })
 }
 
 /// An opened image.
@@ -510,24 +503,13 @@ pub async fn open_lun(l: &LunConfig, b: &Backends) -> anyhow::Result<Opened> {
                 .head(&bucket, &key)
                 .await
                 .with_context(|| format!("opening {url}"))?;
-            if info.size == 0 {
-                bail!("{url} is empty");
-            }
             let ck = content_key(l.etag.as_deref(), l.md5.as_deref(), &info)
                 .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
             if let Some(why) = &ck.stale_manifest {
                 tracing::warn!(object = %url, "stale manifest: {why}; using the object's ETag");
             }
-            tracing::info!(object = %url, content_key = %ck.key, source = ?ck.source, size = info.size, "S3 image");
-            let object: Arc<dyn BlockStore> =
-                Arc::new(S3Store(S3Object::new(client, &bucket, &key, &info)));
-            let store = Arc::new(CachedStore::new(object, &ck.key, Arc::clone(&b.cache)));
-            Ok(Opened {
-                identity: l.identity.clone().unwrap_or_else(|| url.clone()),
-                version: ck.key,
-                store: store.clone(),
-                cached: Some(store),
-            })
+            let identity = l.identity.clone().unwrap_or_else(|| url.clone());
+            open_s3(url, &info, &ck, identity, b)
         }
         _ => bail!("a [[lun]] needs exactly one of path or s3"),
     }

@@ -3,6 +3,7 @@
 //! The wire protocol lives in sans-IO modules ([`pdu`], [`login`], [`session`],
 //! [`scsi`]) that tests drive directly; [`server`] is the tokio edge that moves bytes.
 
+pub mod catalog;
 pub mod config;
 pub mod login;
 pub mod lun;

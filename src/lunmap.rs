@@ -8,12 +8,28 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+/// A catalog image as last seen, so a restart can serve it before the first scan.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KnownImage {
+    pub image_id: String,
+    pub origin: String,
+    pub url: String,
+    pub identity: String,
+    pub size: u64,
+    /// The object's ETag at the last HEAD: it guards every read.
+    pub etag: Option<String>,
+    pub content_key: String,
+}
+
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LunMap {
     /// Identity string -> LUN number.
     assigned: BTreeMap<String, u64>,
     /// Numbers whose image went away; kept so they are never reused.
     retired: Vec<u64>,
+    /// The catalog's images at its last successful scan.
+    #[serde(default)]
+    pub known: Vec<KnownImage>,
     #[serde(skip)]
     path: Option<PathBuf>,
 }

@@ -11,11 +11,14 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing::{error, info};
 
+use s3lun::catalog::{self, live::Builder};
 use s3lun::config::{Config, LunConfig};
 use s3lun::lun::LunTable;
 use s3lun::lunmap::LunMap;
 use s3lun::scsi::exec::TargetPort;
+use s3lun::server::metrics::CatalogStats;
 use s3lun::server::{self, Registry, Target};
+use std::time::Duration;
 
 /// The demo image: a tiny squashfs with a README and a marker file.
 const DEMO_IMAGE: &[u8] = include_bytes!("../assets/demo.squashfs");
@@ -44,6 +47,12 @@ enum Cmd {
         /// Chunks fetched at once.
         #[arg(long, default_value_t = 8)]
         parallel: usize,
+    },
+    /// Print what the catalog would serve (images, LUNs, content keys, WWIDs,
+    /// problems) without starting the target.
+    Catalog {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
     },
     /// Inspect or clean the block cache.
     Cache {
@@ -181,8 +190,10 @@ fn effective_config(args: &ServeArgs) -> anyhow::Result<Config> {
         });
     }
     cfg.validate()?;
-    if cfg.luns.is_empty() {
-        bail!("no LUNs configured: pass --lun PATH, --demo, or [[lun]] in the config file");
+    if cfg.luns.is_empty() && cfg.catalog.is_empty() {
+        bail!(
+            "no LUNs configured: pass --lun PATH, --demo, [[lun]] or [catalog] in the config file"
+        );
     }
     Ok(cfg)
 }
@@ -204,13 +215,16 @@ fn log_luns(luns: &LunTable) {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = effective_config(&args)?;
     let login = Arc::new(cfg.login_settings()?);
-    let mut map = match &cfg.state_file {
+    let map = match &cfg.state_file {
         Some(p) => LunMap::load(p)?,
         None => LunMap::ephemeral(),
     };
     let backends = cfg.backends()?;
-    let luns = cfg.open_luns(&mut map, &backends).await?;
+    // Static LUNs plus the catalog as last known: never an empty set at start-up.
+    let mut builder = Builder::new(map, backends.clone());
+    let luns = builder.build(&cfg, None).await?;
     log_luns(&luns);
+    let catalog_stats = Arc::new(CatalogStats::default());
     let target_name = cfg.target_name();
     let (luns_tx, luns_rx) = watch::channel(Arc::new(luns));
     let target = Arc::new(Target {
@@ -236,6 +250,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             registry: Arc::clone(&target.registry),
             cache: Arc::clone(&backends.cache),
             s3: backends.s3.as_ref().map(|c| Arc::clone(&c.stats)),
+            catalog: Arc::clone(&catalog_stats),
         };
         tokio::spawn(server::metrics::serve(l, m));
     }
@@ -258,29 +273,55 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut cfg = cfg;
+    let refresh = match cfg.catalog.refresh_secs {
+        0 => Duration::from_secs(365 * 24 * 3600),
+        n => Duration::from_secs(n),
+    };
+    // The first tick is immediate: the first scan runs while the known set serves.
+    let mut ticker = tokio::time::interval(refresh);
     loop {
-        tokio::select! {
-            _ = hup.recv() => {
-                // Reload the LUN list; on any error keep serving the current one.
-                let reloaded = match effective_config(&args) {
-                    Ok(c) => c.open_luns(&mut map, &backends).await,
-                    Err(e) => Err(e),
-                };
-                match reloaded {
-                    Ok(new) => {
-                        if luns_tx.borrow().same_as(&new) {
-                            info!("SIGHUP: LUNs unchanged");
-                        } else {
-                            info!("SIGHUP: LUNs changed");
-                            log_luns(&new);
-                            luns_tx.send_replace(Arc::new(new));
-                        }
-                    }
-                    Err(e) => error!(error = format!("{e:#}"), "SIGHUP: reload failed, keeping the current LUNs"),
-                }
-            }
+        let reload_config = tokio::select! {
+            _ = hup.recv() => true,
+            _ = ticker.tick() => false,
             _ = term.recv() => break,
             _ = int.recv() => break,
+        };
+        if reload_config {
+            match effective_config(&args) {
+                Ok(c) => cfg = c,
+                Err(e) => {
+                    error!(
+                        error = format!("{e:#}"),
+                        "SIGHUP: bad configuration, keeping the current one"
+                    );
+                    continue;
+                }
+            }
+        }
+        if let (false, Some(client)) = (cfg.catalog.is_empty(), &backends.s3) {
+            let scan = catalog::scan(client, &cfg.catalog, &builder.previous()).await;
+            catalog_stats.record(&scan);
+            builder.apply_scan(scan);
+        } else if !reload_config {
+            continue;
+        }
+        let current = luns_tx.borrow().clone();
+        match builder.build(&cfg, Some(&current)).await {
+            Ok(new) => {
+                catalog_stats.set_luns(new.len());
+                if current.same_as(&new) {
+                    info!("LUNs unchanged");
+                } else {
+                    info!("LUNs changed");
+                    log_luns(&new);
+                    luns_tx.send_replace(Arc::new(new));
+                }
+            }
+            Err(e) => error!(
+                error = format!("{e:#}"),
+                "reload failed, keeping the current LUNs"
+            ),
         }
     }
     info!("shutting down");
@@ -308,6 +349,7 @@ fn main() -> anyhow::Result<()> {
             images,
             parallel,
         } => rt.block_on(s3lun::tools::warm(&load(&config)?, &images, parallel)),
+        Cmd::Catalog { config } => rt.block_on(s3lun::tools::catalog(&load(&config)?)),
         Cmd::Cache { config, op } => {
             let cfg = load(&config)?;
             match op {

@@ -149,3 +149,46 @@ pub fn cache_purge(cfg: &Config, key: Option<&str>) -> anyhow::Result<()> {
 fn remove_dir(p: &Path) -> anyhow::Result<()> {
     std::fs::remove_dir_all(p).with_context(|| format!("removing {}", p.display()))
 }
+
+/// Print what the catalog would serve, without starting the target: the tool to run
+/// when a node fails to boot.
+pub async fn catalog(cfg: &Config) -> anyhow::Result<()> {
+    let backends = cfg.backends()?;
+    let client = backends
+        .s3
+        .clone()
+        .context("the catalog needs an [s3] section")?;
+    if cfg.catalog.is_empty() {
+        bail!("no [catalog] manifest_buckets or prefixes configured");
+    }
+    // Numbers as the running target would give them; the state file is not written.
+    let mut map = match &cfg.state_file {
+        Some(p) => crate::lunmap::LunMap::load(p)?,
+        None => crate::lunmap::LunMap::ephemeral(),
+    };
+    let previous = map
+        .known
+        .iter()
+        .map(|k| (k.url.clone(), (k.content_key.clone(), k.size)))
+        .collect();
+    let scan = crate::catalog::scan(&client, &cfg.catalog, &previous).await;
+    println!("IMAGE\tORIGIN\tLUN\tSIZE\tCONTENT KEY (SOURCE)\tWWID\tOBJECT");
+    for e in &scan.entries {
+        let lun = map.assign(&e.identity, None)?;
+        let wwid = crate::scsi::Identity::lio(&e.identity).wwid();
+        println!(
+            "{}\t{}\t{lun}\t{}\t{} ({:?})\t{wwid}\t{}",
+            e.image_id, e.origin, e.info.size, e.key.key, e.key.source, e.url
+        );
+    }
+    for p in &scan.problems {
+        let what = if p.skipped { "SKIPPED" } else { "WARNING" };
+        println!("{what}\t{}\t{}\t{}", p.image, p.kind, p.detail);
+    }
+    for f in &scan.failed_sources {
+        println!("UNREADABLE\t{f}");
+    }
+    let skipped = scan.problems.iter().filter(|p| p.skipped).count();
+    println!("{} images served, {skipped} skipped", scan.entries.len());
+    Ok(())
+}

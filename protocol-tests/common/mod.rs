@@ -35,15 +35,22 @@ impl Server {
             .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn s3lun");
         let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read listen line");
-        let addr = line
-            .split_whitespace()
-            .nth(3)
-            .unwrap_or_else(|| panic!("unexpected first line from s3lun: {line:?}"))
-            .to_string();
+        let mut reader = BufReader::new(stdout);
+        // Other announcements (metrics) may come first: wait for the iSCSI listener.
+        let addr = loop {
+            let mut line = String::new();
+            let n = reader.read_line(&mut line).expect("read s3lun stdout");
+            assert!(n > 0, "s3lun exited before listening");
+            if let Some(rest) = line.strip_prefix("s3lun: listening on ") {
+                break rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+            }
+        };
+        // Keep draining stdout so the server never writes into a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
         let port = addr
             .rsplit(':')
             .next()

@@ -1,22 +1,55 @@
 //! A Prometheus text endpoint (`metrics_listen`): sessions, cache and S3 counters.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tracing::warn;
 
 use super::Registry;
+use crate::catalog::Scan;
 use crate::store::cache::ChunkCache;
 use crate::store::s3::S3Stats;
+
+/// What the catalog's scans found.
+#[derive(Debug, Default)]
+pub struct CatalogStats {
+    pub scans: AtomicU64,
+    pub images: AtomicU64,
+    pub luns: AtomicU64,
+    pub skipped: AtomicU64,
+    /// Problems by kind, over all scans.
+    pub problems: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl CatalogStats {
+    pub fn record(&self, scan: &Scan) {
+        self.scans.fetch_add(1, Ordering::Relaxed);
+        self.images
+            .store(scan.entries.len() as u64, Ordering::Relaxed);
+        let skipped = scan.problems.iter().filter(|p| p.skipped).count() as u64;
+        self.skipped.store(skipped, Ordering::Relaxed);
+        let mut m = self.problems.lock().unwrap_or_else(|p| p.into_inner());
+        for p in &scan.problems {
+            *m.entry(p.kind).or_default() += 1;
+        }
+    }
+
+    pub fn set_luns(&self, n: usize) {
+        self.luns.store(n as u64, Ordering::Relaxed);
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Metrics {
     pub registry: Arc<Registry>,
     pub cache: Arc<ChunkCache>,
     pub s3: Option<Arc<S3Stats>>,
+    pub catalog: Arc<CatalogStats>,
 }
 
 fn counter(out: &mut String, name: &str, help: &str, v: u64) {
@@ -84,6 +117,40 @@ impl Metrics {
             chunks as u64,
         );
         gauge(&mut o, "s3lun_cache_disk_bytes", "Bytes on disk.", bytes);
+        let cat = &self.catalog;
+        counter(
+            &mut o,
+            "s3lun_catalog_scans_total",
+            "Catalog scans.",
+            cat.scans.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut o,
+            "s3lun_catalog_images",
+            "Images the last scan would serve.",
+            cat.images.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut o,
+            "s3lun_catalog_skipped_images",
+            "Images the last scan skipped.",
+            cat.skipped.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut o,
+            "s3lun_luns",
+            "LUNs served.",
+            cat.luns.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(o, "# HELP s3lun_catalog_problems_total Manifest and image problems by kind.\n# TYPE s3lun_catalog_problems_total counter");
+        for (kind, n) in cat
+            .problems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(o, "s3lun_catalog_problems_total{{kind=\"{kind}\"}} {n}");
+        }
         if let Some(s) = &self.s3 {
             counter(
                 &mut o,

@@ -140,6 +140,63 @@ impl S3Client {
         })
     }
 
+    /// Keys (and sizes) under `prefix`, every page.
+    pub async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let mut req = self.client.list_objects_v2().bucket(bucket).prefix(prefix);
+            if let Some(t) = &token {
+                req = req.continuation_token(t);
+            }
+            let page = match tokio::time::timeout(self.deadline, req.send()).await {
+                Err(_) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "LIST s3://{bucket}/{prefix}: deadline passed"
+                    )))
+                }
+                Ok(Err(e)) => {
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    return Err(match status(&e) {
+                        Some(404) => StoreError::NotFound(format!("s3://{bucket}")),
+                        _ => StoreError::Unavailable(format!(
+                            "LIST s3://{bucket}/{prefix}: {}",
+                            describe(&e)
+                        )),
+                    });
+                }
+                Ok(Ok(p)) => p,
+            };
+            for o in page.contents() {
+                if let Some(k) = o.key() {
+                    let size = o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
+                    out.push((k.to_string(), size));
+                }
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// A whole small object (a manifest), refused above `max` bytes.
+    pub async fn get_small(&self, bucket: &str, key: &str, max: u64) -> Result<Bytes, StoreError> {
+        let info = self.head(bucket, key).await?;
+        if info.size > max {
+            return Err(StoreError::Unavailable(format!(
+                "s3://{bucket}/{key} is {} bytes, more than the {max} a manifest may have",
+                info.size
+            )));
+        }
+        if info.size == 0 {
+            return Ok(Bytes::new());
+        }
+        self.get(bucket, key, info.etag.as_deref(), 0, info.size as usize)
+            .await
+    }
+
     async fn get(
         &self,
         bucket: &str,

@@ -1,0 +1,9 @@
+//! Where LUNs come from: boot image manifests in S3, every object under a prefix (PE
+//! images), and local files. A scan yields the images to serve and the problems met;
+//! a bad manifest is skipped with a log line and a counter and never stops the rest.
+
+pub mod live;
+pub mod manifest;
+pub mod scan;
+
+pub use scan::{scan, CatalogConfig, Entry, Problem, Scan};

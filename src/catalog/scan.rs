@@ -1,0 +1,289 @@
+//! One pass over the configured sources.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Deserialize;
+use tracing::warn;
+
+use super::manifest::{self, ManifestError};
+use crate::store::key::{content_key, ContentKey};
+use crate::store::s3::{parse_url, ObjectInfo, S3Client};
+use crate::store::StoreError;
+
+/// Manifests are small; anything bigger is not one.
+const MAX_MANIFEST: u64 = 1 << 20;
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogConfig {
+    /// Buckets whose `<image-id>/manifest.json` objects are projected.
+    pub manifest_buckets: Vec<String>,
+    /// Prefixes (`s3://bucket/PE/`) whose every object is projected.
+    pub prefixes: Vec<String>,
+    /// Seconds between scans (SIGHUP scans at once); 0: only at start and on SIGHUP.
+    pub refresh_secs: u64,
+}
+
+impl CatalogConfig {
+    pub fn is_empty(&self) -> bool {
+        self.manifest_buckets.is_empty() && self.prefixes.is_empty()
+    }
+}
+
+/// An image the catalog would serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Manifest image id, or object name under a prefix.
+    pub image_id: String,
+    /// "manifest" or "prefix".
+    pub origin: &'static str,
+    pub url: String,
+    /// What the LIO-compatible identity is computed from.
+    pub identity: String,
+    pub info: ObjectInfo,
+    pub key: ContentKey,
+    /// Warnings: the image is served anyway.
+    pub notes: Vec<String>,
+}
+
+/// Something wrong with one image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub image: String,
+    /// Counter label: invalid_json, no_rootfs, missing_object, ...
+    pub kind: &'static str,
+    pub detail: String,
+    /// Whether the image was skipped (else served with a warning).
+    pub skipped: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scan {
+    pub entries: Vec<Entry>,
+    pub problems: Vec<Problem>,
+    /// Sources that could not be read at all (S3 down): keep the previous set.
+    pub failed_sources: Vec<String>,
+}
+
+impl Scan {
+    fn problem(&mut self, image: &str, kind: &'static str, detail: String, skipped: bool) {
+        warn!(image, kind, skipped, "{detail}");
+        self.problems.push(Problem {
+            image: image.to_string(),
+            kind,
+            detail,
+            skipped,
+        });
+    }
+}
+
+/// Scan every source. `previous` maps URL to (content key, size) from the last scan,
+/// to notice an object whose size changed under the same key (still being written).
+pub async fn scan(
+    client: &S3Client,
+    cfg: &CatalogConfig,
+    previous: &HashMap<String, (String, u64)>,
+) -> Scan {
+    let mut s = Scan::default();
+    let mut by_url: BTreeMap<String, String> = BTreeMap::new();
+    for bucket in &cfg.manifest_buckets {
+        let keys = match client.list(bucket, "").await {
+            Ok(k) => k,
+            Err(e) => {
+                warn!(bucket, error = %e, "cannot list manifests");
+                s.failed_sources.push(format!("s3://{bucket}"));
+                continue;
+            }
+        };
+        let mut manifests: Vec<String> = keys
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| k.ends_with("/manifest.json") && k.matches('/').count() == 1)
+            .collect();
+        manifests.sort();
+        for mkey in manifests {
+            let image_id = mkey.trim_end_matches("/manifest.json").to_string();
+            let bytes = match client.get_small(bucket, &mkey, MAX_MANIFEST).await {
+                Ok(b) => b,
+                Err(e) => {
+                    s.problem(
+                        &image_id,
+                        "manifest_unreadable",
+                        format!("s3://{bucket}/{mkey}: {e}"),
+                        true,
+                    );
+                    continue;
+                }
+            };
+            let rootfs = match manifest::rootfs(&bytes) {
+                Ok(r) => r,
+                Err(e) => {
+                    let kind = e.kind();
+                    let skip_msg = format!("s3://{bucket}/{mkey}: {e}; image skipped");
+                    s.problem(&image_id, kind, skip_msg, true);
+                    if matches!(e, ManifestError::InvalidJson(_)) {
+                        continue;
+                    }
+                    continue;
+                }
+            };
+            for w in &rootfs.warnings {
+                let detail = match *w {
+                    "missing_etag" => format!("{}: rootfs link has no etag (missing or null): content key from md5 or HEAD", rootfs.path),
+                    _ => format!("{}: rootfs artifact has no md5", rootfs.path),
+                };
+                s.problem(&image_id, w, detail, false);
+            }
+            if let Some(first) = by_url.get(&rootfs.path) {
+                let d = format!("{} is already served for image {first}", rootfs.path);
+                s.problem(&image_id, "duplicate", d, true);
+                continue;
+            }
+            // The identity follows what boot parameters carry: path|etag as written.
+            let identity = format!("{}|{}", rootfs.path, rootfs.etag.as_deref().unwrap_or(""));
+            if let Some(e) = open_entry(
+                &mut s,
+                client,
+                &image_id,
+                "manifest",
+                &rootfs.path,
+                identity,
+                rootfs.etag.as_deref(),
+                rootfs.md5.as_deref(),
+                previous,
+            )
+            .await
+            {
+                by_url.insert(e.url.clone(), image_id.clone());
+                s.entries.push(e);
+            }
+        }
+    }
+    for prefix_url in &cfg.prefixes {
+        let Some((bucket, prefix)) = prefix_url
+            .strip_prefix("s3://")
+            .and_then(|r| r.split_once('/'))
+            .map(|(b, p)| (b.to_string(), p.to_string()))
+        else {
+            s.problem(
+                prefix_url,
+                "bad_prefix",
+                format!("{prefix_url} is not s3://bucket/prefix/"),
+                true,
+            );
+            continue;
+        };
+        let keys = match client.list(&bucket, &prefix).await {
+            Ok(k) => k,
+            Err(e) => {
+                warn!(prefix = %prefix_url, error = %e, "cannot list prefix");
+                s.failed_sources.push(prefix_url.clone());
+                continue;
+            }
+        };
+        for (key, _) in keys {
+            if key.ends_with('/') {
+                continue;
+            }
+            let url = format!("s3://{bucket}/{key}");
+            if let Some(first) = by_url.get(&url) {
+                let d = format!("{url} is already served for image {first}");
+                s.problem(&key, "duplicate", d, true);
+                continue;
+            }
+            let name = key.rsplit('/').next().unwrap_or(&key).to_string();
+            if let Some(e) = open_entry(
+                &mut s,
+                client,
+                &name,
+                "prefix",
+                &url,
+                url.clone(),
+                None,
+                None,
+                previous,
+            )
+            .await
+            {
+                by_url.insert(url, name);
+                s.entries.push(e);
+            }
+        }
+    }
+    s
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn open_entry(
+    s: &mut Scan,
+    client: &S3Client,
+    image_id: &str,
+    origin: &'static str,
+    url: &str,
+    identity: String,
+    etag: Option<&str>,
+    md5: Option<&str>,
+    previous: &HashMap<String, (String, u64)>,
+) -> Option<Entry> {
+    let Some((bucket, key)) = parse_url(url) else {
+        s.problem(
+            image_id,
+            "bad_path",
+            format!("{url} is not an s3:// URL"),
+            true,
+        );
+        return None;
+    };
+    let info = match client.head(&bucket, &key).await {
+        Ok(i) => i,
+        Err(StoreError::NotFound(_)) => {
+            let d = format!("{url} does not exist (or is still being uploaded)");
+            s.problem(image_id, "missing_object", d, true);
+            return None;
+        }
+        Err(e) => {
+            s.problem(image_id, "object_unreadable", format!("{url}: {e}"), true);
+            return None;
+        }
+    };
+    if info.size == 0 {
+        s.problem(image_id, "empty_object", format!("{url} is empty"), true);
+        return None;
+    }
+    let key = match content_key(etag, md5, &info) {
+        Ok(k) => k,
+        Err(e) => {
+            s.problem(image_id, "no_content_key", format!("{url}: {e}"), true);
+            return None;
+        }
+    };
+    if let Some((prev_key, prev_size)) = previous.get(url) {
+        if *prev_key == key.key && *prev_size != info.size {
+            let d = format!(
+                "{url}: size changed from {prev_size} to {} under the same content key",
+                info.size
+            );
+            s.problem(image_id, "size_changed", d, true);
+            return None;
+        }
+    }
+    let mut notes = Vec::new();
+    if let Some(why) = &key.stale_manifest {
+        s.problem(
+            image_id,
+            "stale_manifest",
+            format!("{url}: stale manifest: {why}"),
+            false,
+        );
+        notes.push(format!("stale manifest: {why}"));
+    }
+    Some(Entry {
+        image_id: image_id.to_string(),
+        origin,
+        url: url.to_string(),
+        identity,
+        info,
+        key,
+        notes,
+    })
+}
