@@ -239,6 +239,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         advertise: cfg.advertise.clone(),
         luns: luns_rx,
         registry: Arc::new(Registry::default()),
+        stats: Arc::new(server::ServeStats::default()),
     });
     // Metrics first: once the listening line is out, everything answers.
     if let Some(addr) = &cfg.metrics_listen {
@@ -251,6 +252,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             cache: Arc::clone(&backends.cache),
             s3: backends.s3.as_ref().map(|c| Arc::clone(&c.stats)),
             catalog: Arc::clone(&catalog_stats),
+            serve: Arc::clone(&target.stats),
         };
         tokio::spawn(server::metrics::serve(l, m));
     }

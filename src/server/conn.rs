@@ -2,6 +2,7 @@
 //! reads it asks for, write what it queues. Errors end this connection only.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -79,13 +80,18 @@ impl Task {
                     }
                 }
             }
-            if let Err(e) = self
+            match self
                 .writer
                 .flush(&mut self.wr, &mut self.out.frames, self.cfg)
                 .await
             {
-                self.close.get_or_insert(format!("write error: {e}"));
-                return;
+                Ok(n) => {
+                    self.target.stats.bytes_sent.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    self.close.get_or_insert(format!("write error: {e}"));
+                    return;
+                }
             }
             if let Some(c) = next_cfg {
                 self.cfg = c;
@@ -128,6 +134,9 @@ impl Task {
             let raw: Option<[u8; BHS_LEN]> = rbuf.get(..BHS_LEN).and_then(|b| b.try_into().ok());
             match decode(rbuf, &self.cfg) {
                 Ok(Some(pdu)) => {
+                    if matches!(pdu.header, crate::pdu::Header::ScsiCommand(_)) {
+                        self.target.stats.commands.fetch_add(1, Ordering::Relaxed);
+                    }
                     self.conn
                         .handle(pdu, &*self.target.registry, Instant::now(), &mut self.out)
                 }
@@ -151,6 +160,7 @@ pub async fn run(
     _live: Arc<()>,
 ) {
     let _ = stream.set_nodelay(true);
+    target.stats.connections.fetch_add(1, Ordering::Relaxed);
     let local = match stream.local_addr() {
         Ok(a) => a,
         Err(e) => {

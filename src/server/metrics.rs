@@ -50,6 +50,7 @@ pub struct Metrics {
     pub cache: Arc<ChunkCache>,
     pub s3: Option<Arc<S3Stats>>,
     pub catalog: Arc<CatalogStats>,
+    pub serve: Arc<super::ServeStats>,
 }
 
 fn counter(out: &mut String, name: &str, help: &str, v: u64) {

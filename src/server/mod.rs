@@ -22,6 +22,14 @@ use crate::session::FfpSettings;
 
 pub use registry::Registry;
 
+/// Counters kept by the connection tasks.
+#[derive(Debug, Default)]
+pub struct ServeStats {
+    pub connections: std::sync::atomic::AtomicU64,
+    pub commands: std::sync::atomic::AtomicU64,
+    pub bytes_sent: std::sync::atomic::AtomicU64,
+}
+
 /// Everything connections share.
 #[derive(Debug)]
 pub struct Target {
@@ -33,6 +41,7 @@ pub struct Target {
     pub advertise: Vec<String>,
     pub luns: watch::Receiver<Arc<LunTable>>,
     pub registry: Arc<Registry>,
+    pub stats: Arc<ServeStats>,
 }
 
 impl Target {

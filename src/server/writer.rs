@@ -28,12 +28,14 @@ pub struct Writer {
 }
 
 impl Writer {
+    /// Write every queued frame; returns the bytes written.
     pub async fn flush<W: AsyncWrite + Unpin>(
         &mut self,
         w: &mut W,
         frames: &mut VecDeque<Frame>,
         cfg: FrameConfig,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<u64> {
+        let mut total = 0u64;
         while !frames.is_empty() {
             self.meta.clear();
             self.parts.clear();
@@ -59,10 +61,12 @@ impl Writer {
                 if written == 0 {
                     return Err(std::io::ErrorKind::WriteZero.into());
                 }
+                total += written as u64;
                 IoSlice::advance_slices(&mut bufs, written);
             }
         }
-        w.flush().await
+        w.flush().await?;
+        Ok(total)
     }
 
     fn add(&mut self, f: Frame, cfg: FrameConfig) {
