@@ -362,3 +362,130 @@ fn catalog_projects_every_fixture_and_follows_changes() {
 }
 
 const CHUNK: usize = 1 << 20;
+
+/// Kills the helper process on drop.
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn ims_endpoint_projects_only_tagged_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let moto = Moto::start();
+    moto.ctl(&["mkbucket", "ims-images"]);
+    let put_in = |bucket: &str, key: &str, data: &[u8]| {
+        let f = d.join(key.replace('/', "_"));
+        std::fs::write(&f, data).unwrap();
+        moto.ctl(&["put", bucket, key, f.to_str().unwrap()])
+    };
+    let mut images = Vec::new();
+    for (id, tag) in [
+        ("aaaa", serde_json::json!("true")),
+        ("bbbb", serde_json::json!(false)),
+        ("cccc", serde_json::Value::Null),
+    ] {
+        let data = pattern(CHUNK + 3, id.len() as u64 + 50);
+        let path = format!("s3://ims-images/{id}/rootfs");
+        let etag = put_in("ims-images", &format!("{id}/rootfs"), &data);
+        put_in(
+            "ims-images",
+            &format!("{id}/manifest.json"),
+            &manifest("with-etag.json", &path, Some(Some(&etag)), None),
+        );
+        let mut meta = serde_json::Map::new();
+        if !tag.is_null() {
+            meta.insert("sbps-project".into(), tag);
+        }
+        images.push(serde_json::json!({
+            "id": id,
+            "link": {"path": format!("s3://ims-images/{id}/manifest.json"), "type": "s3"},
+            "metadata": meta,
+        }));
+        if id == "aaaa" {
+            images.push(serde_json::json!({"id": "tagged-by-tags", "link": null, "tags": {"sbps-project": true}}));
+        }
+    }
+    let list = d.join("images.json");
+    std::fs::write(&list, serde_json::to_vec(&images).unwrap()).unwrap();
+    let token = d.join("token");
+    std::fs::write(&token, "sekrit-token\n").unwrap();
+    let port = free_port();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("protocol-tests/s3/fake_ims.py");
+    let _ims = Child(
+        Command::new("python3")
+            .args([
+                script.to_str().unwrap(),
+                &port.to_string(),
+                "sekrit-token",
+                list.to_str().unwrap(),
+            ])
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "fake IMS did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cfg = d.join("s3lun.toml");
+    let write_cfg = |token_file: &Path| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "[s3]\nendpoint = \"{}\"\naccess_key = \"test\"\nsecret_key = \"test\"\n[cache]\ndir = \"{}\"\n[catalog]\nims_url = \"http://127.0.0.1:{port}/v3/images\"\nims_token_file = \"{}\"\n",
+                moto.endpoint,
+                d.join("cache").display(),
+                token_file.display()
+            ),
+        )
+        .unwrap();
+    };
+    write_cfg(&token);
+    let out = Command::new(env!("CARGO_BIN_EXE_s3lun"))
+        .args(["catalog", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.lines().any(|l| l.starts_with("aaaa\tims\t")), "{text}");
+    assert!(
+        !text.contains("bbbb") && !text.contains("cccc"),
+        "untagged images projected:\n{text}"
+    );
+    assert!(text.contains("1 images served, 0 skipped"), "{text}");
+    // A wrong token: IMS refuses, the catalog says so and serves nothing new.
+    let bad = d.join("bad-token");
+    std::fs::write(&bad, "nope").unwrap();
+    write_cfg(&bad);
+    let out = Command::new(env!("CARGO_BIN_EXE_s3lun"))
+        .args(["catalog", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.contains("UNREADABLE\tims") && text.contains("0 images served"),
+        "{text}"
+    );
+    // And the target serves the tagged image.
+    write_cfg(&token);
+    let mport = free_port();
+    let srv = Server::start(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--metrics-listen",
+        &format!("127.0.0.1:{mport}"),
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(mport, "s3lun_luns") != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the IMS image never became a LUN"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(luns(&srv), vec![0]);
+}

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Deserialize;
 use tracing::warn;
 
-use super::manifest::{self, ManifestError};
+use super::manifest;
 use crate::store::key::{content_key, ContentKey};
 use crate::store::s3::{parse_url, ObjectInfo, S3Client};
 use crate::store::StoreError;
@@ -22,12 +22,82 @@ pub struct CatalogConfig {
     pub prefixes: Vec<String>,
     /// Seconds between scans (SIGHUP scans at once); 0: only at start and on SIGHUP.
     pub refresh_secs: u64,
+    /// An IMS-style endpoint listing images with their manifest links; only images
+    /// tagged `sbps-project=true` are projected.
+    pub ims_url: Option<String>,
+    /// File holding the bearer token for `ims_url`.
+    pub ims_token_file: Option<std::path::PathBuf>,
 }
 
 impl CatalogConfig {
     pub fn is_empty(&self) -> bool {
-        self.manifest_buckets.is_empty() && self.prefixes.is_empty()
+        self.manifest_buckets.is_empty() && self.prefixes.is_empty() && self.ims_url.is_none()
     }
+}
+
+/// One image as an IMS-style API lists it.
+#[derive(Debug, Deserialize)]
+struct ImsImage {
+    id: Option<String>,
+    link: Option<ImsLink>,
+    #[serde(default)]
+    metadata: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    tags: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ImsLink {
+    path: Option<String>,
+}
+
+fn tagged(i: &ImsImage) -> bool {
+    [&i.metadata, &i.tags]
+        .iter()
+        .any(|m| match m.get("sbps-project") {
+            Some(serde_json::Value::Bool(b)) => *b,
+            Some(serde_json::Value::String(s)) => s.eq_ignore_ascii_case("true"),
+            _ => false,
+        })
+}
+
+/// Manifest URLs (image id, s3://bucket/key) of the IMS images tagged for projection.
+async fn ims_manifests(
+    url: &str,
+    token_file: Option<&std::path::Path>,
+) -> Result<Vec<(String, String)>, String> {
+    let token = match token_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| format!("reading {}: {e}", p.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let url = url.to_string();
+    let body = tokio::task::spawn_blocking(move || {
+        let mut req = ureq::get(&url).timeout(std::time::Duration::from_secs(30));
+        if let Some(t) = &token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        req.call()
+            .map_err(|e| format!("GET {url}: {e}"))?
+            .into_string()
+            .map_err(|e| format!("GET {url}: {e}"))
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let images: Vec<ImsImage> =
+        serde_json::from_str(&body).map_err(|e| format!("IMS answer is not an image list: {e}"))?;
+    Ok(images
+        .into_iter()
+        .filter(tagged)
+        .filter_map(|i| {
+            let path = i.link?.path?;
+            Some((i.id.unwrap_or_else(|| path.clone()), path))
+        })
+        .collect())
 }
 
 /// An image the catalog would serve.
@@ -35,7 +105,7 @@ impl CatalogConfig {
 pub struct Entry {
     /// Manifest image id, or object name under a prefix.
     pub image_id: String,
-    /// "manifest" or "prefix".
+    /// "manifest", "ims" or "prefix".
     pub origin: &'static str,
     pub url: String,
     /// What the LIO-compatible identity is computed from.
@@ -86,6 +156,7 @@ pub async fn scan(
 ) -> Scan {
     let mut s = Scan::default();
     let mut by_url: BTreeMap<String, String> = BTreeMap::new();
+    let mut seen: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
     for bucket in &cfg.manifest_buckets {
         let keys = match client.list(bucket, "").await {
             Ok(k) => k,
@@ -103,59 +174,53 @@ pub async fn scan(
         manifests.sort();
         for mkey in manifests {
             let image_id = mkey.trim_end_matches("/manifest.json").to_string();
-            let bytes = match client.get_small(bucket, &mkey, MAX_MANIFEST).await {
-                Ok(b) => b,
-                Err(e) => {
-                    s.problem(
-                        &image_id,
-                        "manifest_unreadable",
-                        format!("s3://{bucket}/{mkey}: {e}"),
-                        true,
-                    );
-                    continue;
-                }
-            };
-            let rootfs = match manifest::rootfs(&bytes) {
-                Ok(r) => r,
-                Err(e) => {
-                    let kind = e.kind();
-                    let skip_msg = format!("s3://{bucket}/{mkey}: {e}; image skipped");
-                    s.problem(&image_id, kind, skip_msg, true);
-                    if matches!(e, ManifestError::InvalidJson(_)) {
+            let m = (bucket.clone(), mkey);
+            if seen.insert(m.clone()) {
+                from_manifest(
+                    &mut s,
+                    client,
+                    &m.0,
+                    &m.1,
+                    &image_id,
+                    "manifest",
+                    &mut by_url,
+                    previous,
+                )
+                .await;
+            }
+        }
+    }
+    if let Some(url) = &cfg.ims_url {
+        match ims_manifests(url, cfg.ims_token_file.as_deref()).await {
+            Err(e) => {
+                warn!(ims = %url, error = %e, "cannot list IMS images");
+                s.failed_sources.push("ims".into());
+            }
+            Ok(list) => {
+                for (image_id, murl) in list {
+                    let Some(m) = parse_url(&murl) else {
+                        s.problem(
+                            &image_id,
+                            "bad_path",
+                            format!("manifest link {murl} is not s3://bucket/key"),
+                            true,
+                        );
                         continue;
+                    };
+                    if seen.insert(m.clone()) {
+                        from_manifest(
+                            &mut s,
+                            client,
+                            &m.0,
+                            &m.1,
+                            &image_id,
+                            "ims",
+                            &mut by_url,
+                            previous,
+                        )
+                        .await;
                     }
-                    continue;
                 }
-            };
-            for w in &rootfs.warnings {
-                let detail = match *w {
-                    "missing_etag" => format!("{}: rootfs link has no etag (missing or null): content key from md5 or HEAD", rootfs.path),
-                    _ => format!("{}: rootfs artifact has no md5", rootfs.path),
-                };
-                s.problem(&image_id, w, detail, false);
-            }
-            if let Some(first) = by_url.get(&rootfs.path) {
-                let d = format!("{} is already served for image {first}", rootfs.path);
-                s.problem(&image_id, "duplicate", d, true);
-                continue;
-            }
-            // The identity follows what boot parameters carry: path|etag as written.
-            let identity = format!("{}|{}", rootfs.path, rootfs.etag.as_deref().unwrap_or(""));
-            if let Some(e) = open_entry(
-                &mut s,
-                client,
-                &image_id,
-                "manifest",
-                &rootfs.path,
-                identity,
-                rootfs.etag.as_deref(),
-                rootfs.md5.as_deref(),
-                previous,
-            )
-            .await
-            {
-                by_url.insert(e.url.clone(), image_id.clone());
-                s.entries.push(e);
             }
         }
     }
@@ -211,6 +276,77 @@ pub async fn scan(
         }
     }
     s
+}
+
+/// Project one manifest: its rootfs artifact becomes an entry, or a problem says why not.
+#[allow(clippy::too_many_arguments)]
+async fn from_manifest(
+    s: &mut Scan,
+    client: &S3Client,
+    bucket: &str,
+    mkey: &str,
+    image_id: &str,
+    origin: &'static str,
+    by_url: &mut BTreeMap<String, String>,
+    previous: &HashMap<String, (String, u64)>,
+) {
+    let bytes = match client.get_small(bucket, mkey, MAX_MANIFEST).await {
+        Ok(b) => b,
+        Err(e) => {
+            s.problem(
+                image_id,
+                "manifest_unreadable",
+                format!("s3://{bucket}/{mkey}: {e}"),
+                true,
+            );
+            return;
+        }
+    };
+    let rootfs = match manifest::rootfs(&bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            s.problem(
+                image_id,
+                e.kind(),
+                format!("s3://{bucket}/{mkey}: {e}; image skipped"),
+                true,
+            );
+            return;
+        }
+    };
+    for w in &rootfs.warnings {
+        let detail = match *w {
+            "missing_etag" => format!(
+                "{}: rootfs link has no etag (missing or null): content key from md5 or HEAD",
+                rootfs.path
+            ),
+            _ => format!("{}: rootfs artifact has no md5", rootfs.path),
+        };
+        s.problem(image_id, w, detail, false);
+    }
+    if let Some(first) = by_url.get(&rootfs.path) {
+        let d = format!("{} is already served for image {first}", rootfs.path);
+        s.problem(image_id, "duplicate", d, true);
+        return;
+    }
+    // The identity follows what boot parameters carry: path|etag as written.
+    let identity = format!("{}|{}", rootfs.path, rootfs.etag.as_deref().unwrap_or(""));
+    let e = open_entry(
+        s,
+        client,
+        image_id,
+        origin,
+        &rootfs.path,
+        identity,
+        rootfs.etag.as_deref(),
+        rootfs.md5.as_deref(),
+        previous,
+    )
+    .await;
+    if let Some(e) = e {
+        by_url.insert(e.url.clone(), image_id.to_string());
+        s.entries.push(e);
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
