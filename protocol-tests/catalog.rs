@@ -489,3 +489,59 @@ fn ims_endpoint_projects_only_tagged_images() {
     }
     assert_eq!(luns(&srv), vec![0]);
 }
+
+#[test]
+fn a_restart_serves_the_known_images_even_with_s3_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut moto = Moto::start();
+    moto.ctl(&["mkbucket", "boot-images"]);
+    for (i, id) in ["img-1", "img-2"].iter().enumerate() {
+        let data = pattern(CHUNK + 5, 60 + i as u64);
+        let path = format!("s3://boot-images/{id}/rootfs");
+        put(&moto, d, &format!("{id}/rootfs"), &data, &[]);
+        put(
+            &moto,
+            d,
+            &format!("{id}/manifest.json"),
+            &manifest("no-etag-no-md5.json", &path, None, None),
+            &[],
+        );
+    }
+    let cfg = d.join("s3lun.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_file = \"{}\"\n[s3]\nendpoint = \"{}\"\naccess_key = \"test\"\nsecret_key = \"test\"\nattempts = 1\ndeadline_secs = 2\n[cache]\ndir = \"{}\"\n[catalog]\nmanifest_buckets = [\"boot-images\"]\n",
+            d.join("luns.json").display(),
+            moto.endpoint,
+            d.join("cache").display()
+        ),
+    )
+    .unwrap();
+    let before = {
+        let mport = free_port();
+        let srv = Server::start(&[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--metrics-listen",
+            &format!("127.0.0.1:{mport}"),
+        ]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while metric(mport, "s3lun_luns") != 2 {
+            assert!(Instant::now() < deadline, "first scan");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        luns(&srv)
+    };
+    moto.stop();
+    // S3 is gone: the scan fails, yet the known images are LUNs from the first moment.
+    let srv = Server::start(&["--config", cfg.to_str().unwrap()]);
+    assert_eq!(luns(&srv), before);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        luns(&srv),
+        before,
+        "a failed scan must not empty the LUN set"
+    );
+}
