@@ -137,7 +137,9 @@ fn cold_and_warm_reads_are_byte_exact_and_warm_reads_issue_no_get() {
     assert!(convert(&srv, 0, &out));
     check(&out, &data);
     assert_eq!(metric(m, "s3lun_s3_gets_total"), 0);
-    assert_eq!(metric(m, "s3lun_cache_disk_hits_total"), 12);
+    // Every chunk came from disk at least once (the 8 MiB memory tier may evict
+    // and reread one).
+    assert!(metric(m, "s3lun_cache_disk_hits_total") >= 12);
     let v = Command::new(env!("CARGO_BIN_EXE_s3lun"))
         .args(["cache", "--config", cfg.to_str().unwrap(), "verify"])
         .output()

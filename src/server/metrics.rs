@@ -1,16 +1,21 @@
-//! A Prometheus text endpoint (`metrics_listen`): sessions, cache and S3 counters.
+//! A Prometheus text endpoint (`metrics_listen`), encoded by prometheus-client:
+//! sessions, commands, bytes, cache, S3 and catalog counters.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tracing::warn;
 
-use super::Registry;
+use super::Registry as Sessions;
 use crate::catalog::Scan;
 use crate::store::cache::ChunkCache;
 use crate::store::s3::S3Stats;
@@ -46,145 +51,169 @@ impl CatalogStats {
 
 #[derive(Debug, Clone)]
 pub struct Metrics {
-    pub registry: Arc<Registry>,
+    pub registry: Arc<Sessions>,
     pub cache: Arc<ChunkCache>,
     pub s3: Option<Arc<S3Stats>>,
     pub catalog: Arc<CatalogStats>,
     pub serve: Arc<super::ServeStats>,
 }
 
-fn counter(out: &mut String, name: &str, help: &str, v: u64) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+fn counter(r: &mut Registry, name: &str, help: &str, v: u64) {
+    r.register(name, help, ConstCounter::new(v));
+}
+
+fn gauge(r: &mut Registry, name: &str, help: &str, v: u64) {
+    r.register(
+        name,
+        help,
+        ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)),
     );
 }
 
-fn gauge(out: &mut String, name: &str, help: &str, v: u64) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-}
-
 impl Metrics {
+    /// A registry snapshot of every counter, encoded in the Prometheus text format
+    /// (counters get their `_total` suffix from the encoder).
     pub fn render(&self) -> String {
-        let mut o = String::new();
+        let mut r = Registry::default();
+        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
         gauge(
-            &mut o,
+            &mut r,
             "s3lun_sessions",
-            "Logged-in sessions.",
+            "Logged-in sessions",
             self.registry.len() as u64,
+        );
+        let sv = &self.serve;
+        counter(
+            &mut r,
+            "s3lun_connections",
+            "TCP connections accepted",
+            ld(&sv.connections),
+        );
+        counter(
+            &mut r,
+            "s3lun_scsi_commands",
+            "SCSI commands received",
+            ld(&sv.commands),
+        );
+        counter(
+            &mut r,
+            "s3lun_sent_bytes",
+            "Bytes sent to initiators (PDUs, data included)",
+            ld(&sv.bytes_sent),
         );
         let c = &self.cache.stats;
         counter(
-            &mut o,
-            "s3lun_cache_memory_hits_total",
-            "Chunks served from memory.",
-            c.memory_hits.load(Ordering::Relaxed),
+            &mut r,
+            "s3lun_cache_memory_hits",
+            "Chunks served from memory",
+            ld(&c.memory_hits),
         );
         counter(
-            &mut o,
-            "s3lun_cache_disk_hits_total",
-            "Chunks served from the disk tier.",
-            c.disk_hits.load(Ordering::Relaxed),
+            &mut r,
+            "s3lun_cache_disk_hits",
+            "Chunks served from the disk tier",
+            ld(&c.disk_hits),
         );
         counter(
-            &mut o,
-            "s3lun_cache_misses_total",
-            "Chunks fetched from the backing store.",
-            c.misses.load(Ordering::Relaxed),
+            &mut r,
+            "s3lun_cache_misses",
+            "Chunks fetched from the backing store",
+            ld(&c.misses),
         );
         counter(
-            &mut o,
-            "s3lun_cache_fetched_bytes_total",
-            "Bytes fetched into the cache.",
-            c.fetched_bytes.load(Ordering::Relaxed),
+            &mut r,
+            "s3lun_cache_fetched_bytes",
+            "Bytes fetched into the cache",
+            ld(&c.fetched_bytes),
         );
         counter(
-            &mut o,
-            "s3lun_cache_evictions_total",
-            "Chunks evicted from the disk tier.",
-            c.evictions.load(Ordering::Relaxed),
+            &mut r,
+            "s3lun_cache_evictions",
+            "Chunks evicted from the disk tier",
+            ld(&c.evictions),
         );
         counter(
-            &mut o,
-            "s3lun_cache_corrupt_total",
-            "Disk chunks that failed their CRC and were dropped.",
-            c.corrupt.load(Ordering::Relaxed),
+            &mut r,
+            "s3lun_cache_corrupt",
+            "Disk chunks that failed their CRC and were dropped",
+            ld(&c.corrupt),
         );
         let (chunks, bytes) = self.cache.disk_usage();
         gauge(
-            &mut o,
+            &mut r,
             "s3lun_cache_disk_chunks",
-            "Chunks on disk.",
+            "Chunks on disk",
             chunks as u64,
         );
-        gauge(&mut o, "s3lun_cache_disk_bytes", "Bytes on disk.", bytes);
+        gauge(&mut r, "s3lun_cache_disk_bytes", "Bytes on disk", bytes);
         let cat = &self.catalog;
         counter(
-            &mut o,
-            "s3lun_catalog_scans_total",
-            "Catalog scans.",
-            cat.scans.load(Ordering::Relaxed),
+            &mut r,
+            "s3lun_catalog_scans",
+            "Catalog scans",
+            ld(&cat.scans),
         );
         gauge(
-            &mut o,
+            &mut r,
             "s3lun_catalog_images",
-            "Images the last scan would serve.",
-            cat.images.load(Ordering::Relaxed),
+            "Images the last scan would serve",
+            ld(&cat.images),
         );
         gauge(
-            &mut o,
+            &mut r,
             "s3lun_catalog_skipped_images",
-            "Images the last scan skipped.",
-            cat.skipped.load(Ordering::Relaxed),
+            "Images the last scan skipped",
+            ld(&cat.skipped),
         );
-        gauge(
-            &mut o,
-            "s3lun_luns",
-            "LUNs served.",
-            cat.luns.load(Ordering::Relaxed),
-        );
-        let _ = writeln!(o, "# HELP s3lun_catalog_problems_total Manifest and image problems by kind.\n# TYPE s3lun_catalog_problems_total counter");
+        gauge(&mut r, "s3lun_luns", "LUNs served", ld(&cat.luns));
+        let problems = Family::<Vec<(String, String)>, Counter>::default();
         for (kind, n) in cat
             .problems
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
         {
-            let _ = writeln!(o, "s3lun_catalog_problems_total{{kind=\"{kind}\"}} {n}");
+            problems
+                .get_or_create(&vec![("kind".to_string(), kind.to_string())])
+                .inc_by(*n);
         }
+        r.register(
+            "s3lun_catalog_problems",
+            "Manifest and image problems by kind",
+            problems,
+        );
         if let Some(s) = &self.s3 {
             counter(
-                &mut o,
-                "s3lun_s3_requests_total",
-                "S3 requests (HEAD and GET).",
-                s.requests.load(Ordering::Relaxed),
+                &mut r,
+                "s3lun_s3_requests",
+                "S3 requests (HEAD, LIST and GET)",
+                ld(&s.requests),
+            );
+            counter(&mut r, "s3lun_s3_gets", "S3 ranged GETs", ld(&s.gets));
+            counter(
+                &mut r,
+                "s3lun_s3_bytes",
+                "Bytes received from S3",
+                ld(&s.bytes),
             );
             counter(
-                &mut o,
-                "s3lun_s3_gets_total",
-                "S3 ranged GETs.",
-                s.gets.load(Ordering::Relaxed),
+                &mut r,
+                "s3lun_s3_errors",
+                "Failed S3 requests",
+                ld(&s.errors),
             );
             counter(
-                &mut o,
-                "s3lun_s3_bytes_total",
-                "Bytes received from S3.",
-                s.bytes.load(Ordering::Relaxed),
-            );
-            counter(
-                &mut o,
-                "s3lun_s3_errors_total",
-                "Failed S3 requests.",
-                s.errors.load(Ordering::Relaxed),
-            );
-            counter(
-                &mut o,
-                "s3lun_s3_latency_microseconds_total",
-                "Time spent in S3 reads.",
-                s.latency_micros.load(Ordering::Relaxed),
+                &mut r,
+                "s3lun_s3_latency_microseconds",
+                "Time spent in S3 reads",
+                ld(&s.latency_micros),
             );
         }
-        o
+        let mut out = String::new();
+        if let Err(e) = encode(&mut out, &r) {
+            warn!(error = %e, "encoding metrics");
+        }
+        out
     }
 }
 
