@@ -24,11 +24,7 @@ fn md5_hex(d: &[u8]) -> String {
 }
 
 fn put(moto: &Moto, dir: &Path, key: &str, data: &[u8], flags: &[&str]) -> String {
-    let f = dir.join(key.replace('/', "_"));
-    std::fs::write(&f, data).unwrap();
-    let mut a = vec!["put", "boot-images", key, f.to_str().unwrap()];
-    a.extend_from_slice(flags);
-    moto.ctl(&a)
+    moto.put(dir, "boot-images", key, data, flags)
 }
 
 /// A fixture manifest with its rootfs link moved to `path` and fields overridden.
@@ -378,11 +374,7 @@ fn ims_endpoint_projects_only_tagged_images() {
     let d = dir.path();
     let moto = Moto::start();
     moto.ctl(&["mkbucket", "ims-images"]);
-    let put_in = |bucket: &str, key: &str, data: &[u8]| {
-        let f = d.join(key.replace('/', "_"));
-        std::fs::write(&f, data).unwrap();
-        moto.ctl(&["put", bucket, key, f.to_str().unwrap()])
-    };
+    let put_in = |bucket: &str, key: &str, data: &[u8]| moto.put(d, bucket, key, data, &[]);
     let mut images = Vec::new();
     for (id, tag) in [
         ("aaaa", serde_json::json!("true")),

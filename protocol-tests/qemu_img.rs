@@ -8,30 +8,11 @@ use std::process::Command;
 use common::{make_squashfs, tool, write_image, Server};
 
 fn convert(url: &str, out: &std::path::Path) {
-    let st = Command::new(tool("qemu-img"))
-        .args([
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "raw",
-            url,
-            out.to_str().unwrap(),
-        ])
-        .status()
-        .expect("qemu-img");
-    assert!(st.success(), "qemu-img convert {url} failed: {st}");
+    assert!(common::convert(url, out), "qemu-img convert {url} failed");
 }
 
 fn check(out: &std::path::Path, image: &[u8]) {
-    let got = std::fs::read(out).unwrap();
-    let blocks = image.len().div_ceil(512);
-    assert_eq!(got.len(), blocks * 512, "converted size");
-    assert!(got[..image.len()] == image[..], "image bytes differ");
-    assert!(
-        got[image.len()..].iter().all(|&b| b == 0),
-        "tail is not zero-filled"
-    );
+    common::check_image(out, image)
 }
 
 #[test]

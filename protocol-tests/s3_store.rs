@@ -52,37 +52,15 @@ fn start(cfg: &Path) -> (Server, u16) {
 }
 
 fn upload(moto: &Moto, dir: &Path, key: &str, data: &[u8], flags: &[&str]) -> String {
-    let f = dir.join(format!("upload-{}", key.replace('/', "_")));
-    std::fs::write(&f, data).unwrap();
-    let mut args = vec!["put", "boot-images", key, f.to_str().unwrap()];
-    args.extend_from_slice(flags);
-    moto.ctl(&args)
+    moto.put(dir, "boot-images", key, data, flags)
 }
 
 fn convert(srv: &Server, lun: u32, out: &Path) -> bool {
-    Command::new(tool("qemu-img"))
-        .args([
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "raw",
-            &srv.url(lun),
-            out.to_str().unwrap(),
-        ])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
+    common::convert(&srv.url(lun), out)
 }
 
 fn check(out: &Path, image: &[u8]) {
-    let got = std::fs::read(out).unwrap();
-    assert_eq!(got.len(), image.len().div_ceil(512) * 512);
-    assert!(
-        got[..image.len()] == image[..],
-        "bytes differ from the object"
-    );
-    assert!(got[image.len()..].iter().all(|&b| b == 0));
+    common::check_image(out, image)
 }
 
 fn md5_hex(data: &[u8]) -> String {

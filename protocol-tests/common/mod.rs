@@ -174,3 +174,27 @@ pub fn free_port() -> u16 {
 
 pub mod moto;
 pub mod raw;
+
+/// `qemu-img convert` a LUN to a raw file; whether it succeeded.
+pub fn convert(url: &str, out: &Path) -> bool {
+    Command::new(tool("qemu-img"))
+        .args(["convert", "-f", "raw", "-O", "raw", url])
+        .arg(out)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// The converted LUN is the image, then zeros to the next 512-byte block.
+pub fn check_image(out: &Path, image: &[u8]) {
+    let got = std::fs::read(out).expect("read converted LUN");
+    assert_eq!(got.len(), image.len().div_ceil(512) * 512, "converted size");
+    assert!(
+        got[..image.len()] == image[..],
+        "bytes differ from the image"
+    );
+    assert!(
+        got[image.len()..].iter().all(|&b| b == 0),
+        "tail is not zero-filled"
+    );
+}

@@ -59,6 +59,22 @@ impl Moto {
         }
     }
 
+    /// Upload `data` as `bucket/key` (through a file in `dir`); returns the ETag.
+    pub fn put(
+        &self,
+        dir: &std::path::Path,
+        bucket: &str,
+        key: &str,
+        data: &[u8],
+        flags: &[&str],
+    ) -> String {
+        let f = dir.join(format!("upload-{bucket}-{}", key.replace('/', "_")));
+        std::fs::write(&f, data).expect("write upload");
+        let mut args = vec!["put", bucket, key, f.to_str().expect("utf8 path")];
+        args.extend_from_slice(flags);
+        self.ctl(&args)
+    }
+
     /// Run the s3ctl helper; returns its stdout (the ETag for `put`).
     pub fn ctl(&self, args: &[&str]) -> String {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("protocol-tests/s3/s3ctl.py");

@@ -1,6 +1,6 @@
 //! One pass over the configured sources.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Deserialize;
 use tracing::warn;
@@ -147,6 +147,17 @@ impl Scan {
     }
 }
 
+/// One scan in progress: the result so far and what it has already seen.
+struct Walk<'a> {
+    s: Scan,
+    client: &'a S3Client,
+    previous: &'a HashMap<String, (String, u64)>,
+    /// Rootfs URL -> image id serving it.
+    by_url: BTreeMap<String, String>,
+    /// Manifests already projected (by the bucket scan or IMS).
+    seen: HashSet<(String, String)>,
+}
+
 /// Scan every source. `previous` maps URL to (content key, size) from the last scan,
 /// to notice an object whose size changed under the same key (still being written).
 pub async fn scan(
@@ -154,15 +165,19 @@ pub async fn scan(
     cfg: &CatalogConfig,
     previous: &HashMap<String, (String, u64)>,
 ) -> Scan {
-    let mut s = Scan::default();
-    let mut by_url: BTreeMap<String, String> = BTreeMap::new();
-    let mut seen: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
+    let mut w = Walk {
+        s: Scan::default(),
+        client,
+        previous,
+        by_url: BTreeMap::new(),
+        seen: HashSet::new(),
+    };
     for bucket in &cfg.manifest_buckets {
         let keys = match client.list(bucket, "").await {
             Ok(k) => k,
             Err(e) => {
                 warn!(bucket, error = %e, "cannot list manifests");
-                s.failed_sources.push(format!("s3://{bucket}"));
+                w.s.failed_sources.push(format!("s3://{bucket}"));
                 continue;
             }
         };
@@ -174,252 +189,174 @@ pub async fn scan(
         manifests.sort();
         for mkey in manifests {
             let image_id = mkey.trim_end_matches("/manifest.json").to_string();
-            let m = (bucket.clone(), mkey);
-            if seen.insert(m.clone()) {
-                from_manifest(
-                    &mut s,
-                    client,
-                    &m.0,
-                    &m.1,
-                    &image_id,
-                    "manifest",
-                    &mut by_url,
-                    previous,
-                )
-                .await;
-            }
+            w.manifest(bucket, &mkey, &image_id, "manifest").await;
         }
     }
     if let Some(url) = &cfg.ims_url {
         match ims_manifests(url, cfg.ims_token_file.as_deref()).await {
             Err(e) => {
                 warn!(ims = %url, error = %e, "cannot list IMS images");
-                s.failed_sources.push("ims".into());
+                w.s.failed_sources.push("ims".into());
             }
             Ok(list) => {
                 for (image_id, murl) in list {
-                    let Some(m) = parse_url(&murl) else {
-                        s.problem(
-                            &image_id,
-                            "bad_path",
-                            format!("manifest link {murl} is not s3://bucket/key"),
-                            true,
-                        );
-                        continue;
-                    };
-                    if seen.insert(m.clone()) {
-                        from_manifest(
-                            &mut s,
-                            client,
-                            &m.0,
-                            &m.1,
-                            &image_id,
-                            "ims",
-                            &mut by_url,
-                            previous,
-                        )
-                        .await;
+                    match parse_url(&murl) {
+                        Some((bucket, key)) => w.manifest(&bucket, &key, &image_id, "ims").await,
+                        None => {
+                            let d = format!("manifest link {murl} is not s3://bucket/key");
+                            w.s.problem(&image_id, "bad_path", d, true);
+                        }
                     }
                 }
             }
         }
     }
     for prefix_url in &cfg.prefixes {
-        let Some((bucket, prefix)) = prefix_url
-            .strip_prefix("s3://")
-            .and_then(|r| r.split_once('/'))
-            .map(|(b, p)| (b.to_string(), p.to_string()))
-        else {
-            s.problem(
-                prefix_url,
-                "bad_prefix",
-                format!("{prefix_url} is not s3://bucket/prefix/"),
-                true,
-            );
+        let Some((bucket, prefix)) = parse_prefix(prefix_url) else {
+            let d = format!("{prefix_url} is not s3://bucket/prefix/");
+            w.s.problem(prefix_url, "bad_prefix", d, true);
             continue;
         };
         let keys = match client.list(&bucket, &prefix).await {
             Ok(k) => k,
             Err(e) => {
                 warn!(prefix = %prefix_url, error = %e, "cannot list prefix");
-                s.failed_sources.push(prefix_url.clone());
+                w.s.failed_sources.push(prefix_url.clone());
                 continue;
             }
         };
-        for (key, _) in keys {
-            if key.ends_with('/') {
-                continue;
-            }
+        for (key, _) in keys.into_iter().filter(|(k, _)| !k.ends_with('/')) {
             let url = format!("s3://{bucket}/{key}");
-            if let Some(first) = by_url.get(&url) {
-                let d = format!("{url} is already served for image {first}");
-                s.problem(&key, "duplicate", d, true);
-                continue;
-            }
             let name = key.rsplit('/').next().unwrap_or(&key).to_string();
-            if let Some(e) = open_entry(
-                &mut s,
-                client,
-                &name,
-                "prefix",
-                &url,
-                url.clone(),
-                None,
-                None,
-                previous,
-            )
-            .await
-            {
-                by_url.insert(url, name);
-                s.entries.push(e);
+            w.image(&name, "prefix", &url, url.clone(), None, None)
+                .await;
+        }
+    }
+    w.s
+}
+
+fn parse_prefix(url: &str) -> Option<(String, String)> {
+    let (bucket, prefix) = url.strip_prefix("s3://")?.split_once('/')?;
+    (!bucket.is_empty()).then(|| (bucket.to_string(), prefix.to_string()))
+}
+
+impl Walk<'_> {
+    /// Project one manifest (once): its rootfs artifact becomes an entry, or a
+    /// problem says why not.
+    async fn manifest(&mut self, bucket: &str, mkey: &str, image_id: &str, origin: &'static str) {
+        if !self.seen.insert((bucket.to_string(), mkey.to_string())) {
+            return;
+        }
+        let bytes = match self.client.get_small(bucket, mkey, MAX_MANIFEST).await {
+            Ok(b) => b,
+            Err(e) => {
+                let d = format!("s3://{bucket}/{mkey}: {e}");
+                self.s.problem(image_id, "manifest_unreadable", d, true);
+                return;
+            }
+        };
+        let rootfs = match manifest::rootfs(&bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                let d = format!("s3://{bucket}/{mkey}: {e}; image skipped");
+                self.s.problem(image_id, e.kind(), d, true);
+                return;
+            }
+        };
+        for w in &rootfs.warnings {
+            let detail = match *w {
+                "missing_etag" => format!(
+                    "{}: rootfs link has no etag (missing or null): content key from md5 or HEAD",
+                    rootfs.path
+                ),
+                _ => format!("{}: rootfs artifact has no md5", rootfs.path),
+            };
+            self.s.problem(image_id, w, detail, false);
+        }
+        // The identity follows what boot parameters carry: path|etag as written.
+        let identity = format!("{}|{}", rootfs.path, rootfs.etag.as_deref().unwrap_or(""));
+        let (etag, md5) = (rootfs.etag.as_deref(), rootfs.md5.as_deref());
+        self.image(image_id, origin, &rootfs.path, identity, etag, md5)
+            .await;
+    }
+
+    /// HEAD one image and decide its content key; record it or the problem.
+    async fn image(
+        &mut self,
+        image_id: &str,
+        origin: &'static str,
+        url: &str,
+        identity: String,
+        etag: Option<&str>,
+        md5: Option<&str>,
+    ) {
+        let s = &mut self.s;
+        if let Some(first) = self.by_url.get(url) {
+            let d = format!("{url} is already served for image {first}");
+            s.problem(image_id, "duplicate", d, true);
+            return;
+        }
+        let Some((bucket, key)) = parse_url(url) else {
+            s.problem(
+                image_id,
+                "bad_path",
+                format!("{url} is not an s3:// URL"),
+                true,
+            );
+            return;
+        };
+        let info = match self.client.head(&bucket, &key).await {
+            Ok(i) => i,
+            Err(StoreError::NotFound(_)) => {
+                let d = format!("{url} does not exist (or is still being uploaded)");
+                s.problem(image_id, "missing_object", d, true);
+                return;
+            }
+            Err(e) => {
+                s.problem(image_id, "object_unreadable", format!("{url}: {e}"), true);
+                return;
+            }
+        };
+        if info.size == 0 {
+            s.problem(image_id, "empty_object", format!("{url} is empty"), true);
+            return;
+        }
+        let key = match content_key(etag, md5, &info) {
+            Ok(k) => k,
+            Err(e) => {
+                s.problem(image_id, "no_content_key", format!("{url}: {e}"), true);
+                return;
+            }
+        };
+        if let Some((prev_key, prev_size)) = self.previous.get(url) {
+            if *prev_key == key.key && *prev_size != info.size {
+                let d = format!(
+                    "{url}: size changed from {prev_size} to {} under the same content key",
+                    info.size
+                );
+                s.problem(image_id, "size_changed", d, true);
+                return;
             }
         }
-    }
-    s
-}
-
-/// Project one manifest: its rootfs artifact becomes an entry, or a problem says why not.
-#[allow(clippy::too_many_arguments)]
-async fn from_manifest(
-    s: &mut Scan,
-    client: &S3Client,
-    bucket: &str,
-    mkey: &str,
-    image_id: &str,
-    origin: &'static str,
-    by_url: &mut BTreeMap<String, String>,
-    previous: &HashMap<String, (String, u64)>,
-) {
-    let bytes = match client.get_small(bucket, mkey, MAX_MANIFEST).await {
-        Ok(b) => b,
-        Err(e) => {
+        let mut notes = Vec::new();
+        if let Some(why) = &key.stale_manifest {
             s.problem(
                 image_id,
-                "manifest_unreadable",
-                format!("s3://{bucket}/{mkey}: {e}"),
-                true,
+                "stale_manifest",
+                format!("{url}: stale manifest: {why}"),
+                false,
             );
-            return;
+            notes.push(format!("stale manifest: {why}"));
         }
-    };
-    let rootfs = match manifest::rootfs(&bytes) {
-        Ok(r) => r,
-        Err(e) => {
-            s.problem(
-                image_id,
-                e.kind(),
-                format!("s3://{bucket}/{mkey}: {e}; image skipped"),
-                true,
-            );
-            return;
-        }
-    };
-    for w in &rootfs.warnings {
-        let detail = match *w {
-            "missing_etag" => format!(
-                "{}: rootfs link has no etag (missing or null): content key from md5 or HEAD",
-                rootfs.path
-            ),
-            _ => format!("{}: rootfs artifact has no md5", rootfs.path),
-        };
-        s.problem(image_id, w, detail, false);
+        self.by_url.insert(url.to_string(), image_id.to_string());
+        s.entries.push(Entry {
+            image_id: image_id.to_string(),
+            origin,
+            url: url.to_string(),
+            identity,
+            info,
+            key,
+            notes,
+        });
     }
-    if let Some(first) = by_url.get(&rootfs.path) {
-        let d = format!("{} is already served for image {first}", rootfs.path);
-        s.problem(image_id, "duplicate", d, true);
-        return;
-    }
-    // The identity follows what boot parameters carry: path|etag as written.
-    let identity = format!("{}|{}", rootfs.path, rootfs.etag.as_deref().unwrap_or(""));
-    let e = open_entry(
-        s,
-        client,
-        image_id,
-        origin,
-        &rootfs.path,
-        identity,
-        rootfs.etag.as_deref(),
-        rootfs.md5.as_deref(),
-        previous,
-    )
-    .await;
-    if let Some(e) = e {
-        by_url.insert(e.url.clone(), image_id.to_string());
-        s.entries.push(e);
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn open_entry(
-    s: &mut Scan,
-    client: &S3Client,
-    image_id: &str,
-    origin: &'static str,
-    url: &str,
-    identity: String,
-    etag: Option<&str>,
-    md5: Option<&str>,
-    previous: &HashMap<String, (String, u64)>,
-) -> Option<Entry> {
-    let Some((bucket, key)) = parse_url(url) else {
-        s.problem(
-            image_id,
-            "bad_path",
-            format!("{url} is not an s3:// URL"),
-            true,
-        );
-        return None;
-    };
-    let info = match client.head(&bucket, &key).await {
-        Ok(i) => i,
-        Err(StoreError::NotFound(_)) => {
-            let d = format!("{url} does not exist (or is still being uploaded)");
-            s.problem(image_id, "missing_object", d, true);
-            return None;
-        }
-        Err(e) => {
-            s.problem(image_id, "object_unreadable", format!("{url}: {e}"), true);
-            return None;
-        }
-    };
-    if info.size == 0 {
-        s.problem(image_id, "empty_object", format!("{url} is empty"), true);
-        return None;
-    }
-    let key = match content_key(etag, md5, &info) {
-        Ok(k) => k,
-        Err(e) => {
-            s.problem(image_id, "no_content_key", format!("{url}: {e}"), true);
-            return None;
-        }
-    };
-    if let Some((prev_key, prev_size)) = previous.get(url) {
-        if *prev_key == key.key && *prev_size != info.size {
-            let d = format!(
-                "{url}: size changed from {prev_size} to {} under the same content key",
-                info.size
-            );
-            s.problem(image_id, "size_changed", d, true);
-            return None;
-        }
-    }
-    let mut notes = Vec::new();
-    if let Some(why) = &key.stale_manifest {
-        s.problem(
-            image_id,
-            "stale_manifest",
-            format!("{url}: stale manifest: {why}"),
-            false,
-        );
-        notes.push(format!("stale manifest: {why}"));
-    }
-    Some(Entry {
-        image_id: image_id.to_string(),
-        origin,
-        url: url.to_string(),
-        identity,
-        info,
-        key,
-        notes,
-    })
 }
