@@ -41,6 +41,7 @@ struct Task {
     pending: FuturesUnordered<BoxFuture<'static, ReadDone>>,
     registered: Option<Registered>,
     close: Option<String>,
+    spare_reads: Vec<crate::session::ReadRequest>,
 }
 
 impl Task {
@@ -99,11 +100,12 @@ impl Task {
             if self.close.is_some() {
                 return;
             }
-            let reads = std::mem::take(&mut self.out.reads);
-            if reads.is_empty() {
+            if self.out.reads.is_empty() {
                 return;
             }
-            for r in reads {
+            // Swap with a spare list so both keep their capacity: no allocation per read.
+            std::mem::swap(&mut self.out.reads, &mut self.spare_reads);
+            for r in self.spare_reads.drain(..) {
                 let store = self
                     .conn
                     .full_feature()
@@ -189,6 +191,7 @@ pub async fn run(
         pending: FuturesUnordered::new(),
         registered: None,
         close: None,
+        spare_reads: Vec::new(),
     };
     let mut rbuf = BytesMut::with_capacity(64 * 1024);
     let mut ticker = tokio::time::interval(Duration::from_secs(1));

@@ -7,6 +7,7 @@ use std::io::IoSlice;
 use std::ops::Range;
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::pdu::framing::{data_digest, digest_bytes};
@@ -14,6 +15,9 @@ use crate::pdu::{pad_len, FrameConfig};
 use crate::session::Frame;
 
 static ZEROS: [u8; 3] = [0; 3];
+
+/// Slices per vectored write (well under IOV_MAX).
+const MAX_SLICES: usize = 64;
 
 enum Part {
     Meta(Range<usize>),
@@ -39,14 +43,13 @@ impl Writer {
         while !frames.is_empty() {
             self.meta.clear();
             self.parts.clear();
-            // IOV_MAX is 1024; four parts per frame at most.
-            let mut n = 0;
-            while n < 250 {
+            // Four parts per frame at most; the slice list lives on the stack, so a
+            // flush allocates nothing.
+            while self.parts.len() + 4 <= MAX_SLICES {
                 let Some(f) = frames.pop_front() else { break };
                 self.add(f, cfg);
-                n += 1;
             }
-            let mut slices: Vec<IoSlice<'_>> = self
+            let mut slices: SmallVec<[IoSlice<'_>; MAX_SLICES]> = self
                 .parts
                 .iter()
                 .map(|p| match p {
