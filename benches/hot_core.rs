@@ -1,0 +1,274 @@
+//! Criterion benchmarks of the hot core: PDU parse and encode, login text parsing,
+//! Data-In generation for a cache hit (digests off and on), and cache lookups.
+//! Run with `cargo bench --bench hot_core`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use s3lun::login::{encode_pairs, parse_pairs, SessionParams};
+use s3lun::lun::{Lun, LunTable};
+use s3lun::pdu::framing::encode_to_vec;
+use s3lun::pdu::*;
+use s3lun::scsi::exec::TargetPort;
+use s3lun::scsi::{Identity, LunInfo};
+use s3lun::server::writer::Writer;
+use s3lun::session::{FfpSettings, FullFeature, Outbox};
+use s3lun::store::cache::{CacheSettings, CachedStore, ChunkCache};
+use s3lun::store::{BlockStore, LocalFile};
+
+fn scsi_read() -> Header {
+    let mut cdb = [0u8; 16];
+    cdb[0] = 0x28;
+    cdb[8] = 8;
+    Header::ScsiCommand(ScsiCommand {
+        immediate: false,
+        final_: true,
+        read: true,
+        write: false,
+        attr: 1,
+        lun: 0,
+        itt: 1,
+        expected_len: 4096,
+        cmd_sn: 1,
+        exp_stat_sn: 1,
+        cdb,
+    })
+}
+
+fn pdus(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pdu");
+    g.throughput(Throughput::Elements(1));
+    for (name, digests) in [("plain", false), ("crc32c", true)] {
+        let cfg = FrameConfig {
+            header_digest: digests,
+            data_digest: digests,
+            max_data_segment: 262_144,
+        };
+        let cmd = Bytes::from(encode_to_vec(&scsi_read(), &[], &cfg));
+        g.bench_function(format!("parse_scsi_command_{name}"), |b| {
+            b.iter_batched(
+                || BytesMut::from(&cmd[..]),
+                |mut buf| black_box(decode(&mut buf, &cfg).ok()),
+                BatchSize::SmallInput,
+            )
+        });
+        let nop = Header::NopOut(NopOut {
+            immediate: true,
+            lun: 0,
+            itt: 9,
+            ttt: RESERVED_TAG,
+            cmd_sn: 1,
+            exp_stat_sn: 1,
+        });
+        let nop = Bytes::from(encode_to_vec(&nop, b"ping", &cfg));
+        g.bench_function(format!("parse_nop_out_{name}"), |b| {
+            b.iter_batched(
+                || BytesMut::from(&nop[..]),
+                |mut buf| black_box(decode(&mut buf, &cfg).ok()),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    let data_in = Header::DataIn(DataIn {
+        final_: true,
+        status: Some(0),
+        itt: 7,
+        ttt: RESERVED_TAG,
+        data_sn: 3,
+        buffer_offset: 65536,
+        ..DataIn::default()
+    });
+    g.bench_function("encode_data_in", |b| {
+        let mut bhs = [0u8; BHS_LEN];
+        b.iter(|| {
+            black_box(&data_in).encode(0, 65536, &mut bhs);
+            black_box(bhs[1])
+        })
+    });
+    g.bench_function("encode_scsi_command", |b| {
+        let h = scsi_read();
+        let mut bhs = [0u8; BHS_LEN];
+        b.iter(|| {
+            black_box(&h).encode(0, 0, &mut bhs);
+            black_box(bhs[1])
+        })
+    });
+    g.finish();
+}
+
+fn login_text(c: &mut Criterion) {
+    let mut text = Vec::new();
+    encode_pairs(
+        &[
+            ("InitiatorName", "iqn.2004-10.com.ubuntu:01:2bd7e1f3c6a0"),
+            ("SessionType", "Normal"),
+            ("TargetName", "iqn.2023-06.csm.iscsi:ncn-w001"),
+            ("HeaderDigest", "None,CRC32C"),
+            ("DataDigest", "None"),
+            ("MaxRecvDataSegmentLength", "262144"),
+            ("MaxBurstLength", "16776192"),
+            ("FirstBurstLength", "262144"),
+            ("ImmediateData", "Yes"),
+            ("InitialR2T", "No"),
+            ("ErrorRecoveryLevel", "0"),
+        ],
+        &mut text,
+    );
+    c.bench_function("login_text_parse", |b| {
+        b.iter(|| black_box(parse_pairs(black_box(&text), 64).ok()))
+    });
+}
+
+fn data_in(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("img");
+    std::fs::write(&path, vec![7u8; 4 << 20]).expect("image");
+    let store: Arc<dyn BlockStore> = Arc::new(LocalFile::open(&path).expect("open"));
+    let image = store.read_at(0, 128 << 10);
+    let payload = futures::executor::block_on(image.wait()).expect("read");
+    let info = LunInfo::new(0, store.size(), Identity::lio("bench"));
+    let luns = Arc::new(LunTable::new(vec![Arc::new(Lun::new(
+        info,
+        store,
+        "v".into(),
+    ))]));
+    let mut g = c.benchmark_group("data_in_cache_hit_128k");
+    g.throughput(Throughput::Bytes(payload.len() as u64));
+    for (name, digests) in [("digests_off", false), ("digests_on", true)] {
+        let cfg = FrameConfig {
+            header_digest: digests,
+            data_digest: digests,
+            max_data_segment: 262_144,
+        };
+        let params = SessionParams {
+            initiator_max_recv_data_segment: 65_536,
+            ..SessionParams::default()
+        };
+        let port = Arc::new(TargetPort {
+            target_name: "iqn.bench".into(),
+            portal_group_tag: 1,
+            relative_port: 1,
+            group_id: 0,
+        });
+        let mut ffp = FullFeature::new(
+            Arc::new(FfpSettings::default()),
+            params,
+            1,
+            [0; 6],
+            0,
+            0,
+            luns.clone(),
+            port,
+            Arc::new(Vec::new()),
+            Instant::now(),
+        );
+        let mut out = Outbox::default();
+        let mut writer = Writer::default();
+        let mut sink = tokio::io::sink();
+        let mut itt = 0u32;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                itt = itt.wrapping_add(1);
+                let mut cdb = [0u8; 16];
+                cdb[0] = 0x28;
+                cdb[7..9].copy_from_slice(&256u16.to_be_bytes());
+                let cmd = Header::ScsiCommand(ScsiCommand {
+                    immediate: true,
+                    final_: true,
+                    read: true,
+                    write: false,
+                    attr: 1,
+                    lun: 0,
+                    itt,
+                    expected_len: 128 << 10,
+                    cmd_sn: 0,
+                    exp_stat_sn: 0,
+                    cdb,
+                });
+                let mut raw = [0u8; BHS_LEN];
+                cmd.encode(0, 0, &mut raw);
+                ffp.handle(
+                    Pdu {
+                        header: cmd,
+                        raw_bhs: raw,
+                        ahs: Bytes::new(),
+                        data: Bytes::new(),
+                    },
+                    Instant::now(),
+                    &mut out,
+                );
+                out.reads.clear();
+                ffp.read_done(itt, Ok(payload.clone()), &mut out);
+                futures::executor::block_on(writer.flush(&mut sink, &mut out.frames, cfg))
+                    .expect("flush");
+            })
+        });
+    }
+    g.finish();
+}
+
+fn cache(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("img");
+    std::fs::write(&path, vec![3u8; 16 << 20]).expect("image");
+    let inner: Arc<dyn BlockStore> = Arc::new(LocalFile::open(&path).expect("open"));
+    let cache = ChunkCache::new(CacheSettings {
+        dir: None,
+        memory_bytes: 64 << 20,
+        chunk_size: 1 << 20,
+        readahead: 0,
+        ..CacheSettings::default()
+    });
+    let store = Arc::new(CachedStore::new(inner.clone(), "bench", cache.clone()));
+    rt.block_on(async { store.read_at(0, 16 << 20).wait().await.expect("fill") });
+    let mut g = c.benchmark_group("cache");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("memory_hit_4k", |b| {
+        let mut off = 0u64;
+        b.iter(|| {
+            off = (off + 4096) % (16 << 20);
+            black_box(store.read_at(off, 4096))
+        })
+    });
+    // 16 concurrent readers of the same cold chunk: one fill, shared by all.
+    g.bench_function("single_flight_16_readers", |b| {
+        b.iter_batched(
+            || {
+                let cache = ChunkCache::new(CacheSettings {
+                    dir: None,
+                    chunk_size: 1 << 20,
+                    readahead: 0,
+                    ..CacheSettings::default()
+                });
+                Arc::new(CachedStore::new(inner.clone(), "cold", cache))
+            },
+            |store| {
+                rt.block_on(async {
+                    let tasks: Vec<_> = (0..16)
+                        .map(|_| {
+                            let s = Arc::clone(&store);
+                            tokio::spawn(async move {
+                                s.read_at(4096, 4096).wait().await.map(|b| b.len())
+                            })
+                        })
+                        .collect();
+                    for t in tasks {
+                        black_box(t.await.ok());
+                    }
+                })
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, pdus, login_text, data_in, cache);
+criterion_main!(benches);
