@@ -1,0 +1,163 @@
+//! A minimal initiator that measures 4 KiB READ latency: logs in, issues one READ(10)
+//! at a time at random LBAs for the given seconds, prints p50/p99/max in
+//! microseconds. Used by benches/e2e.sh during the boot storm.
+//!
+//! Usage: latency_probe HOST:PORT TARGET-IQN SECONDS
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use s3lun::login::{encode_pairs, parse_pairs};
+use s3lun::pdu::framing::{encode_to_vec, frame_len, parse_frame};
+use s3lun::pdu::*;
+
+fn recv(s: &mut TcpStream, cfg: &FrameConfig) -> anyhow::Result<Pdu> {
+    let mut buf = vec![0u8; BHS_LEN];
+    s.read_exact(&mut buf)?;
+    let total = frame_len(&buf, cfg)?.unwrap_or(BHS_LEN);
+    buf.resize(total, 0);
+    s.read_exact(&mut buf[BHS_LEN..])?;
+    Ok(parse_frame(Bytes::from(buf), cfg)?)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    anyhow::ensure!(
+        args.len() == 4,
+        "usage: latency_probe HOST:PORT TARGET SECONDS"
+    );
+    let secs: u64 = args[3].parse()?;
+    let mut s = TcpStream::connect(&args[1])?;
+    s.set_nodelay(true)?;
+    let cfg = FrameConfig::LOGIN;
+    let mut text = Vec::new();
+    encode_pairs(
+        &[
+            ("InitiatorName", "iqn.2024-01.org.s3lun:probe"),
+            ("SessionType", "Normal"),
+            ("TargetName", args[2].as_str()),
+            ("MaxRecvDataSegmentLength", "262144"),
+        ],
+        &mut text,
+    );
+    let login = Header::LoginRequest(LoginRequest {
+        transit: true,
+        cont: false,
+        csg: 1,
+        nsg: 3,
+        version_max: 0,
+        version_min: 0,
+        isid: [0x80, 0, 0, 0, 0x42, 1],
+        tsih: 0,
+        itt: 1,
+        cid: 0,
+        cmd_sn: 1,
+        exp_stat_sn: 0,
+    });
+    s.write_all(&encode_to_vec(&login, &text, &cfg))?;
+    let r = recv(&mut s, &cfg)?;
+    let Header::LoginResponse(lr) = r.header else {
+        anyhow::bail!("no login response")
+    };
+    anyhow::ensure!(
+        lr.status_class == 0,
+        "login failed: {:?}",
+        parse_pairs(&r.data, 64)
+    );
+    let mut cmd_sn = 1u32;
+    let mut lat = Vec::new();
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut itt = 10u32;
+    let mut blocks = 0u64;
+    let mut attempts = 0;
+    while Instant::now() < end {
+        if blocks == 0 {
+            // READ CAPACITY(10) once, to pick LBAs inside the LU.
+            let mut cdb = [0u8; 16];
+            cdb[0] = 0x25;
+            let h = Header::ScsiCommand(ScsiCommand {
+                immediate: false,
+                final_: true,
+                read: true,
+                write: false,
+                attr: 1,
+                lun: 0,
+                itt,
+                expected_len: 8,
+                cmd_sn,
+                exp_stat_sn: 0,
+                cdb,
+            });
+            s.write_all(&encode_to_vec(&h, &[], &cfg))?;
+            cmd_sn += 1;
+            itt += 1;
+            loop {
+                let p = recv(&mut s, &cfg)?;
+                match p.header {
+                    Header::DataIn(d) if p.data.len() >= 4 => {
+                        blocks = u32::from_be_bytes([p.data[0], p.data[1], p.data[2], p.data[3]])
+                            as u64
+                            + 1;
+                        if d.status.is_some() {
+                            break;
+                        }
+                    }
+                    Header::ScsiResponse(_) => break,
+                    _ => {}
+                }
+            }
+            // The first command meets the power-on unit attention: ask again.
+            attempts += 1;
+            anyhow::ensure!(blocks > 8 || attempts < 3, "LU too small");
+            continue;
+        }
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let lba = (rng % (blocks - 8)) as u32;
+        let mut cdb = [0u8; 16];
+        cdb[0] = 0x28;
+        cdb[2..6].copy_from_slice(&lba.to_be_bytes());
+        cdb[8] = 8;
+        let h = Header::ScsiCommand(ScsiCommand {
+            immediate: false,
+            final_: true,
+            read: true,
+            write: false,
+            attr: 1,
+            lun: 0,
+            itt,
+            expected_len: 4096,
+            cmd_sn,
+            exp_stat_sn: 0,
+            cdb,
+        });
+        let t = Instant::now();
+        s.write_all(&encode_to_vec(&h, &[], &cfg))?;
+        cmd_sn += 1;
+        itt += 1;
+        loop {
+            let p = recv(&mut s, &cfg)?;
+            match p.header {
+                Header::DataIn(d) if d.status.is_some() => break,
+                Header::ScsiResponse(_) => break,
+                _ => {}
+            }
+        }
+        lat.push(t.elapsed().as_micros() as u64);
+    }
+    lat.sort_unstable();
+    anyhow::ensure!(!lat.is_empty(), "no reads completed");
+    let pct = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize];
+    println!(
+        "reads {} p50_us {} p99_us {} max_us {}",
+        lat.len(),
+        pct(0.5),
+        pct(0.99),
+        lat[lat.len() - 1]
+    );
+    Ok(())
+}
