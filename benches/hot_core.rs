@@ -19,22 +19,7 @@ use s3lun::store::cache::{CacheSettings, CachedStore, ChunkCache};
 use s3lun::store::{BlockStore, LocalFile};
 
 fn scsi_read() -> Header {
-    let mut cdb = [0u8; 16];
-    cdb[0] = 0x28;
-    cdb[8] = 8;
-    Header::ScsiCommand(ScsiCommand {
-        immediate: false,
-        final_: true,
-        read: true,
-        write: false,
-        attr: 1,
-        lun: 0,
-        itt: 1,
-        expected_len: 4096,
-        cmd_sn: 1,
-        exp_stat_sn: 1,
-        cdb,
-    })
+    Header::ScsiCommand(ScsiCommand::read10(1, 1, 0, 8))
 }
 
 fn pdus(c: &mut Criterion) {
@@ -171,22 +156,9 @@ fn data_in(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| {
                 itt = itt.wrapping_add(1);
-                let mut cdb = [0u8; 16];
-                cdb[0] = 0x28;
-                cdb[7..9].copy_from_slice(&256u16.to_be_bytes());
-                let cmd = Header::ScsiCommand(ScsiCommand {
-                    immediate: true,
-                    final_: true,
-                    read: true,
-                    write: false,
-                    attr: 1,
-                    lun: 0,
-                    itt,
-                    expected_len: 128 << 10,
-                    cmd_sn: 0,
-                    exp_stat_sn: 0,
-                    cdb,
-                });
+                let mut read = ScsiCommand::read10(itt, 0, 0, 256);
+                read.immediate = true;
+                let cmd = Header::ScsiCommand(read);
                 let mut raw = [0u8; BHS_LEN];
                 cmd.encode(0, 0, &mut raw);
                 ffp.handle(

@@ -118,23 +118,7 @@ fn main() -> anyhow::Result<()> {
         rng ^= rng >> 7;
         rng ^= rng << 17;
         let lba = (rng % (blocks - 8)) as u32;
-        let mut cdb = [0u8; 16];
-        cdb[0] = 0x28;
-        cdb[2..6].copy_from_slice(&lba.to_be_bytes());
-        cdb[8] = 8;
-        let h = Header::ScsiCommand(ScsiCommand {
-            immediate: false,
-            final_: true,
-            read: true,
-            write: false,
-            attr: 1,
-            lun: 0,
-            itt,
-            expected_len: 4096,
-            cmd_sn,
-            exp_stat_sn: 0,
-            cdb,
-        });
+        let h = Header::ScsiCommand(ScsiCommand::read10(itt, cmd_sn, lba, 8));
         let t = Instant::now();
         s.write_all(&encode_to_vec(&h, &[], &cfg))?;
         cmd_sn += 1;

@@ -44,23 +44,7 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 fn read10(itt: u32, cmd_sn: u32, lba: u32, blocks: u16) -> Vec<u8> {
-    let mut cdb = [0u8; 16];
-    cdb[0] = 0x28;
-    cdb[2..6].copy_from_slice(&lba.to_be_bytes());
-    cdb[7..9].copy_from_slice(&blocks.to_be_bytes());
-    let h = Header::ScsiCommand(ScsiCommand {
-        immediate: false,
-        final_: true,
-        read: true,
-        write: false,
-        attr: 1,
-        lun: 0,
-        itt,
-        expected_len: blocks as u32 * 512,
-        cmd_sn,
-        exp_stat_sn: 0,
-        cdb,
-    });
+    let h = Header::ScsiCommand(ScsiCommand::read10(itt, cmd_sn, lba, blocks));
     encode_to_vec(&h, &[], &FrameConfig::LOGIN)
 }
 

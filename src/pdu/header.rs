@@ -62,6 +62,30 @@ pub struct ScsiCommand {
     pub cdb: [u8; 16],
 }
 
+impl ScsiCommand {
+    /// A READ(10) of `blocks` 512-byte blocks at `lba` on LUN 0, as initiators send
+    /// it (used by the tools, benches and tests that play initiator).
+    pub fn read10(itt: u32, cmd_sn: u32, lba: u32, blocks: u16) -> ScsiCommand {
+        let mut cdb = [0u8; 16];
+        cdb[0] = 0x28;
+        cdb[2..6].copy_from_slice(&lba.to_be_bytes());
+        cdb[7..9].copy_from_slice(&blocks.to_be_bytes());
+        ScsiCommand {
+            immediate: false,
+            final_: true,
+            read: true,
+            write: false,
+            attr: 1,
+            lun: 0,
+            itt,
+            expected_len: blocks as u32 * 512,
+            cmd_sn,
+            exp_stat_sn: 0,
+            cdb,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskMgmtRequest {
     pub immediate: bool,
