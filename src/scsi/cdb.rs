@@ -155,6 +155,24 @@ fn be64(c: &[u8], o: usize) -> u64 {
     u64::from_be_bytes(b)
 }
 
+/// LOGICAL BLOCK ADDRESS and TRANSFER LENGTH where SBC puts them in 10-, 12- and
+/// 16-byte CDBs (READ, WRITE, VERIFY, PRE-FETCH, SYNCHRONIZE CACHE, WRITE SAME).
+fn lba_and_blocks(c: &[u8]) -> (u64, u64) {
+    match cdb_len(c[0]) {
+        10 => (be32(c, 2), be16(c, 7)),
+        12 => (be32(c, 2), be32(c, 6)),
+        _ => (be64(c, 2), be32(c, 10)),
+    }
+}
+
+/// RDPROTECT/WRPROTECT/VRPROTECT must be zero: no protection information here.
+fn no_protection(c: &[u8]) -> Result<(), Sense> {
+    if c[1] & 0xe0 != 0 {
+        return Err(Sense::bad_cdb_field(1, Some(7)));
+    }
+    Ok(())
+}
+
 /// MODE SENSE reports DPOFUA=0 (a read-only LU has no write cache to bypass), so
 /// CDBs that set DPO or FUA are refused (SBC-4 section 6.4).
 fn no_dpo_fua(c: &[u8], mask: u8) -> Result<(), Sense> {
@@ -247,16 +265,9 @@ pub fn decode(cdb: &[u8; 16]) -> Result<Command, Sense> {
             Command::Read { lba, blocks }
         }
         op::READ_10 | op::READ_12 | op::READ_16 => {
-            if c[1] & 0xe0 != 0 {
-                // RDPROTECT: no protection information on this LU.
-                return Err(Sense::bad_cdb_field(1, Some(7)));
-            }
+            no_protection(c)?;
             no_dpo_fua(c, 0x18)?;
-            let (lba, blocks) = match opcode {
-                op::READ_10 => (be32(c, 2), be16(c, 7)),
-                op::READ_12 => (be32(c, 2), be32(c, 6)),
-                _ => (be64(c, 2), be32(c, 10)),
-            };
+            let (lba, blocks) = lba_and_blocks(c);
             Command::Read { lba, blocks }
         }
         op::MODE_SENSE_6 | op::MODE_SENSE_10 => {
@@ -280,45 +291,30 @@ pub fn decode(cdb: &[u8; 16]) -> Result<Command, Sense> {
                 alloc: be32(c, 6) as usize,
             }
         }
-        op::SYNC_CACHE_10 => Command::SyncCache {
-            lba: be32(c, 2),
-            blocks: be16(c, 7),
-        },
-        op::SYNC_CACHE_16 => Command::SyncCache {
-            lba: be64(c, 2),
-            blocks: be32(c, 10),
-        },
+        op::SYNC_CACHE_10 | op::SYNC_CACHE_16 => {
+            let (lba, blocks) = lba_and_blocks(c);
+            Command::SyncCache { lba, blocks }
+        }
         op::START_STOP_UNIT => Command::StartStopUnit,
         op::PREVENT_ALLOW => Command::PreventAllow,
         op::VERIFY_10 | op::VERIFY_12 | op::VERIFY_16 => {
-            if c[1] & 0xe0 != 0 {
-                // VRPROTECT: no protection information on this LU.
-                return Err(Sense::bad_cdb_field(1, Some(7)));
-            }
+            no_protection(c)?;
             no_dpo_fua(c, 0x10)?;
             let bytchk = (c[1] >> 1) & 3;
             if bytchk == 2 {
                 return Err(Sense::bad_cdb_field(1, Some(2)));
             }
-            let (lba, blocks) = match opcode {
-                op::VERIFY_10 => (be32(c, 2), be16(c, 7)),
-                op::VERIFY_12 => (be32(c, 2), be32(c, 6)),
-                _ => (be64(c, 2), be32(c, 10)),
-            };
+            let (lba, blocks) = lba_and_blocks(c);
             Command::Verify {
                 lba,
                 blocks,
                 bytchk,
             }
         }
-        op::PRE_FETCH_10 => Command::PreFetch {
-            lba: be32(c, 2),
-            blocks: be16(c, 7),
-        },
-        op::PRE_FETCH_16 => Command::PreFetch {
-            lba: be64(c, 2),
-            blocks: be32(c, 10),
-        },
+        op::PRE_FETCH_10 | op::PRE_FETCH_16 => {
+            let (lba, blocks) = lba_and_blocks(c);
+            Command::PreFetch { lba, blocks }
+        }
         op::WRITE_10
         | op::WRITE_12
         | op::WRITE_16
@@ -329,10 +325,7 @@ pub fn decode(cdb: &[u8; 16]) -> Result<Command, Sense> {
         | op::COMPARE_AND_WRITE
         | op::WRITE_SAME_10
         | op::WRITE_SAME_16 => {
-            if c[1] & 0xe0 != 0 {
-                // WRPROTECT: no protection information on this LU.
-                return Err(Sense::bad_cdb_field(1, Some(7)));
-            }
+            no_protection(c)?;
             match opcode {
                 op::WRITE_VERIFY_10 | op::WRITE_VERIFY_12 | op::WRITE_VERIFY_16 => {
                     no_dpo_fua(c, 0x10)?
@@ -341,10 +334,9 @@ pub fn decode(cdb: &[u8; 16]) -> Result<Command, Sense> {
                 _ => no_dpo_fua(c, 0x18)?,
             }
             let (lba, blocks) = match opcode {
-                op::WRITE_10 | op::WRITE_VERIFY_10 | op::WRITE_SAME_10 => (be32(c, 2), be16(c, 7)),
-                op::WRITE_12 | op::WRITE_VERIFY_12 => (be32(c, 2), be32(c, 6)),
+                // Its NUMBER OF LOGICAL BLOCKS is one byte, at byte 13.
                 op::COMPARE_AND_WRITE => (be64(c, 2), c[13] as u64),
-                _ => (be64(c, 2), be32(c, 10)),
+                _ => lba_and_blocks(c),
             };
             Command::Write {
                 opcode,
