@@ -32,6 +32,25 @@ fn assets() -> PathBuf {
     root.join("target/kernel-boot")
 }
 
+/// s3lun on a loopback port, advertising the address the guest reaches it by: QEMU
+/// user networking maps 10.0.2.2 to the host.
+fn guest_target(target: &str, extra: &[&str]) -> (Server, u16) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let advertise = format!("10.0.2.2:{port}");
+    let mut args = vec![
+        "serve",
+        "--listen",
+        &listen,
+        "--advertise",
+        &advertise,
+        "--target-name",
+        target,
+    ];
+    args.extend_from_slice(extra);
+    (Server::start_raw(&args), port)
+}
+
 /// Boot the guest; return everything it printed on the serial console.
 fn boot(assets: &Path, initrd: &str, cmdline: &str, deadline: Duration) -> String {
     let mut child = Command::new(tool("qemu-system-x86_64"))
@@ -112,19 +131,8 @@ fn kernel_boots_and_mounts_the_lun_with_iscsistart() {
         ),
     )
     .unwrap();
-    let port = free_port();
     let target = "iqn.2023-06.csm.iscsi:kernel-boot";
-    let mut srv = Server::start_raw(&[
-        "serve",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--advertise",
-        &format!("10.0.2.2:{port}"),
-        "--target-name",
-        target,
-        "--config",
-        cfg.to_str().unwrap(),
-    ]);
+    let (mut srv, port) = guest_target(target, &["--config", cfg.to_str().unwrap()]);
     let log = boot(
         &assets,
         "initrd.gz",
@@ -187,20 +195,8 @@ fn dracut_discovers_and_boots_a_squashfs_root() {
     let assets = assets();
     let dir = tempfile::tempdir().unwrap();
     let (img, want_md5) = make_root(dir.path());
-    let port = free_port();
     let target = "iqn.2023-06.csm.iscsi:dracut-boot";
-    let mut srv = Server::start_raw(&[
-        "serve",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        // What the guest can reach: QEMU user networking maps 10.0.2.2 to the host.
-        "--advertise",
-        &format!("10.0.2.2:{port}"),
-        "--target-name",
-        target,
-        "--lun",
-        img.to_str().unwrap(),
-    ]);
+    let (mut srv, port) = guest_target(target, &["--lun", img.to_str().unwrap()]);
     let log = boot(
         &assets,
         "dracut.img",
