@@ -21,9 +21,10 @@ struct Lun<'a> {
     md5: Option<&'a str>,
 }
 
-fn write_config(dir: &Path, endpoint: &str, luns: &[Lun], extra: &str) -> PathBuf {
+/// A config serving `luns` from moto; `cache_extra` goes into the `[cache]` section.
+fn write_config(dir: &Path, endpoint: &str, luns: &[Lun], cache_extra: &str) -> PathBuf {
     let mut t = format!(
-        "{extra}\n[s3]\nendpoint = \"{endpoint}\"\naccess_key = \"test\"\nsecret_key = \"test\"\nattempts = 2\nattempt_timeout_secs = 2\ndeadline_secs = 4\n[cache]\ndir = \"{}\"\nchunk_size = {CHUNK}\nmemory_bytes = 8388608\n",
+        "[s3]\nendpoint = \"{endpoint}\"\naccess_key = \"test\"\nsecret_key = \"test\"\nattempts = 2\nattempt_timeout_secs = 2\ndeadline_secs = 4\n[cache]\ndir = \"{}\"\nchunk_size = {CHUNK}\nmemory_bytes = 8388608\n{cache_extra}",
         dir.join("cache").display()
     );
     for l in luns {
@@ -258,16 +259,8 @@ fn a_replaced_object_makes_the_lun_stale_never_mixed() {
             etag: None,
             md5: None,
         }],
-        "[cache]\nreadahead_chunks = 0\n",
+        "readahead_chunks = 0\n",
     );
-    let cfg_text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("[cache]\nreadahead_chunks = 0\n", "");
-    let cfg_text = cfg_text.replace(
-        "memory_bytes = 8388608",
-        "memory_bytes = 8388608\nreadahead_chunks = 0",
-    );
-    std::fs::write(&cfg, cfg_text).unwrap();
     let (srv, _) = start(&cfg);
     let mut r = Raw::connect(srv.port);
     r.login_normal(TARGET, &[]);
@@ -393,13 +386,8 @@ fn s3_outage_cached_reads_go_on_uncached_fail_in_time() {
             etag: None,
             md5: None,
         }],
-        "",
+        "readahead_chunks = 0\n",
     );
-    let cfg_text = std::fs::read_to_string(&cfg).unwrap().replace(
-        "memory_bytes = 8388608",
-        "memory_bytes = 8388608\nreadahead_chunks = 0",
-    );
-    std::fs::write(&cfg, cfg_text).unwrap();
     let (srv, _) = start(&cfg);
     let mut r = Raw::connect(srv.port);
     r.login_normal(TARGET, &[]);
