@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use s3lun::login::{encode_pairs, parse_pairs, SessionParams};
+use s3lun::login::{encode_pairs, parse_pairs, LoginOutcome, SessionParams};
 use s3lun::lun::{Lun, LunTable};
 use s3lun::pdu::framing::encode_to_vec;
 use s3lun::pdu::*;
@@ -139,11 +139,14 @@ fn data_in(c: &mut Criterion) {
         });
         let mut ffp = FullFeature::new(
             Arc::new(FfpSettings::default()),
-            params,
-            1,
-            [0; 6],
-            0,
-            0,
+            &LoginOutcome {
+                params,
+                isid: [0; 6],
+                tsih: 1,
+                cid: 0,
+                exp_cmd_sn: 0,
+                next_stat_sn: 0,
+            },
             luns.clone(),
             port,
             Arc::new(Vec::new()),

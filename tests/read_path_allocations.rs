@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use s3lun::login::SessionParams;
+use s3lun::login::{LoginOutcome, SessionParams};
 use s3lun::lun::{Lun, LunTable};
 use s3lun::pdu::framing::encode_to_vec;
 use s3lun::pdu::{decode, FrameConfig, Header, ScsiCommand};
@@ -72,11 +72,14 @@ fn a_warm_read_allocates_nothing() {
     });
     let mut ffp = FullFeature::new(
         Arc::new(FfpSettings::default()),
-        params,
-        1,
-        [0; 6],
-        0,
-        0,
+        &LoginOutcome {
+            params,
+            isid: [0; 6],
+            tsih: 1,
+            cid: 0,
+            exp_cmd_sn: 0,
+            next_stat_sn: 0,
+        },
         luns.clone(),
         port,
         Arc::new(Vec::new()),

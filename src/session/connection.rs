@@ -83,11 +83,7 @@ impl Connection {
                         );
                         let ffp = FullFeature::new(
                             Arc::clone(&self.ffp_settings),
-                            p.clone(),
-                            outcome.tsih,
-                            outcome.isid,
-                            outcome.exp_cmd_sn,
-                            outcome.next_stat_sn,
+                            &outcome,
                             Arc::clone(&self.luns),
                             Arc::clone(&self.port),
                             Arc::clone(&self.portals),

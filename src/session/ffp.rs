@@ -13,7 +13,7 @@ use super::outbox::{Outbox, ReadRequest};
 use super::seq;
 use super::text::{self, Discovery, PendingText};
 use super::tmf::{function, response};
-use crate::login::{SessionParams, SessionType};
+use crate::login::{LoginOutcome, SessionParams, SessionType};
 use crate::lun::LunTable;
 use crate::pdu::{
     reject_reason, DataIn, Header, LogoutResponse, NopIn, Pdu, R2t, Reject, ScsiCommand,
@@ -137,19 +137,18 @@ pub struct FullFeature {
 }
 
 impl FullFeature {
-    #[allow(clippy::too_many_arguments)]
+    /// The session a completed login opens.
     pub fn new(
         settings: Arc<FfpSettings>,
-        params: SessionParams,
-        tsih: u16,
-        isid: [u8; 6],
-        exp_cmd_sn: u32,
-        stat_sn: u32,
+        login: &LoginOutcome,
         luns: Arc<LunTable>,
         port: Arc<TargetPort>,
         portals: Arc<Vec<String>>,
         now: Instant,
     ) -> FullFeature {
+        let params = login.params.clone();
+        let (tsih, isid) = (login.tsih, login.isid);
+        let (exp_cmd_sn, stat_sn) = (login.exp_cmd_sn, login.next_stat_sn);
         let window = settings.cmd_window.max(1);
         let ua = luns
             .numbers()
