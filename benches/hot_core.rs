@@ -146,6 +146,7 @@ fn data_in(c: &mut Criterion) {
                 cid: 0,
                 exp_cmd_sn: 0,
                 next_stat_sn: 0,
+                target_visible: true,
             },
             luns.clone(),
             port,

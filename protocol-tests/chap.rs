@@ -32,7 +32,25 @@ fn start(dir: &std::path::Path, config: &str) -> Server {
         format!("{config}\n[[lun]]\npath = \"{}\"\n", img.display()),
     )
     .unwrap();
-    Server::start(&["--config", cfg.to_str().unwrap()])
+    // Everything s3lun logs, at its most verbose, goes to a file the tests search
+    // for secrets.
+    Server::start_logged(
+        &["--config", cfg.to_str().unwrap()],
+        "trace",
+        &dir.join("s3lun.log"),
+    )
+}
+
+/// No secret, in any encoding, appears in the log; the log did record the logins.
+fn assert_secrets_not_logged(dir: &std::path::Path, secrets: &[&str]) {
+    let log = std::fs::read_to_string(dir.join("s3lun.log")).unwrap();
+    assert!(log.contains("login complete"), "trace log missing:\n{log}");
+    assert!(log.contains("login failed"), "trace log missing:\n{log}");
+    for s in secrets {
+        for form in [s.to_string(), hex(s), hex(s).to_uppercase()] {
+            assert!(!log.contains(&form), "secret {form:?} is in the log");
+        }
+    }
 }
 
 #[test]
@@ -81,6 +99,10 @@ fn one_way_and_mutual_chap() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Run Summary"), "{text}");
     assert!(!text.contains("FAILED"), "{text}");
+    assert_secrets_not_logged(
+        dir.path(),
+        &["initiatorpass1", "targetpass123", "dGFyZ2V0cGFzczEyMw=="],
+    );
 }
 
 #[test]
@@ -95,11 +117,12 @@ fn discovery_chap_is_separate_and_acls_apply() {
         .output()
         .unwrap();
     assert!(!out.status.success(), "discovery without CHAP must fail");
-    let ls = common::run(
-        "iscsi-ls",
-        &[&format!("iscsi://disc%discoverysecret@{}", srv.addr)],
-    );
+    let disc = format!("iscsi://disc%discoverysecret@{}", srv.addr);
+    let ls = common::run("iscsi-ls", &["-i", "iqn.2024-01.test:allowed", &disc]);
     assert!(ls.contains(TARGET), "{ls}");
+    // An initiator the ACL refuses is told of no target (libiscsi's default name).
+    let ls = common::run("iscsi-ls", &[&disc]);
+    assert!(!ls.contains(TARGET), "{ls}");
     // Normal sessions need no CHAP here, but the ACL decides who gets in.
     let plain = format!("iscsi://{}/{TARGET}/0", srv.addr);
     let (ok, out) = inq(&plain, &[], &["-i", "iqn.2024-01.test:allowed"]);

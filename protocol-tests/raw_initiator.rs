@@ -328,21 +328,7 @@ fn nop_ping_and_logout() {
     r.login_normal(TARGET, &[]);
     let p = r.nop(b"ping");
     assert_eq!(&p.data[..], b"ping");
-    let itt = r.next_itt();
-    let h = Header::LogoutRequest(LogoutRequest {
-        immediate: true,
-        reason: 0,
-        itt,
-        cid: 0,
-        cmd_sn: r.cmd_sn,
-        exp_stat_sn: r.exp_stat_sn,
-    });
-    r.send(&h, &[]);
-    let pdu = r.recv().expect("Logout Response");
-    let Header::LogoutResponse(l) = pdu.header else {
-        panic!("expected Logout Response, got {:?}", pdu.header)
-    };
-    assert_eq!((l.itt, l.response), (itt, 0));
+    assert_eq!(r.logout(), 0);
     r.expect_closed();
     assert_alive(&mut srv, &image);
 }
@@ -440,23 +426,7 @@ fn discovery_session_send_targets() {
         ("SessionType", "Discovery"),
     ]);
     assert_eq!(resp.status_class, 0);
-    let h = Header::TextRequest(TextRequest {
-        immediate: true,
-        final_: true,
-        cont: false,
-        lun: 0,
-        itt: 5,
-        ttt: RESERVED_TAG,
-        cmd_sn: r.cmd_sn,
-        exp_stat_sn: r.exp_stat_sn,
-    });
-    r.send(&h, &text(&[("SendTargets", "All")]));
-    let pdu = r.recv().expect("Text Response");
-    let Header::TextResponse(t) = pdu.header else {
-        panic!("{:?}", pdu.header)
-    };
-    assert!(t.final_ && !t.cont);
-    let keys = common::raw::pairs(&pdu.data);
+    let keys = r.text_request(&[("SendTargets", "All")]);
     assert_eq!(get(&keys, "TargetName"), Some(TARGET));
     assert_eq!(get(&keys, "TargetAddress"), Some("198.51.100.7:3260,1"));
     // SCSI commands have no place in a discovery session.

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::catalog::CatalogConfig;
 use crate::login::{ChapPolicy, Credentials, LoginSettings, NegotiationPrefs};
+use crate::server::{ConnLimits, SessionLimits};
 use crate::session::FfpSettings;
 use crate::store::cache::{CacheSettings, CachedStore, ChunkCache};
 use crate::store::key::{content_key, ContentKey};
@@ -17,6 +18,10 @@ use crate::store::s3::{parse_url, ObjectInfo, S3Client, S3Object, S3Settings, S3
 use crate::store::{BlockStore, LocalFile};
 
 pub const DEFAULT_PORT: u16 = 3260;
+
+fn secs_or_never(secs: u64) -> Option<Duration> {
+    (secs > 0).then(|| Duration::from_secs(secs))
+}
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -44,6 +49,19 @@ pub struct Config {
     pub nop_interval_secs: u64,
     pub nop_timeout_secs: u64,
     pub login_timeout_secs: u64,
+    /// Close a normal session after this many seconds without a command (NOPs do not
+    /// count); 0 keeps it forever, as a booted node may stay idle for days.
+    pub idle_timeout_secs: u64,
+    /// The same for discovery sessions, which have no reason to linger.
+    pub discovery_idle_timeout_secs: u64,
+    /// Live sessions (normal and discovery), in total and per initiator name; logins
+    /// beyond them get "out of resources" (status 0x0302), which initiators retry.
+    pub max_sessions: usize,
+    pub max_sessions_per_initiator: usize,
+    /// Open TCP connections, in total and per peer address; beyond them a login is
+    /// answered "out of resources", beyond twice them the connection is closed.
+    pub max_connections: usize,
+    pub max_connections_per_address: usize,
     /// Initiator names allowed to log in (empty: everyone).
     pub allowed_initiators: Vec<String>,
     /// JSON file keeping LUN numbers stable across restarts (default: none, numbers
@@ -315,6 +333,12 @@ impl Default for Config {
             nop_interval_secs: 5,
             nop_timeout_secs: 15,
             login_timeout_secs: 15,
+            idle_timeout_secs: 0,
+            discovery_idle_timeout_secs: 60,
+            max_sessions: SessionLimits::default().total,
+            max_sessions_per_initiator: SessionLimits::default().per_initiator,
+            max_connections: ConnLimits::default().total,
+            max_connections_per_address: ConnLimits::default().per_address,
             allowed_initiators: Vec::new(),
             state_file: None,
             chap: None,
@@ -419,7 +443,23 @@ impl Config {
                 .then(|| Duration::from_secs(self.nop_interval_secs)),
             nop_timeout: Duration::from_secs(self.nop_timeout_secs.max(1)),
             login_timeout: Duration::from_secs(self.login_timeout_secs.max(1)),
+            idle_timeout: secs_or_never(self.idle_timeout_secs),
+            discovery_idle_timeout: secs_or_never(self.discovery_idle_timeout_secs),
             ..FfpSettings::default()
+        }
+    }
+
+    pub fn session_limits(&self) -> SessionLimits {
+        SessionLimits {
+            total: self.max_sessions,
+            per_initiator: self.max_sessions_per_initiator,
+        }
+    }
+
+    pub fn conn_limits(&self) -> ConnLimits {
+        ConnLimits {
+            total: self.max_connections,
+            per_address: self.max_connections_per_address,
         }
     }
 

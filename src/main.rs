@@ -37,7 +37,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Serve LUNs over iSCSI until SIGINT or SIGTERM.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Fill the block cache for S3 images ahead of a boot storm.
     Warm {
         #[arg(short, long)]
@@ -115,6 +115,21 @@ struct ServeArgs {
     /// Seconds to wait for the answer to a NOP-In ping before closing.
     #[arg(long)]
     nop_timeout: Option<u64>,
+    /// Close a session idle (no commands) this many seconds; 0 never.
+    #[arg(long)]
+    idle_timeout: Option<u64>,
+    /// Most live sessions, in total.
+    #[arg(long)]
+    max_sessions: Option<usize>,
+    /// Most live sessions from one initiator name.
+    #[arg(long)]
+    max_sessions_per_initiator: Option<usize>,
+    /// Most open TCP connections, in total.
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Most open TCP connections from one peer address.
+    #[arg(long)]
+    max_connections_per_address: Option<usize>,
 }
 
 fn parse_lun(spec: &str) -> anyhow::Result<LunConfig> {
@@ -172,6 +187,21 @@ fn effective_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(n) = args.nop_timeout {
         cfg.nop_timeout_secs = n;
+    }
+    if let Some(n) = args.idle_timeout {
+        cfg.idle_timeout_secs = n;
+    }
+    if let Some(n) = args.max_sessions {
+        cfg.max_sessions = n;
+    }
+    if let Some(n) = args.max_sessions_per_initiator {
+        cfg.max_sessions_per_initiator = n;
+    }
+    if let Some(n) = args.max_connections {
+        cfg.max_connections = n;
+    }
+    if let Some(n) = args.max_connections_per_address {
+        cfg.max_connections_per_address = n;
     }
     if args.metrics_listen.is_some() {
         cfg.metrics_listen = args.metrics_listen.clone();
@@ -238,7 +268,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }),
         advertise: cfg.advertise.clone(),
         luns: luns_rx,
-        registry: Arc::new(Registry::default()),
+        registry: Arc::new(Registry::new(cfg.session_limits())),
+        gate: server::ConnGate::new(cfg.conn_limits()),
         stats: Arc::new(server::ServeStats::default()),
     });
     // Metrics first: once the listening line is out, everything answers.
@@ -339,13 +370,14 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     match cli.cmd {
-        Cmd::Serve(args) => rt.block_on(serve(args)),
+        Cmd::Serve(args) => rt.block_on(serve(*args)),
         Cmd::Warm {
             config,
             images,

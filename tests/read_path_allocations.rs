@@ -79,6 +79,7 @@ fn a_warm_read_allocates_nothing() {
             cid: 0,
             exp_cmd_sn: 0,
             next_stat_sn: 0,
+            target_visible: true,
         },
         luns.clone(),
         port,

@@ -25,14 +25,32 @@ impl Server {
 
     /// Start with exactly these arguments.
     pub fn start_raw(args: &[&str]) -> Server {
+        Server::spawn(args, None)
+    }
+
+    /// Start with `extra` after the usual arguments, logging at `level` into `log`.
+    pub fn start_logged(extra: &[&str], level: &str, log: &Path) -> Server {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--target-name", TARGET];
+        args.extend_from_slice(extra);
+        Server::spawn(&args, Some((level, log)))
+    }
+
+    fn spawn(args: &[&str], log: Option<(&str, &Path)>) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_s3lun"));
-        cmd.args(args)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        cmd.args(args).stdout(Stdio::piped());
+        match log {
+            Some((level, path)) => {
+                let f = std::fs::File::create(path).expect("log file");
+                cmd.env("RUST_LOG", level).stderr(f);
+            }
+            None => {
+                cmd.env(
+                    "RUST_LOG",
+                    std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+                )
+                .stderr(Stdio::inherit());
+            }
+        }
         let mut child = cmd.spawn().expect("spawn s3lun");
         let stdout = child.stdout.take().expect("stdout");
         let mut reader = BufReader::new(stdout);
@@ -172,6 +190,7 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
+pub mod faulty;
 pub mod moto;
 pub mod raw;
 

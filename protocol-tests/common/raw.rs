@@ -228,6 +228,50 @@ impl Raw {
     }
 }
 
+impl Raw {
+    /// Log out (close the session); returns the Logout Response's response code.
+    pub fn logout(&mut self) -> u8 {
+        let itt = self.next_itt();
+        let h = Header::LogoutRequest(LogoutRequest {
+            immediate: true,
+            reason: 0,
+            itt,
+            cid: 0,
+            cmd_sn: self.cmd_sn,
+            exp_stat_sn: self.exp_stat_sn,
+        });
+        self.send(&h, &[]);
+        let pdu = self.recv().expect("Logout Response");
+        let Header::LogoutResponse(l) = pdu.header else {
+            panic!("expected Logout Response, got {:?}", pdu.header)
+        };
+        assert_eq!(l.itt, itt);
+        l.response
+    }
+
+    /// One Text request with `keys`; the keys of the (single-PDU) answer.
+    pub fn text_request(&mut self, keys: &[(&str, &str)]) -> Vec<(String, String)> {
+        let itt = self.next_itt();
+        let h = Header::TextRequest(TextRequest {
+            immediate: true,
+            final_: true,
+            cont: false,
+            lun: 0,
+            itt,
+            ttt: RESERVED_TAG,
+            cmd_sn: self.cmd_sn,
+            exp_stat_sn: self.exp_stat_sn,
+        });
+        self.send(&h, &text(keys));
+        let pdu = self.recv().expect("Text Response");
+        let Header::TextResponse(t) = pdu.header else {
+            panic!("expected Text Response, got {:?}", pdu.header)
+        };
+        assert!(t.final_ && !t.cont);
+        pairs(&pdu.data)
+    }
+}
+
 pub fn stat_sn(h: &Header) -> Option<u32> {
     Some(match h {
         Header::NopIn(x) => x.stat_sn,

@@ -53,6 +53,9 @@ pub enum LoginError {
     NoSession(u16),
     #[error("session with TSIH {0} already has its one connection")]
     TooManyConnections(u16),
+    /// A configured limit (sessions, connections) is reached; the initiator may retry.
+    #[error("limit reached: {0}")]
+    OutOfResources(String),
 }
 
 impl LoginError {
@@ -69,6 +72,7 @@ impl LoginError {
             LoginError::Forbidden(_) => LoginStatus::FORBIDDEN,
             LoginError::NoSession(_) => LoginStatus::SESSION_DOES_NOT_EXIST,
             LoginError::TooManyConnections(_) => LoginStatus::TOO_MANY_CONNECTIONS,
+            LoginError::OutOfResources(_) => LoginStatus::OUT_OF_RESOURCES,
         }
     }
 }

@@ -53,6 +53,12 @@ impl LoginSettings {
         }
     }
 
+    /// Whether the ACL lets this initiator log in to (and discover) the target.
+    pub fn may_access(&self, initiator: &str) -> bool {
+        let acl = &self.allowed_initiators;
+        acl.is_empty() || acl.iter().any(|a| a.eq_ignore_ascii_case(initiator))
+    }
+
     fn chap_for(&self, t: SessionType) -> &ChapPolicy {
         match t {
             SessionType::Normal => &self.chap,
@@ -70,6 +76,11 @@ pub trait LoginEnv {
     fn allowed(&self, _initiator: &str) -> bool {
         true
     }
+    /// Whether a new session from this initiator fits the configured limits; a login
+    /// with an ISID that already has a session (reinstatement) is always admitted.
+    fn admit(&self, _initiator: &str, _isid: [u8; 6]) -> Result<(), LoginError> {
+        Ok(())
+    }
 }
 
 /// Everything the full-feature phase needs from a completed login.
@@ -81,6 +92,9 @@ pub struct LoginOutcome {
     pub cid: u16,
     pub exp_cmd_sn: u32,
     pub next_stat_sn: u32,
+    /// Whether the ACL lets this initiator see the target: a discovery session of an
+    /// initiator that may not log in is told of no targets.
+    pub target_visible: bool,
 }
 
 #[derive(Debug)]
@@ -254,7 +268,7 @@ impl LoginMachine {
         // Authentication keys last: which policy applies depends on SessionType.
         self.authenticate(&pairs, &mut answers)?;
         if !self.identified {
-            self.identify(env)?;
+            self.identify(req.isid, env)?;
         }
         let policy_requires = self
             .settings
@@ -427,7 +441,7 @@ impl LoginMachine {
         finish(last, chunk, p.outcome)
     }
 
-    fn identify(&mut self, env: &dyn LoginEnv) -> Result<(), LoginError> {
+    fn identify(&mut self, isid: [u8; 6], env: &dyn LoginEnv) -> Result<(), LoginError> {
         let p = &self.neg.params;
         if p.initiator_name.is_empty() {
             return Err(LoginError::Missing("InitiatorName"));
@@ -440,14 +454,11 @@ impl LoginMachine {
                 return Err(LoginError::UnknownTarget(name.clone()));
             }
         }
-        let acl = &self.settings.allowed_initiators;
-        let listed = acl.is_empty()
-            || acl
-                .iter()
-                .any(|a| a.eq_ignore_ascii_case(&p.initiator_name));
+        let listed = self.settings.may_access(&p.initiator_name);
         if (p.session_type == SessionType::Normal && !listed) || !env.allowed(&p.initiator_name) {
             return Err(LoginError::Forbidden(p.initiator_name.clone()));
         }
+        env.admit(&p.initiator_name, isid)?;
         self.identified = true;
         Ok(())
     }
@@ -471,6 +482,7 @@ impl LoginMachine {
             cid: req.cid,
             exp_cmd_sn: req.cmd_sn,
             next_stat_sn: self.stat_sn,
+            target_visible: self.settings.may_access(&self.neg.params.initiator_name),
         }))
     }
 }

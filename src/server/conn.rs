@@ -15,13 +15,34 @@ use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 use tracing::{debug, info, warn};
 
+use super::limits::ConnGuard;
 use super::writer::Writer;
-use super::Target;
+use super::{Registry, Target};
+use crate::login::{LoginEnv, LoginError};
 use crate::pdu::{decode, FrameConfig, BHS_LEN};
 use crate::session::{Connection, Event, Outbox};
 use crate::store::{read_padded, ReadFuture, StoreError};
 
 type ReadDone = (u32, Result<Bytes, StoreError>);
+
+/// The login environment of a connection accepted over the connection limits: every
+/// login is answered "out of resources", which initiators retry later.
+struct Refusing<'a> {
+    registry: &'a Registry,
+    reason: &'a str,
+}
+
+impl LoginEnv for Refusing<'_> {
+    fn new_tsih(&self) -> u16 {
+        self.registry.new_tsih()
+    }
+    fn session_exists(&self, tsih: u16) -> bool {
+        self.registry.session_exists(tsih)
+    }
+    fn admit(&self, _initiator: &str, _isid: [u8; 6]) -> Result<(), LoginError> {
+        Err(LoginError::OutOfResources(self.reason.to_string()))
+    }
+}
 
 struct Registered {
     initiator: String,
@@ -42,6 +63,8 @@ struct Task {
     registered: Option<Registered>,
     close: Option<String>,
     spare_reads: Vec<crate::session::ReadRequest>,
+    /// Why this connection is refused (over a connection limit), if it is.
+    refuse: Option<String>,
 }
 
 impl Task {
@@ -139,8 +162,16 @@ impl Task {
                     if matches!(pdu.header, crate::pdu::Header::ScsiCommand(_)) {
                         self.target.stats.commands.fetch_add(1, Ordering::Relaxed);
                     }
-                    self.conn
-                        .handle(pdu, &*self.target.registry, Instant::now(), &mut self.out)
+                    let registry = &*self.target.registry;
+                    let refusing;
+                    let env: &dyn LoginEnv = match &self.refuse {
+                        Some(reason) => {
+                            refusing = Refusing { registry, reason };
+                            &refusing
+                        }
+                        None => registry,
+                    };
+                    self.conn.handle(pdu, env, Instant::now(), &mut self.out)
                 }
                 Ok(None) => return,
                 Err(e) => self.conn.pdu_error(&e, raw, &mut self.out),
@@ -159,7 +190,8 @@ pub async fn run(
     peer: SocketAddr,
     target: Arc<Target>,
     mut shutdown: watch::Receiver<bool>,
-    _live: Arc<()>,
+    _counted: (Arc<()>, ConnGuard),
+    refuse: Option<String>,
 ) {
     let _ = stream.set_nodelay(true);
     target.stats.connections.fetch_add(1, Ordering::Relaxed);
@@ -192,6 +224,7 @@ pub async fn run(
         registered: None,
         close: None,
         spare_reads: Vec::new(),
+        refuse,
     };
     let mut rbuf = BytesMut::with_capacity(64 * 1024);
     let mut ticker = tokio::time::interval(Duration::from_secs(1));

@@ -3,6 +3,7 @@
 //! (TSIH, reinstatement) and graceful shutdown.
 
 pub mod conn;
+pub mod limits;
 pub mod metrics;
 pub mod registry;
 pub mod writer;
@@ -20,7 +21,8 @@ use crate::lun::LunTable;
 use crate::scsi::exec::TargetPort;
 use crate::session::FfpSettings;
 
-pub use registry::Registry;
+pub use limits::{ConnGate, ConnLimits};
+pub use registry::{Registry, SessionLimits};
 
 /// Counters kept by the connection tasks.
 #[derive(Debug, Default)]
@@ -41,6 +43,7 @@ pub struct Target {
     pub advertise: Vec<String>,
     pub luns: watch::Receiver<Arc<LunTable>>,
     pub registry: Arc<Registry>,
+    pub gate: Arc<ConnGate>,
     pub stats: Arc<ServeStats>,
 }
 
@@ -77,8 +80,16 @@ pub async fn serve(
                 tokio::select! {
                     r = listener.accept() => match r {
                         Ok((stream, peer)) => {
+                            let (guard, refuse) = match target.gate.admit(peer.ip()) {
+                                limits::Admission::Admit(g) => (g, None),
+                                limits::Admission::Refuse(g, why) => (g, Some(why)),
+                                limits::Admission::Drop(why) => {
+                                    warn!(%peer, limit = %why, "connection dropped: over limits");
+                                    continue;
+                                }
+                            };
                             let span = tracing::info_span!("conn", %peer, initiator = tracing::field::Empty, tsih = tracing::field::Empty);
-                            let fut = conn::run(stream, peer, Arc::clone(&target), shutdown.clone(), Arc::clone(&live));
+                            let fut = conn::run(stream, peer, Arc::clone(&target), shutdown.clone(), (Arc::clone(&live), guard), refuse);
                             tokio::spawn(fut.instrument(span));
                         }
                         Err(e) => {

@@ -40,6 +40,9 @@ pub struct FfpSettings {
     pub max_keys: usize,
     /// A connection that has not completed login by then is closed.
     pub login_timeout: Duration,
+    /// Close a normal / discovery session after this long without a command.
+    pub idle_timeout: Option<Duration>,
+    pub discovery_idle_timeout: Option<Duration>,
 }
 
 impl Default for FfpSettings {
@@ -52,6 +55,8 @@ impl Default for FfpSettings {
             max_text_bytes: 64 * 1024,
             max_keys: 256,
             login_timeout: Duration::from_secs(15),
+            idle_timeout: None,
+            discovery_idle_timeout: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -134,6 +139,9 @@ pub struct FullFeature {
     ping: Option<(u32, Instant)>,
     next_ttt: u32,
     last_rx: Instant,
+    target_visible: bool,
+    /// When the last PDU other than a NOP-Out arrived (for the idle timeout).
+    last_work: Instant,
 }
 
 impl FullFeature {
@@ -181,6 +189,8 @@ impl FullFeature {
             ping: None,
             next_ttt: 1,
             last_rx: now,
+            last_work: now,
+            target_visible: login.target_visible,
         }
     }
 
@@ -278,6 +288,9 @@ impl FullFeature {
 
     pub fn handle(&mut self, pdu: Pdu, now: Instant, out: &mut Outbox) {
         self.last_rx = now;
+        if !matches!(pdu.header, Header::NopOut(_)) {
+            self.last_work = now;
+        }
         self.dispatch(pdu, out);
         // Commands that arrived early can run once ExpCmdSN reaches them.
         while let Some(pdu) = self.held.remove(&self.exp_cmd_sn) {
@@ -825,6 +838,7 @@ impl FullFeature {
             session_type: self.params.session_type,
             target_name: &target_name,
             portals: &portals,
+            visible: self.target_visible,
         };
         let mut mrdsl = self.params.initiator_max_recv_data_segment;
         match text::answer(&req, self.settings.max_keys, &disc, &mut mrdsl) {
@@ -879,6 +893,17 @@ impl FullFeature {
     /// Called periodically: ping an idle initiator, and give up on one that does not
     /// answer.
     pub fn tick(&mut self, now: Instant, out: &mut Outbox) {
+        let idle_limit = match self.params.session_type {
+            SessionType::Normal => self.settings.idle_timeout,
+            SessionType::Discovery => self.settings.discovery_idle_timeout,
+        };
+        if let Some(limit) = idle_limit {
+            let idle = now.duration_since(self.last_work);
+            if idle >= limit && self.tasks.is_empty() {
+                out.close(format!("idle for {} s (idle timeout)", idle.as_secs()));
+                return;
+            }
+        }
         if let Some((_, sent)) = self.ping {
             if now.duration_since(sent) >= self.settings.nop_timeout {
                 out.close("NOP-In ping not answered");

@@ -12,6 +12,8 @@ pub struct Discovery<'a> {
     pub target_name: &'a str,
     /// Advertised portals, each `address:port,tpgt`.
     pub portals: &'a [String],
+    /// False when the initiator may not log in to the target (ACL): list nothing.
+    pub visible: bool,
 }
 
 /// Answer the keys of one (reassembled) text request.
@@ -33,7 +35,7 @@ pub fn answer(
                     ("", SessionType::Discovery) => false,
                     (name, _) => name.eq_ignore_ascii_case(disc.target_name),
                 };
-                if listed {
+                if listed && disc.visible {
                     let mut pairs = vec![("TargetName", disc.target_name.to_string())];
                     for p in disc.portals {
                         pairs.push(("TargetAddress", p.clone()));
@@ -78,6 +80,7 @@ mod tests {
             session_type: SessionType::Discovery,
             target_name: "iqn.t",
             portals: &portals,
+            visible: true,
         };
         let mut mrdsl = 8192;
         let out = answer(b"SendTargets=All\0", 8, &disc, &mut mrdsl).unwrap();
@@ -97,5 +100,12 @@ mod tests {
         .unwrap();
         assert_eq!(mrdsl, 4096);
         assert_eq!(parse_pairs(&out, 8).unwrap()[0].1, "NotUnderstood");
+        let hidden = Discovery {
+            visible: false,
+            ..disc
+        };
+        assert!(answer(b"SendTargets=All\0", 8, &hidden, &mut mrdsl)
+            .unwrap()
+            .is_empty());
     }
 }

@@ -47,6 +47,12 @@ impl std::fmt::Debug for S3Settings {
     }
 }
 
+/// Why one GET attempt failed: worth another attempt or not.
+enum BodyFailure {
+    Retry(String),
+    Final(StoreError),
+}
+
 /// Counters shared by every S3 store of a target.
 #[derive(Debug, Default)]
 pub struct S3Stats {
@@ -63,6 +69,7 @@ pub struct S3Client {
     client: aws_sdk_s3::Client,
     permits: Arc<Semaphore>,
     deadline: Duration,
+    attempts: u32,
     pub stats: Arc<S3Stats>,
 }
 
@@ -105,8 +112,70 @@ impl S3Client {
             client: aws_sdk_s3::Client::from_conf(config),
             permits: Arc::new(Semaphore::new(s.max_parallel.max(1))),
             deadline: s.deadline,
+            attempts: s.attempts.max(1),
             stats: Arc::new(S3Stats::default()),
         }
+    }
+
+    /// One ranged GET, its body checked against the range and the expected ETag.
+    async fn get_once(
+        &self,
+        name: &str,
+        bucket: &str,
+        key: &str,
+        etag: Option<&str>,
+        offset: u64,
+        len: usize,
+    ) -> Result<Bytes, BodyFailure> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| BodyFailure::Final(StoreError::Unavailable("shutting down".into())))?;
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.stats.gets.fetch_add(1, Ordering::Relaxed);
+        let end = offset + len as u64 - 1;
+        let mut req = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .range(format!("bytes={offset}-{end}"));
+        if let Some(e) = etag {
+            req = req.if_match(format!("\"{e}\""));
+        }
+        let out = req.send().await.map_err(|e| {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            BodyFailure::Final(match status(&e) {
+                Some(412) => StoreError::Stale(name.to_string()),
+                Some(404) => StoreError::NotFound(name.to_string()),
+                _ => StoreError::Unavailable(format!("GET {name}: {}", describe(&e))),
+            })
+        })?;
+        // Something between us and S3 that ignores If-Match must not slip another
+        // version's bytes in.
+        if let (Some(want), Some(got)) = (etag, out.e_tag()) {
+            if got.trim_matches('"') != want {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                return Err(BodyFailure::Final(StoreError::Stale(format!(
+                    "{name}: ETag {got} where {want} was expected"
+                ))));
+            }
+        }
+        let body = out.body.collect().await.map_err(|e| {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            BodyFailure::Retry(format!("GET {name}: body: {e}"))
+        })?;
+        let bytes = body.into_bytes();
+        if bytes.len() != len {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            return Err(BodyFailure::Retry(format!(
+                "GET {name}: {} bytes for a {len}-byte range",
+                bytes.len()
+            )));
+        }
+        self.stats.bytes.fetch_add(len as u64, Ordering::Relaxed);
+        Ok(bytes)
     }
 
     /// HEAD an object: its size, ETag (unquoted) and user metadata.
@@ -208,45 +277,21 @@ impl S3Client {
         let name = format!("s3://{bucket}/{key}");
         let started = Instant::now();
         let work = async {
-            let _permit = self
-                .permits
-                .acquire()
-                .await
-                .map_err(|_| StoreError::Unavailable("shutting down".into()))?;
-            self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            self.stats.gets.fetch_add(1, Ordering::Relaxed);
-            let end = offset + len as u64 - 1;
-            let mut req = self
-                .client
-                .get_object()
-                .bucket(bucket)
-                .key(key)
-                .range(format!("bytes={offset}-{end}"));
-            if let Some(e) = etag {
-                req = req.if_match(format!("\"{e}\""));
-            }
-            let out = req.send().await.map_err(|e| {
-                self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                match status(&e) {
-                    Some(412) => StoreError::Stale(name.clone()),
-                    Some(404) => StoreError::NotFound(name.clone()),
-                    _ => StoreError::Unavailable(format!("GET {name}: {}", describe(&e))),
+            // The SDK retries what fails before the body starts; a body cut short or
+            // of the wrong length is retried here, within the same deadline.
+            let mut attempt = 1;
+            loop {
+                match self.get_once(&name, bucket, key, etag, offset, len).await {
+                    Err(BodyFailure::Retry(msg)) if attempt < self.attempts => {
+                        warn!(object = %name, attempt, error = %msg, "S3 body failed: retrying");
+                        tokio::time::sleep(Duration::from_millis(50 << attempt.min(5))).await;
+                        attempt += 1;
+                    }
+                    Err(BodyFailure::Retry(msg)) => return Err(StoreError::Unavailable(msg)),
+                    Err(BodyFailure::Final(e)) => return Err(e),
+                    Ok(b) => return Ok(b),
                 }
-            })?;
-            let body = out.body.collect().await.map_err(|e| {
-                self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                StoreError::Unavailable(format!("GET {name}: body: {e}"))
-            })?;
-            let bytes = body.into_bytes();
-            if bytes.len() != len {
-                self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                return Err(StoreError::Unavailable(format!(
-                    "GET {name}: {} bytes for a {len}-byte range",
-                    bytes.len()
-                )));
             }
-            self.stats.bytes.fetch_add(len as u64, Ordering::Relaxed);
-            Ok(bytes)
         };
         let r = match tokio::time::timeout(self.deadline, work).await {
             Ok(r) => r,
