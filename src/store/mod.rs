@@ -5,6 +5,7 @@ pub mod cache;
 pub mod error;
 pub mod key;
 pub mod local;
+pub mod mem;
 pub mod s3;
 
 use std::future::Future;
@@ -14,6 +15,7 @@ use bytes::Bytes;
 
 pub use error::StoreError;
 pub use local::LocalFile;
+pub use mem::MemStore;
 
 /// A read that is either already done (a cache or mmap hit: no allocation, no task) or
 /// still running.
