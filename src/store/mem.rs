@@ -14,7 +14,9 @@ impl BlockStore for MemStore {
     }
 
     fn read_at(&self, offset: u64, len: usize) -> ReadFuture {
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(self.0.len());
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(self.0.len());
         let end = start.saturating_add(len).min(self.0.len());
         ReadFuture::Ready(Ok(self.0.slice(start..end)))
     }
