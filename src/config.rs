@@ -49,6 +49,9 @@ pub struct Config {
     pub nop_interval_secs: u64,
     pub nop_timeout_secs: u64,
     pub login_timeout_secs: u64,
+    /// Bounds on one login's or text request's keys and bytes.
+    pub max_text_keys: usize,
+    pub max_text_bytes: usize,
     /// Close a normal session after this many seconds without a command (NOPs do not
     /// count); 0 keeps it forever, as a booted node may stay idle for days.
     pub idle_timeout_secs: u64,
@@ -215,7 +218,10 @@ pub struct CacheConfig {
     pub max_bytes: u64,
     pub memory_bytes: u64,
     pub chunk_size: usize,
+    /// Chunks a sequential reader is read ahead by (a window fetched at a time).
     pub readahead_chunks: usize,
+    /// Largest single ranged GET read-ahead issues (runs of missing chunks).
+    pub max_fetch_bytes: usize,
 }
 
 impl Default for CacheConfig {
@@ -227,6 +233,7 @@ impl Default for CacheConfig {
             memory_bytes: d.memory_bytes,
             chunk_size: d.chunk_size,
             readahead_chunks: d.readahead,
+            max_fetch_bytes: d.max_fetch,
         }
     }
 }
@@ -246,6 +253,7 @@ impl CacheConfig {
             memory_bytes: self.memory_bytes,
             chunk_size: self.chunk_size.max(4096),
             readahead: self.readahead_chunks,
+            max_fetch: self.max_fetch_bytes,
         }
     }
 }
@@ -335,6 +343,8 @@ impl Default for Config {
             login_timeout_secs: 15,
             idle_timeout_secs: 0,
             discovery_idle_timeout_secs: 60,
+            max_text_keys: FfpSettings::default().max_keys,
+            max_text_bytes: FfpSettings::default().max_text_bytes,
             max_sessions: SessionLimits::default().total,
             max_sessions_per_initiator: SessionLimits::default().per_initiator,
             max_connections: ConnLimits::default().total,
@@ -422,6 +432,8 @@ impl Config {
         s.target_alias = self.target_alias.clone();
         s.portal_group_tag = self.portal_group_tag;
         s.cmd_window = self.cmd_window;
+        s.max_keys = self.max_text_keys.max(16);
+        s.max_text_bytes = self.max_text_bytes.max(8192);
         s.prefs = NegotiationPrefs {
             header_digests: self.header_digest.clone(),
             data_digests: self.data_digest.clone(),
@@ -444,6 +456,8 @@ impl Config {
             nop_timeout: Duration::from_secs(self.nop_timeout_secs.max(1)),
             login_timeout: Duration::from_secs(self.login_timeout_secs.max(1)),
             idle_timeout: secs_or_never(self.idle_timeout_secs),
+            max_keys: self.max_text_keys.max(16),
+            max_text_bytes: self.max_text_bytes.max(8192),
             discovery_idle_timeout: secs_or_never(self.discovery_idle_timeout_secs),
             ..FfpSettings::default()
         }
@@ -558,6 +572,21 @@ pub async fn open_lun(l: &LunConfig, b: &Backends) -> anyhow::Result<Opened> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every TOML example in the README parses, with no unknown key.
+    #[test]
+    fn readme_examples_parse() {
+        let readme = include_str!("../README.md");
+        let mut n = 0;
+        for block in readme.split("```toml\n").skip(1) {
+            let text = block.split("```").next().unwrap_or_default();
+            if let Err(e) = toml::from_str::<Config>(text) {
+                panic!("README example does not parse: {e}\n{text}");
+            }
+            n += 1;
+        }
+        assert!(n >= 3, "{n} examples");
+    }
 
     #[test]
     fn parses_a_full_config() {

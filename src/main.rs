@@ -360,6 +360,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = server.await;
+    // Chunks fetched but not yet on disk would be fetched again after a restart.
+    let cache = Arc::clone(&backends.cache);
+    let _ = tokio::task::spawn_blocking(move || cache.flush()).await;
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -78,6 +79,8 @@ pub async fn warm(cfg: &Config, images: &[String], parallel: usize) -> anyhow::R
             .fold(0, |a, b| async move { a + b })
             .await;
         pb.finish_and_clear();
+        let cache = Arc::clone(&backends.cache);
+        let _ = tokio::task::spawn_blocking(move || cache.flush()).await;
         let secs = started.elapsed().as_secs_f64().max(1e-3);
         let fetched = stats.fetched_bytes.load(Ordering::Relaxed) - fetched_before;
         println!(

@@ -16,13 +16,15 @@ use std::io::Write;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::{Bytes, BytesMut};
 use futures::future::{BoxFuture, FutureExt, Shared};
+use futures::StreamExt;
 use lru::LruCache;
 use sha2::{Digest, Sha256};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{BlockStore, ReadFuture, StoreError};
 
@@ -37,6 +39,9 @@ pub struct CacheSettings {
     pub chunk_size: usize,
     /// Chunks fetched ahead of a sequential reader.
     pub readahead: usize,
+    /// Largest single GET: read-ahead fetches a run of missing chunks in one request
+    /// up to this size, since per-request latency dominates object stores.
+    pub max_fetch: usize,
 }
 
 impl Default for CacheSettings {
@@ -46,7 +51,8 @@ impl Default for CacheSettings {
             max_disk_bytes: 64 << 30,
             memory_bytes: 1 << 30,
             chunk_size: 4 << 20,
-            readahead: 4,
+            readahead: 16,
+            max_fetch: 128 << 20,
         }
     }
 }
@@ -190,6 +196,12 @@ impl DiskTier {
         }
     }
 
+    /// Whether the index lists the chunk (no I/O).
+    fn contains(&self, key: &ChunkKey) -> bool {
+        !self.disabled.load(Ordering::Relaxed)
+            && lock(&self.index).entries.contains_key(&Self::rel(key))
+    }
+
     /// Read and verify one chunk (blocking I/O).
     fn read(&self, key: &ChunkKey, stats: &CacheStats) -> Option<Bytes> {
         if self.disabled.load(Ordering::Relaxed) {
@@ -290,6 +302,10 @@ pub struct ChunkCache {
     disk: Option<DiskTier>,
     inflight: Mutex<HashMap<ChunkKey, Fill>>,
     pub stats: CacheStats,
+    /// Bytes on their way to the disk writer thread: at most the memory tier's size
+    /// (or two read-ahead fetches) wait; beyond, a chunk stays memory-only.
+    to_disk: OnceLock<Sender<(ChunkKey, Bytes)>>,
+    disk_pending: AtomicU64,
 }
 
 impl std::fmt::Debug for ChunkCache {
@@ -310,7 +326,8 @@ impl ChunkCache {
                 None
             }
         });
-        Arc::new(ChunkCache {
+        let has_disk = disk.is_some();
+        let cache = Arc::new(ChunkCache {
             mem: Mutex::new(LruCache::new(
                 NonZeroUsize::new(slots).unwrap_or(NonZeroUsize::MIN),
             )),
@@ -318,7 +335,23 @@ impl ChunkCache {
             inflight: Mutex::new(HashMap::new()),
             stats: CacheStats::default(),
             settings,
-        })
+            to_disk: OnceLock::new(),
+            disk_pending: AtomicU64::new(0),
+        });
+        if has_disk {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let weak = Arc::downgrade(&cache);
+            let spawned = std::thread::Builder::new()
+                .name("s3lun-cache-writer".into())
+                .spawn(move || disk_writer(weak, rx));
+            match spawned {
+                Ok(_) => {
+                    let _ = cache.to_disk.set(tx);
+                }
+                Err(e) => warn!(error = %e, "no cache writer thread: memory tier only"),
+            }
+        }
+        cache
     }
 
     fn mem_get(&self, key: &ChunkKey) -> Option<Bytes> {
@@ -328,6 +361,16 @@ impl ChunkCache {
     /// One chunk, from memory, disk, or `inner` (single-flight).
     fn chunk(self: &Arc<Self>, inner: &Arc<dyn BlockStore>, key: ChunkKey, len: usize) -> Fill {
         let mut inflight = lock(&self.inflight);
+        self.chunk_in(&mut inflight, inner, key, len)
+    }
+
+    fn chunk_in(
+        self: &Arc<Self>,
+        inflight: &mut HashMap<ChunkKey, Fill>,
+        inner: &Arc<dyn BlockStore>,
+        key: ChunkKey,
+        len: usize,
+    ) -> Fill {
         if let Some(f) = inflight.get(&key) {
             return f.clone();
         }
@@ -376,18 +419,172 @@ impl ChunkCache {
         self.stats
             .fetched_bytes
             .fetch_add(data.len() as u64, Ordering::Relaxed);
-        lock(&self.mem).put(key.clone(), data.clone());
-        if self.disk.is_some() {
-            let cache = Arc::clone(self);
-            let (k, d) = (key.clone(), data.clone());
-            let _ = tokio::task::spawn_blocking(move || {
-                if let Some(disk) = &cache.disk {
-                    disk.write(&k, &d, &cache.stats);
-                }
-            })
-            .await;
-        }
+        self.keep(key, &data);
         Ok(data)
+    }
+
+    /// A fetched chunk goes to memory at once and to disk in the background, on one
+    /// low-priority thread: the reader waiting for it never waits for the file, and
+    /// writing a cold image does not take the cores that serve it.
+    fn keep(&self, key: &ChunkKey, data: &Bytes) {
+        lock(&self.mem).put(key.clone(), data.clone());
+        if let Some(tx) = self.to_disk.get() {
+            let n = data.len() as u64;
+            let queued = self.disk_pending.fetch_add(n, Ordering::SeqCst);
+            let bound = self
+                .settings
+                .memory_bytes
+                .max(2 * self.settings.max_fetch as u64);
+            if queued + n > bound || tx.send((key.clone(), data.clone())).is_err() {
+                self.disk_pending.fetch_sub(n, Ordering::SeqCst);
+                debug!(
+                    chunk = key.index,
+                    "cache writer behind: chunk kept in memory only"
+                );
+            }
+        }
+    }
+
+    /// Wait until every chunk handed to the disk writer is written (or failed).
+    pub fn flush(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while self.disk_pending.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
+    /// Chunks `keys` (consecutive, starting at byte `offset`) that are nowhere yet
+    /// (not in memory, on disk or in flight), fetched with one GET per run of at most
+    /// `max_fetch` bytes; each chunk is single-flight like any other.
+    fn fetch_runs(
+        self: &Arc<Self>,
+        inner: &Arc<dyn BlockStore>,
+        keys: Vec<(ChunkKey, usize)>,
+        mut offset: u64,
+    ) -> Vec<Fill> {
+        let mut out = Vec::new();
+        let mut inflight = lock(&self.inflight);
+        let mut run: Vec<(ChunkKey, usize)> = Vec::new();
+        let mut run_start = offset;
+        for (key, len) in keys {
+            let absent = !inflight.contains_key(&key)
+                && self.mem_get(&key).is_none()
+                && !self.disk.as_ref().is_some_and(|d| d.contains(&key));
+            let run_len: usize = run.iter().map(|(_, l)| l).sum();
+            if !absent || run_len + len > self.settings.max_fetch.max(len) {
+                let done = std::mem::take(&mut run);
+                self.start_run(inner, done, run_start, &mut inflight, &mut out);
+            }
+            if absent {
+                if run.is_empty() {
+                    run_start = offset;
+                }
+                run.push((key, len));
+            }
+            offset += len as u64;
+        }
+        self.start_run(inner, run, run_start, &mut inflight, &mut out);
+        out
+    }
+
+    fn start_run(
+        self: &Arc<Self>,
+        inner: &Arc<dyn BlockStore>,
+        run: Vec<(ChunkKey, usize)>,
+        offset: u64,
+        inflight: &mut HashMap<ChunkKey, Fill>,
+        out: &mut Vec<Fill>,
+    ) {
+        if run.is_empty() {
+            return;
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            for (key, len) in run {
+                out.push(self.chunk_in(inflight, inner, key, len));
+            }
+            return;
+        }
+        let mut senders = Vec::with_capacity(run.len());
+        for (key, _) in &run {
+            let (tx, rx) = tokio::sync::oneshot::channel::<Result<Bytes, StoreError>>();
+            senders.push(Some(tx));
+            let (cache, k) = (Arc::clone(self), key.clone());
+            let fill: Fill = async move {
+                let r = rx.await.unwrap_or_else(|_| {
+                    Err(StoreError::Unavailable("read-ahead abandoned".into()))
+                });
+                lock(&cache.inflight).remove(&k);
+                r
+            }
+            .boxed()
+            .shared();
+            inflight.insert(key.clone(), fill.clone());
+            // Polled once by itself, so the in-flight entry goes whoever reads it.
+            tokio::spawn(fill.clone());
+            out.push(fill);
+        }
+        let (cache, inner) = (Arc::clone(self), Arc::clone(inner));
+        tokio::spawn(async move { cache.fetch_run(inner, run, offset, senders).await });
+    }
+
+    /// Fetch a run of chunks with one streamed GET, handing each chunk over as soon
+    /// as its last byte arrives; what the stream fails to deliver is fetched chunk by
+    /// chunk (with the store's retries).
+    async fn fetch_run(
+        self: Arc<Self>,
+        inner: Arc<dyn BlockStore>,
+        run: Vec<(ChunkKey, usize)>,
+        offset: u64,
+        mut senders: Vec<Option<RunSender>>,
+    ) {
+        let total: usize = run.iter().map(|(_, l)| l).sum();
+        self.stats
+            .misses
+            .fetch_add(run.len() as u64, Ordering::Relaxed);
+        let mut done = 0;
+        if let Some(open) = inner.read_stream(offset, total) {
+            if let Ok(mut body) = open.await {
+                let mut buf = BytesMut::with_capacity(run[0].1);
+                'body: while done < run.len() {
+                    let Ok(Some(Ok(mut piece))) =
+                        tokio::time::timeout(STREAM_STALL, body.next()).await
+                    else {
+                        break;
+                    };
+                    while !piece.is_empty() {
+                        let want = run[done].1 - buf.len();
+                        buf.extend_from_slice(&piece.split_to(want.min(piece.len())));
+                        if buf.len() == run[done].1 {
+                            let data = buf.split().freeze();
+                            self.deliver(&run[done].0, Ok(data), &mut senders[done]);
+                            done += 1;
+                            if done == run.len() {
+                                break 'body;
+                            }
+                            buf.reserve(run[done].1);
+                        }
+                    }
+                }
+            }
+        }
+        let mut at = offset + run[..done].iter().map(|(_, l)| *l as u64).sum::<u64>();
+        for (i, (key, len)) in run.iter().enumerate().skip(done) {
+            let r = inner.read_at(at, *len).wait().await;
+            self.deliver(key, r, &mut senders[i]);
+            at += *len as u64;
+        }
+    }
+
+    fn deliver(&self, key: &ChunkKey, r: Result<Bytes, StoreError>, to: &mut Option<RunSender>) {
+        if let Ok(d) = &r {
+            self.stats
+                .fetched_bytes
+                .fetch_add(d.len() as u64, Ordering::Relaxed);
+            self.keep(key, d);
+        }
+        if let Some(tx) = to.take() {
+            let _ = tx.send(r);
+        }
     }
 
     /// Check every chunk on disk; returns (good, bad) counts; bad ones are removed.
@@ -428,6 +625,32 @@ impl ChunkCache {
     }
 }
 
+type RunSender = tokio::sync::oneshot::Sender<Result<Bytes, StoreError>>;
+
+/// A streamed read-ahead that delivers nothing for this long falls back to
+/// per-chunk GETs, which have their own deadline.
+const STREAM_STALL: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The disk writer thread: writes what `keep` hands it until the cache is dropped.
+fn disk_writer(cache: std::sync::Weak<ChunkCache>, rx: Receiver<(ChunkKey, Bytes)>) {
+    // SAFETY: plain syscalls on this thread's own id and priority.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
+    while let Ok((key, data)) = rx.recv() {
+        let Some(cache) = cache.upgrade() else {
+            return;
+        };
+        if let Some(disk) = &cache.disk {
+            disk.write(&key, &data, &cache.stats);
+        }
+        cache
+            .disk_pending
+            .fetch_sub(data.len() as u64, Ordering::SeqCst);
+    }
+}
+
 /// A store read through the cache.
 #[derive(Debug)]
 pub struct CachedStore {
@@ -437,6 +660,8 @@ pub struct CachedStore {
     size: u64,
     /// One past the last chunk read, to spot sequential readers.
     next_expected: AtomicU64,
+    /// One past the last chunk read-ahead has asked for.
+    frontier: AtomicU64,
 }
 
 impl CachedStore {
@@ -451,6 +676,7 @@ impl CachedStore {
             content: Arc::from(content_key),
             cache,
             next_expected: AtomicU64::new(u64::MAX),
+            frontier: AtomicU64::new(0),
         }
     }
 
@@ -470,15 +696,42 @@ impl CachedStore {
         self.size.div_ceil(self.cache.settings.chunk_size as u64)
     }
 
-    /// Fetch chunks `from..to` in the background (read-ahead, warming).
+    /// Fetch the chunks `from..to` that are nowhere yet, in as few GETs as the
+    /// fetch size allows (read-ahead).
     pub fn prefetch(&self, from: u64, to: u64) -> Vec<Fill> {
-        (from..to.min(self.chunks()))
-            .filter(|&i| self.cache.mem_get(&self.key(i)).is_none())
-            .map(|i| {
-                self.cache
-                    .chunk(&self.inner, self.key(i), self.chunk_len(i))
-            })
-            .collect()
+        let keys = (from..to.min(self.chunks()))
+            .map(|i| (self.key(i), self.chunk_len(i)))
+            .collect();
+        let offset = from * self.cache.settings.chunk_size as u64;
+        self.cache.fetch_runs(&self.inner, keys, offset)
+    }
+
+    /// Where a read-ahead window ending at `to` should end: at the image's end when
+    /// less than half a window would be left, as a request costs more than its bytes.
+    fn window_end(&self, to: u64) -> u64 {
+        let n = self.chunks();
+        let half = (self.cache.settings.readahead as u64).div_ceil(2);
+        if n.saturating_sub(to) < half {
+            n
+        } else {
+            to
+        }
+    }
+
+    /// Read-ahead for a sequential reader now at chunk `last`: a whole window at a
+    /// time, once the reader is within half a window of what was asked for, so each
+    /// window is one large GET rather than one GET per chunk.
+    fn read_ahead(&self, last: u64) -> Vec<Fill> {
+        let window = self.cache.settings.readahead as u64;
+        let frontier = self.frontier.load(Ordering::Relaxed).max(last + 1);
+        if frontier - last > window || frontier >= self.chunks() {
+            return Vec::new();
+        }
+        let to = self.window_end(frontier + window);
+        if self.frontier.fetch_max(to, Ordering::Relaxed) >= to {
+            return Vec::new(); // another reader moved it already
+        }
+        self.prefetch(frontier, to)
     }
 
     pub fn chunk_count(&self) -> u64 {
@@ -522,12 +775,11 @@ impl BlockStore for CachedStore {
         // A reader that continues where it stopped (same chunk or the next) is
         // sequential: fetch ahead of it.
         let prev = self.next_expected.swap(last + 1, Ordering::Relaxed);
-        let sequential = prev == first || prev == first + 1;
-        if sequential
-            && self.cache.settings.readahead > 0
-            && tokio::runtime::Handle::try_current().is_ok()
-        {
-            for f in self.prefetch(last + 1, last + 1 + self.cache.settings.readahead as u64) {
+        // Parallel requests of one sequential reader arrive a little out of order.
+        let window = self.cache.settings.readahead as u64;
+        let sequential = prev != u64::MAX && first + window >= prev && first <= prev + window;
+        if sequential && window > 0 && tokio::runtime::Handle::try_current().is_ok() {
+            for f in self.read_ahead(last) {
                 tokio::spawn(f);
             }
         }
@@ -544,6 +796,16 @@ impl BlockStore for CachedStore {
                 .memory_hits
                 .fetch_add(hit.len() as u64, Ordering::Relaxed);
             return ReadFuture::Ready(Ok(assemble(&hit, first, cs, offset, len)));
+        }
+        // A miss of a sequential reader (or of the first read) starts a whole window
+        // as one streamed GET; the chunks asked for come first in it.
+        if window > 0
+            && (sequential || prev == u64::MAX)
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            let to = self.window_end((first + window).max(last + 1));
+            drop(self.prefetch(first, to));
+            self.frontier.fetch_max(to, Ordering::Relaxed);
         }
         let fills: Vec<Fill> = (first..=last).map(|i| self.chunk_future(i)).collect();
         ReadFuture::Pending(Box::pin(async move {
@@ -603,6 +865,7 @@ mod tests {
             memory_bytes: 64 << 10,
             chunk_size: 4096,
             readahead: 0,
+            max_fetch: 1 << 20,
         }
     }
 
@@ -630,6 +893,7 @@ mod tests {
             "chunks 0, 1, 2 once each"
         );
         // A new cache on the same directory (a restart) serves from disk.
+        cache.flush();
         drop(store);
         let cache2 = ChunkCache::new(settings(dir.path()));
         let store2 = CachedStore::new(inner.clone(), "etag-1", cache2.clone());
@@ -658,6 +922,7 @@ mod tests {
             &data[..4096]
         );
         assert_eq!(cache3.stats.corrupt.load(Ordering::SeqCst), 1);
+        cache3.flush();
         assert_eq!(cache3.verify(), (3, 0));
         // A different content key never sees these chunks.
         let other = CachedStore::new(inner, "etag-2", cache3.clone());
@@ -684,6 +949,7 @@ mod tests {
             &store.read_at(0, 64 * 1024).wait().await.unwrap()[..],
             &data[..]
         );
+        cache.flush();
         let (n, bytes) = cache.disk_usage();
         assert!(
             n <= 3 && bytes <= 3 * (4096 + HEADER as u64),

@@ -33,11 +33,20 @@ impl ReadFuture {
     }
 }
 
+/// A streamed read: once the request is answered, the body as it arrives.
+pub type StreamFuture =
+    Pin<Box<dyn Future<Output = Result<s3::BodyStream, StoreError>> + Send + 'static>>;
+
 pub trait BlockStore: Send + Sync + std::fmt::Debug {
     /// Size of the image in bytes.
     fn size(&self) -> u64;
     /// Read `len` bytes at `offset`; the range lies within `size()`.
     fn read_at(&self, offset: u64, len: usize) -> ReadFuture;
+    /// The same bytes as they arrive, where the store can stream them (one request
+    /// for a long range); `None` where it cannot.
+    fn read_stream(&self, _offset: u64, _len: usize) -> Option<StreamFuture> {
+        None
+    }
 }
 
 /// Read `len` bytes at `offset`, zero-filling whatever lies past the end of the image

@@ -12,12 +12,14 @@ use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, SharedAsyncSleep};
 use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_smithy_async::rt::sleep::TokioSleep;
 use bytes::Bytes;
-use tokio::sync::Semaphore;
+use futures::stream::BoxStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
-use super::{BlockStore, ReadFuture, StoreError};
+use super::{BlockStore, ReadFuture, StoreError, StreamFuture};
 
 /// Where and how to reach S3.
 #[derive(Clone, PartialEq, Eq)]
@@ -117,8 +119,9 @@ impl S3Client {
         }
     }
 
-    /// One ranged GET, its body checked against the range and the expected ETag.
-    async fn get_once(
+    /// Send one ranged GET (holding a slot of the parallelism bound) and check the
+    /// answer's ETag; the body is the caller's to read.
+    async fn send_get(
         &self,
         name: &str,
         bucket: &str,
@@ -126,12 +129,11 @@ impl S3Client {
         etag: Option<&str>,
         offset: u64,
         len: usize,
-    ) -> Result<Bytes, BodyFailure> {
-        let _permit = self
-            .permits
-            .acquire()
+    ) -> Result<(OwnedSemaphorePermit, GetObjectOutput), StoreError> {
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
             .await
-            .map_err(|_| BodyFailure::Final(StoreError::Unavailable("shutting down".into())))?;
+            .map_err(|_| StoreError::Unavailable("shutting down".into()))?;
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         self.stats.gets.fetch_add(1, Ordering::Relaxed);
         let end = offset + len as u64 - 1;
@@ -146,22 +148,39 @@ impl S3Client {
         }
         let out = req.send().await.map_err(|e| {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
-            BodyFailure::Final(match status(&e) {
+            match status(&e) {
                 Some(412) => StoreError::Stale(name.to_string()),
                 Some(404) => StoreError::NotFound(name.to_string()),
                 _ => StoreError::Unavailable(format!("GET {name}: {}", describe(&e))),
-            })
+            }
         })?;
         // Something between us and S3 that ignores If-Match must not slip another
         // version's bytes in.
         if let (Some(want), Some(got)) = (etag, out.e_tag()) {
             if got.trim_matches('"') != want {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                return Err(BodyFailure::Final(StoreError::Stale(format!(
+                return Err(StoreError::Stale(format!(
                     "{name}: ETag {got} where {want} was expected"
-                ))));
+                )));
             }
         }
+        Ok((permit, out))
+    }
+
+    /// One ranged GET, its body checked against the range and the expected ETag.
+    async fn get_once(
+        &self,
+        name: &str,
+        bucket: &str,
+        key: &str,
+        etag: Option<&str>,
+        offset: u64,
+        len: usize,
+    ) -> Result<Bytes, BodyFailure> {
+        let (_permit, out) = self
+            .send_get(name, bucket, key, etag, offset, len)
+            .await
+            .map_err(BodyFailure::Final)?;
         let body = out.body.collect().await.map_err(|e| {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
             BodyFailure::Retry(format!("GET {name}: body: {e}"))
@@ -365,6 +384,7 @@ impl S3Object {
                 self.bucket, self.key
             )));
         }
+        let started = Instant::now();
         let r = self
             .client
             .get(&self.bucket, &self.key, self.etag.as_deref(), offset, len)
@@ -374,10 +394,70 @@ impl S3Object {
                 warn!(object = %name, etag = ?self.etag, "object changed since it was opened (412): LUN is stale until reopened");
             }
         }
-        debug!(offset, len, etag = ?self.etag, ok = r.is_ok(), "S3 GET");
+        debug!(offset, len, etag = ?self.etag, ok = r.is_ok(), micros = started.elapsed().as_micros() as u64, "S3 GET");
         r
     }
 }
+
+impl S3Object {
+    /// One GET of `offset..offset + len` whose body is handed on as it arrives, for
+    /// read-ahead: the first chunk of a window is served before the last arrives.
+    async fn stream(self: Arc<Self>, offset: u64, len: usize) -> Result<BodyStream, StoreError> {
+        let name = format!("s3://{}/{}", self.bucket, self.key);
+        if self.is_stale() {
+            return Err(StoreError::Stale(name));
+        }
+        let sent = tokio::time::timeout(
+            self.client.deadline,
+            self.client.send_get(
+                &name,
+                &self.bucket,
+                &self.key,
+                self.etag.as_deref(),
+                offset,
+                len,
+            ),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(format!(
+                "GET {name}: deadline passed"
+            )))
+        });
+        let (permit, out) = match sent {
+            Ok(x) => x,
+            Err(e) => {
+                if matches!(e, StoreError::Stale(_)) && !self.stale.swap(true, Ordering::Relaxed) {
+                    warn!(object = %name, etag = ?self.etag, "object changed since it was opened (412): LUN is stale until reopened");
+                }
+                return Err(e);
+            }
+        };
+        debug!(offset, len, "S3 GET (streamed)");
+        let stats = Arc::clone(&self.client.stats);
+        let body = futures::stream::unfold(
+            (out.body, permit, stats, name),
+            |(mut body, permit, stats, name)| async move {
+                match body.next().await {
+                    Some(Ok(b)) => {
+                        stats.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
+                        Some((Ok(b), (body, permit, stats, name)))
+                    }
+                    Some(Err(e)) => {
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                        let err = StoreError::Unavailable(format!("GET {name}: body: {e}"));
+                        Some((Err(err), (body, permit, stats, name)))
+                    }
+                    None => None,
+                }
+            },
+        );
+        Ok(Box::pin(body))
+    }
+}
+
+/// A GET body as it arrives.
+pub type BodyStream = BoxStream<'static, Result<Bytes, StoreError>>;
 
 /// `BlockStore` over an `Arc<S3Object>` (the future needs to own it).
 #[derive(Debug, Clone)]
@@ -394,6 +474,10 @@ impl BlockStore for S3Store {
         }
         let obj = Arc::clone(&self.0);
         ReadFuture::Pending(Box::pin(obj.fetch(offset, len)))
+    }
+
+    fn read_stream(&self, offset: u64, len: usize) -> Option<StreamFuture> {
+        Some(Box::pin(Arc::clone(&self.0).stream(offset, len)))
     }
 }
 
