@@ -451,15 +451,13 @@ impl Config {
         FfpSettings {
             cmd_window: self.cmd_window,
             phase_collapse: self.phase_collapse,
-            nop_interval: (self.nop_interval_secs > 0)
-                .then(|| Duration::from_secs(self.nop_interval_secs)),
+            nop_interval: secs_or_never(self.nop_interval_secs),
             nop_timeout: Duration::from_secs(self.nop_timeout_secs.max(1)),
             login_timeout: Duration::from_secs(self.login_timeout_secs.max(1)),
             idle_timeout: secs_or_never(self.idle_timeout_secs),
             max_keys: self.max_text_keys.max(16),
             max_text_bytes: self.max_text_bytes.max(8192),
             discovery_idle_timeout: secs_or_never(self.discovery_idle_timeout_secs),
-            ..FfpSettings::default()
         }
     }
 
