@@ -4,8 +4,9 @@
 Usage: capture.py LISTEN_PORT TARGET_PORT OUT_DIR
 
 A TCP proxy: every connection to LISTEN_PORT is relayed to 127.0.0.1:TARGET_PORT and
-the initiator's side of it saved as OUT_DIR/conn-N.bin. `fuzz/capture.sh` drives
-libiscsi's tools and qemu-img through it and splits the streams into seeds.
+the initiator's side of it saved as OUT_DIR/<LISTEN_PORT>-conn-N.bin. `fuzz/capture.sh` drives
+libiscsi's tools and qemu-img through it and splits the streams into seeds; the kernel
+boot tests put it between the guest and s3lun when S3LUN_CAPTURE_DIR is set.
 """
 
 import socket
@@ -47,7 +48,7 @@ def serve():
             counter[0] += 1
             n = counter[0]
         t = socket.create_connection(("127.0.0.1", target_port))
-        rec = open(f"{out_dir}/conn-{n}.bin", "wb")
+        rec = open(f"{out_dir}/{listen_port}-conn-{n}.bin", "wb")
         threading.Thread(target=pump, args=(c, t, rec), daemon=True).start()
         threading.Thread(target=pump, args=(t, c, None), daemon=True).start()
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Record what libiscsi's tools and qemu-img send to s3lun and turn it into seed
-# corpora under fuzz/corpus/ (checked in). Run from the repository root after
+# Record what libiscsi's tools, qemu-img and the Linux kernel initiator (iscsistart
+# and dracut/open-iscsi, booted under QEMU by the kernel_boot tests) send to s3lun and
+# turn it into seed corpora under fuzz/corpus/ (checked in). Run from the repository root after
 # `cargo build --release`; needs libiscsi-bin and qemu-block-extra (scripts/test
 # installs them).
 set -euo pipefail
@@ -24,6 +25,7 @@ iscsi-perf -t 1 -m 4 -b 8 "$URL" >/dev/null 2>&1 || true
 iscsi-test-cu -t ALL.Inquiry,ALL.ReadCapacity10,ALL.ReportSupportedOpcodes,ALL.ModeSense6,ALL.Read10,ALL.TestUnitReady "$URL" >/dev/null 2>&1 || true
 qemu-img convert -f raw -O raw "$URL" "$cap/../demo.raw" && rm -f "$cap/../demo.raw"
 sleep 1
+S3LUN_CAPTURE_DIR="$cap" cargo test --release --test kernel_boot >/dev/null
 python3 fuzz/split_seeds.py "$cap" fuzz/corpus
 mkdir -p fuzz/corpus/manifest
 cp protocol-tests/fixtures/manifests/* fuzz/corpus/manifest/

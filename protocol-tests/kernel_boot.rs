@@ -34,9 +34,14 @@ fn assets() -> PathBuf {
 
 /// s3lun on a loopback port, advertising the address the guest reaches it by: QEMU
 /// user networking maps 10.0.2.2 to the host.
+///
+/// With S3LUN_CAPTURE_DIR set, the guest reaches s3lun through `fuzz/capture.py`,
+/// which records what the kernel initiator sends (seeds for the fuzz targets).
 fn guest_target(target: &str, extra: &[&str]) -> (Server, u16) {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
+    let capture = std::env::var("S3LUN_CAPTURE_DIR").ok();
+    let real = free_port();
+    let port = if capture.is_some() { free_port() } else { real };
+    let listen = format!("127.0.0.1:{real}");
     let advertise = format!("10.0.2.2:{port}");
     let mut args = vec![
         "serve",
@@ -48,7 +53,19 @@ fn guest_target(target: &str, extra: &[&str]) -> (Server, u16) {
         target,
     ];
     args.extend_from_slice(extra);
-    (Server::start_raw(&args), port)
+    let mut srv = Server::start_raw(&args);
+    if let Some(dir) = capture {
+        let proxy = Command::new("python3")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/capture.py"))
+            .args([port.to_string(), real.to_string(), dir])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("fuzz/capture.py");
+        srv.companions.push(proxy);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    (srv, port)
 }
 
 /// Boot the guest; return everything it printed on the serial console.

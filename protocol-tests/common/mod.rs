@@ -14,6 +14,8 @@ pub struct Server {
     child: Child,
     pub addr: String,
     pub port: u16,
+    /// Helper processes that live and die with this server.
+    pub companions: Vec<Child>,
 }
 
 impl Server {
@@ -74,7 +76,12 @@ impl Server {
             .next()
             .and_then(|p| p.parse().ok())
             .expect("port");
-        Server { child, addr, port }
+        Server {
+            child,
+            addr,
+            port,
+            companions: Vec::new(),
+        }
     }
 
     pub fn url(&self, lun: u32) -> String {
@@ -108,6 +115,10 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        for c in &mut self.companions {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
