@@ -109,13 +109,17 @@ row "64K qd8 seq" 8 128 "" mbps
 row "64K qd8 rand" 8 128 -r mbps
 row "1M qd4 seq" 4 2048 "" mbps
 row "1M qd4 rand" 4 2048 -r mbps
-convert_mbps() { # the second of two runs: the first pays for creating the output file
-  local s e
-  qemu-img convert -f raw -O raw "$1" "$work/out.raw"
-  s=$(date +%s.%N)
-  qemu-img convert -f raw -O raw "$1" "$work/out.raw"
-  e=$(date +%s.%N)
-  echo "scale=0; $(stat -c %s "$work/out.raw") / 1000000 / ($e - $s)" | bc
+convert_mbps() { # best of three runs into a pre-created file (no file creation cost)
+  local s e best=0 mbps
+  truncate -s $(( ($(stat -c %s "$img") + 511) / 512 * 512 )) "$work/out.raw"
+  for _ in 1 2 3; do
+    s=$(date +%s.%N)
+    qemu-img convert -n -f raw -O raw "$1" "$work/out.raw"
+    e=$(date +%s.%N)
+    mbps=$(echo "scale=0; $(stat -c %s "$work/out.raw") / 1000000 / ($e - $s)" | bc)
+    [ "$mbps" -gt "$best" ] && best=$mbps
+  done
+  echo "$best"
 }
 a=$(convert_mbps "$u_local"); b=$(convert_mbps "$u_s3"); c=$(convert_mbps "$u_tgt")
 printf '%-22s %12s %12s %12s %8s %8s\n' "qemu-img convert (MB/s)" "$a" "$b" "$c" "$(ratio "$a" "$c")" "$(ratio "$b" "$c")"
@@ -163,16 +167,21 @@ $bin serve --config "$work/storm2.toml" --listen 127.0.0.1:$p_storm --target-nam
 pids+=($!)
 listening $p_storm
 s=$(date +%s.%N)
-$probe 127.0.0.1:$p_storm $iqn 10 >"$work/probe.txt" 2>&1 &
+$probe 127.0.0.1:$p_storm $iqn 300 "$work/storm-over" >"$work/probe.txt" 2>&1 &
 probe_pid=$!
 readers=()
+# Readers discard what they read (qemu's null-co driver): 64 copies of the image on
+# this machine's disk would measure the disk, not the target.
+lun_bytes=$(( ($(stat -c %s "$img") + 511) / 512 * 512 ))
 for i in $(seq "$STORM"); do
-  qemu-img convert -f raw -O raw "iscsi://127.0.0.1:$p_storm/$iqn/0" "$work/storm-$i.raw" &
+  qemu-img convert -n --target-image-opts -f raw "iscsi://127.0.0.1:$p_storm/$iqn/0" "driver=null-co,size=$lun_bytes" &
   readers+=($!)
 done
 for r in "${readers[@]}"; do wait "$r"; done
 e=$(date +%s.%N)
+touch "$work/storm-over"
 wait $probe_pid || true
-rm -f "$work"/storm-*.raw
-fetched=$(curl -s "127.0.0.1:$((p_cold + 2))/metrics" | awk '/^s3lun_s3_bytes_total/ {print $2}')
-echo "boot storm: $STORM readers in $(echo "scale=1; ($e - $s) / 1" | bc) s; S3 bytes / image bytes = $(echo "scale=3; $fetched / $(stat -c %s "$img")" | bc); 4 KiB reads during the storm: $(cat "$work/probe.txt")"
+metrics=$(curl -s "127.0.0.1:$((p_cold + 2))/metrics")
+fetched=$(echo "$metrics" | awk '/^s3lun_s3_bytes_total/ {print $2}')
+sent=$(echo "$metrics" | awk '/^s3lun_sent_bytes_total/ {print $2}')
+echo "boot storm: $STORM readers in $(echo "scale=1; ($e - $s) / 1" | bc) s ($(echo "scale=0; $sent / 1000000 / ($e - $s)" | bc) MB/s of Data-In); S3 bytes / image bytes = $(echo "scale=3; $fetched / $(stat -c %s "$img")" | bc); 4 KiB reads during the storm: $(cat "$work/probe.txt")"

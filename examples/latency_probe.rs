@@ -2,7 +2,8 @@
 //! at a time at random LBAs for the given seconds, prints p50/p99/max in
 //! microseconds. Used by benches/e2e.sh during the boot storm.
 //!
-//! Usage: latency_probe HOST:PORT TARGET-IQN SECONDS
+//! Usage: latency_probe HOST:PORT TARGET-IQN SECONDS [STOP-FILE]
+//! It stops early once STOP-FILE exists (the storm is over).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -25,8 +26,8 @@ fn recv(s: &mut TcpStream, cfg: &FrameConfig) -> anyhow::Result<Pdu> {
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     anyhow::ensure!(
-        args.len() == 4,
-        "usage: latency_probe HOST:PORT TARGET SECONDS"
+        args.len() == 4 || args.len() == 5,
+        "usage: latency_probe HOST:PORT TARGET SECONDS [STOP-FILE]"
     );
     let secs: u64 = args[3].parse()?;
     let mut s = TcpStream::connect(&args[1])?;
@@ -73,7 +74,8 @@ fn main() -> anyhow::Result<()> {
     let mut itt = 10u32;
     let mut blocks = 0u64;
     let mut attempts = 0;
-    while Instant::now() < end {
+    let stop = args.get(4).map(std::path::PathBuf::from);
+    while Instant::now() < end && !stop.as_ref().is_some_and(|p| p.exists()) {
         if blocks == 0 {
             // READ CAPACITY(10) once, to pick LBAs inside the LU.
             let mut cdb = [0u8; 16];

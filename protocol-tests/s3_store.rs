@@ -102,9 +102,10 @@ fn cold_and_warm_reads_are_byte_exact_and_warm_reads_issue_no_get() {
         assert!(convert(&srv, 0, &out));
         check(&out, &data);
         let gets = metric(m, "s3lun_s3_gets_total");
+        // The 8 MiB memory tier holds 8 chunks: read-ahead windows of 2.
         assert!(
-            (1..=3).contains(&gets),
-            "a sequential cold read is a few windowed GETs, not one per chunk: {gets}"
+            (1..=7).contains(&gets),
+            "a sequential cold read is windowed GETs, not one per chunk: {gets}"
         );
         assert_eq!(
             metric(m, "s3lun_s3_bytes_total"),

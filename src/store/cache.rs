@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::{Bytes, BytesMut};
 use futures::future::{BoxFuture, FutureExt, Shared};
+use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use lru::LruCache;
 use sha2::{Digest, Sha256};
@@ -567,11 +568,19 @@ impl ChunkCache {
                 }
             }
         }
-        let mut at = offset + run[..done].iter().map(|(_, l)| *l as u64).sum::<u64>();
-        for (i, (key, len)) in run.iter().enumerate().skip(done) {
-            let r = inner.read_at(at, *len).wait().await;
-            self.deliver(key, r, &mut senders[i]);
+        // What the stream did not deliver: one GET per chunk, all at once (the store
+        // bounds how many run), each handed over as it completes.
+        let mut at = offset;
+        let mut rest = FuturesUnordered::new();
+        for (i, (_, len)) in run.iter().enumerate() {
+            if i >= done {
+                let (inner, start, len) = (Arc::clone(&inner), at, *len);
+                rest.push(async move { (i, inner.read_at(start, len).wait().await) });
+            }
             at += *len as u64;
+        }
+        while let Some((i, r)) = rest.next().await {
+            self.deliver(&run[i].0, r, &mut senders[i]);
         }
     }
 
@@ -624,6 +633,10 @@ impl ChunkCache {
             .is_some_and(|d| !d.disabled.load(Ordering::Relaxed))
     }
 }
+
+/// How far (in chunks) a read may land from where the last one ended and still count
+/// as sequential: an initiator keeps several reads in flight, which arrive out of order.
+const SEQUENTIAL_SLACK: u64 = 8;
 
 type RunSender = tokio::sync::oneshot::Sender<Result<Bytes, StoreError>>;
 
@@ -706,11 +719,20 @@ impl CachedStore {
         self.cache.fetch_runs(&self.inner, keys, offset)
     }
 
+    /// Chunks per read-ahead window: as configured, but small enough that two windows
+    /// ahead of a reader fit in half the memory tier, so read-ahead never evicts what
+    /// the reader is about to take.
+    fn window(&self) -> u64 {
+        let s = &self.cache.settings;
+        let slots = s.memory_bytes / s.chunk_size.max(1) as u64;
+        (s.readahead as u64).min(slots / 4)
+    }
+
     /// Where a read-ahead window ending at `to` should end: at the image's end when
     /// less than half a window would be left, as a request costs more than its bytes.
     fn window_end(&self, to: u64) -> u64 {
         let n = self.chunks();
-        let half = (self.cache.settings.readahead as u64).div_ceil(2);
+        let half = self.window().div_ceil(2);
         if n.saturating_sub(to) < half {
             n
         } else {
@@ -722,7 +744,7 @@ impl CachedStore {
     /// time, once the reader is within half a window of what was asked for, so each
     /// window is one large GET rather than one GET per chunk.
     fn read_ahead(&self, last: u64) -> Vec<Fill> {
-        let window = self.cache.settings.readahead as u64;
+        let window = self.window();
         let frontier = self.frontier.load(Ordering::Relaxed).max(last + 1);
         if frontier - last > window || frontier >= self.chunks() {
             return Vec::new();
@@ -776,8 +798,9 @@ impl BlockStore for CachedStore {
         // sequential: fetch ahead of it.
         let prev = self.next_expected.swap(last + 1, Ordering::Relaxed);
         // Parallel requests of one sequential reader arrive a little out of order.
-        let window = self.cache.settings.readahead as u64;
-        let sequential = prev != u64::MAX && first + window >= prev && first <= prev + window;
+        let window = self.window();
+        let slack = window.min(SEQUENTIAL_SLACK);
+        let sequential = prev != u64::MAX && first + slack >= prev && first <= prev + slack;
         if sequential && window > 0 && tokio::runtime::Handle::try_current().is_ok() {
             for f in self.read_ahead(last) {
                 tokio::spawn(f);
