@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::raw::{get, Raw};
+use common::raw::{get, read10, Raw};
 use common::{write_image, Server, TARGET};
 use s3lun::pdu::*;
 
@@ -22,15 +22,6 @@ fn serve(dir: &Path, len: usize, extra: &[&str]) -> (Server, Vec<u8>) {
     let mut args = vec!["--lun", p.to_str().unwrap()];
     args.extend_from_slice(extra);
     (Server::start(&args), data)
-}
-
-fn read10(lba: u32, blocks: u16) -> Vec<u8> {
-    let mut c = vec![0x28, 0];
-    c.extend_from_slice(&lba.to_be_bytes());
-    c.push(0);
-    c.extend_from_slice(&blocks.to_be_bytes());
-    c.push(0);
-    c
 }
 
 fn raw_as(port: u16, name: &str, isid_tail: u16) -> Raw {

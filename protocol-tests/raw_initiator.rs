@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::raw::{get, sense, text, Raw};
+use common::raw::{get, read10, sense, text, Raw};
 use common::{write_image, Server, TARGET};
 use s3lun::pdu::*;
 
@@ -37,15 +37,6 @@ fn assert_alive(srv: &mut Server, image: &[u8]) {
     let (data, st, _) = r.command(0, &[0x28, 0, 0, 0, 0, 4, 0, 0, 2, 0], 1024);
     assert_eq!(st, 0);
     assert_eq!(&data[..], &image[2048..3072]);
-}
-
-fn read10(lba: u32, blocks: u16) -> Vec<u8> {
-    let mut c = vec![0x28, 0];
-    c.extend_from_slice(&lba.to_be_bytes());
-    c.push(0);
-    c.extend_from_slice(&blocks.to_be_bytes());
-    c.push(0);
-    c
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::faulty::Proxy;
 use common::moto::Moto;
-use common::raw::{sense, Raw};
+use common::raw::{read10, sense, Raw};
 use common::{pattern, tool, Server, TARGET};
 
 const CHUNK: usize = 1 << 20;
@@ -51,10 +51,7 @@ fn session(srv: &Server) -> Raw {
 /// READ(10) of one whole chunk: data, status, sense segment.
 fn read_chunk(r: &mut Raw, chunk: usize) -> (Vec<u8>, u8, Vec<u8>) {
     let lba = (chunk * CHUNK / 512) as u32;
-    let mut cdb = vec![0x28, 0];
-    cdb.extend_from_slice(&lba.to_be_bytes());
-    cdb.extend_from_slice(&[0, 0x08, 0, 0]);
-    r.command(0, &cdb, CHUNK as u32)
+    r.command(0, &read10(lba, (CHUNK / 512) as u16), CHUNK as u32)
 }
 
 fn assert_chunk(r: &mut Raw, data: &[u8], chunk: usize, what: &str) {
@@ -79,7 +76,7 @@ fn transient_faults_are_retried_and_bytes_stay_exact() {
     let (dir, moto, data) = setup(8, 61);
     let proxy = Proxy::start(moto.port);
     let cfg = config(dir.path(), &proxy.endpoint, &dir.path().join("cache"), 0);
-    let srv = Server::start(&["--config", cfg.to_str().unwrap()]);
+    let mut srv = Server::start(&["--config", cfg.to_str().unwrap()]);
     let mut r = session(&srv);
     for (chunk, mode) in ["500", "503", "truncate", "short", "long"]
         .into_iter()
@@ -91,6 +88,7 @@ fn transient_faults_are_retried_and_bytes_stay_exact() {
         assert_eq!(proxy.served(), before + 1, "{mode}: the fault was injected");
     }
     // Nothing a fault produced reached the disk cache.
+    srv.stop();
     let v = cache_verify(&cfg);
     assert!(v.contains("5 good chunks, 0 bad"), "{v}");
 }

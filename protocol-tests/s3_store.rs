@@ -98,7 +98,7 @@ fn cold_and_warm_reads_are_byte_exact_and_warm_reads_issue_no_get() {
     );
     let out = dir.path().join("out.raw");
     {
-        let (srv, m) = start(&cfg);
+        let (mut srv, m) = start(&cfg);
         assert!(convert(&srv, 0, &out));
         check(&out, &data);
         let gets = metric(m, "s3lun_s3_gets_total");
@@ -120,6 +120,7 @@ fn cold_and_warm_reads_are_byte_exact_and_warm_reads_issue_no_get() {
             gets,
             "the warm read issued a GET"
         );
+        srv.stop();
     }
     // A restart reuses the persistent cache: the content key, not the process, names it.
     let (srv, m) = start(&cfg);
@@ -237,12 +238,13 @@ fn images_without_a_usable_etag_are_served() {
         ],
         "",
     );
-    let (srv, _) = start(&cfg);
+    let (mut srv, _) = start(&cfg);
     for (lun, data) in [(0, &a), (1, &b), (2, &c)] {
         let out = dir.path().join(format!("o{lun}.raw"));
         assert!(convert(&srv, lun, &out));
         check(&out, data);
     }
+    srv.stop();
     // Cache entries are named by content key: the md5 for A, the real ETag for C.
     let stats = Command::new(env!("CARGO_BIN_EXE_s3lun"))
         .args(["cache", "--config", cfg.to_str().unwrap(), "stats"])
@@ -348,7 +350,7 @@ fn same_content_shares_the_cache_and_purge_empties_it() {
         "",
     );
     {
-        let (srv, m) = start(&cfg);
+        let (mut srv, m) = start(&cfg);
         let out = dir.path().join("a.raw");
         assert!(convert(&srv, 0, &out));
         check(&out, &data);
@@ -360,6 +362,7 @@ fn same_content_shares_the_cache_and_purge_empties_it() {
             gets,
             "LUN 1 reused LUN 0's chunks"
         );
+        srv.stop();
     }
     let run = |op: &str| {
         let o = Command::new(env!("CARGO_BIN_EXE_s3lun"))

@@ -101,6 +101,20 @@ impl Server {
         assert!(st.success());
     }
 
+    /// Stop as an operator would (SIGTERM) and wait for the exit: what is still in
+    /// flight, like chunks on their way to the disk cache, is finished first.
+    pub fn stop(&mut self) {
+        self.signal("TERM");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.alive() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "s3lun did not exit on SIGTERM"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Kill without warning (SIGKILL), as a crash would.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

@@ -272,6 +272,16 @@ impl Raw {
     }
 }
 
+/// A READ(10) CDB.
+pub fn read10(lba: u32, blocks: u16) -> Vec<u8> {
+    let mut c = vec![0x28, 0];
+    c.extend_from_slice(&lba.to_be_bytes());
+    c.push(0);
+    c.extend_from_slice(&blocks.to_be_bytes());
+    c.push(0);
+    c
+}
+
 pub fn stat_sn(h: &Header) -> Option<u32> {
     Some(match h {
         Header::NopIn(x) => x.stat_sn,

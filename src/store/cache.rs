@@ -307,6 +307,9 @@ pub struct ChunkCache {
     /// (or two read-ahead fetches) wait; beyond, a chunk stays memory-only.
     to_disk: OnceLock<Sender<(ChunkKey, Bytes)>>,
     disk_pending: AtomicU64,
+    /// The chunks themselves until they are on disk: a chunk the memory tier has
+    /// already evicted is still found here, never fetched twice.
+    writing: Mutex<HashMap<ChunkKey, Bytes>>,
 }
 
 impl std::fmt::Debug for ChunkCache {
@@ -338,6 +341,7 @@ impl ChunkCache {
             settings,
             to_disk: OnceLock::new(),
             disk_pending: AtomicU64::new(0),
+            writing: Mutex::new(HashMap::new()),
         });
         if has_disk {
             let (tx, rx) = std::sync::mpsc::channel();
@@ -356,7 +360,10 @@ impl ChunkCache {
     }
 
     fn mem_get(&self, key: &ChunkKey) -> Option<Bytes> {
-        lock(&self.mem).get(key).cloned()
+        if let Some(b) = lock(&self.mem).get(key) {
+            return Some(b.clone());
+        }
+        lock(&self.writing).get(key).cloned()
     }
 
     /// One chunk, from memory, disk, or `inner` (single-flight).
@@ -429,21 +436,26 @@ impl ChunkCache {
     /// writing a cold image does not take the cores that serve it.
     fn keep(&self, key: &ChunkKey, data: &Bytes) {
         lock(&self.mem).put(key.clone(), data.clone());
-        if let Some(tx) = self.to_disk.get() {
-            let n = data.len() as u64;
-            let queued = self.disk_pending.fetch_add(n, Ordering::SeqCst);
-            let bound = self
-                .settings
-                .memory_bytes
-                .max(2 * self.settings.max_fetch as u64);
-            if queued + n > bound || tx.send((key.clone(), data.clone())).is_err() {
-                self.disk_pending.fetch_sub(n, Ordering::SeqCst);
-                debug!(
-                    chunk = key.index,
-                    "cache writer behind: chunk kept in memory only"
-                );
+        let Some(tx) = self.to_disk.get() else {
+            return;
+        };
+        let n = data.len() as u64;
+        let bound = self
+            .settings
+            .memory_bytes
+            .max(2 * self.settings.max_fetch as u64);
+        if self.disk_pending.fetch_add(n, Ordering::SeqCst) + n <= bound {
+            lock(&self.writing).insert(key.clone(), data.clone());
+            if tx.send((key.clone(), data.clone())).is_ok() {
+                return;
             }
+            lock(&self.writing).remove(key);
         }
+        self.disk_pending.fetch_sub(n, Ordering::SeqCst);
+        debug!(
+            chunk = key.index,
+            "cache writer behind: chunk kept in memory only"
+        );
     }
 
     /// Wait until every chunk handed to the disk writer is written (or failed).
@@ -658,6 +670,7 @@ fn disk_writer(cache: std::sync::Weak<ChunkCache>, rx: Receiver<(ChunkKey, Bytes
         if let Some(disk) = &cache.disk {
             disk.write(&key, &data, &cache.stats);
         }
+        lock(&cache.writing).remove(&key);
         cache
             .disk_pending
             .fetch_sub(data.len() as u64, Ordering::SeqCst);

@@ -49,6 +49,30 @@ impl std::fmt::Debug for S3Settings {
     }
 }
 
+/// One ranged GET of one object, guarded by the ETag when there is one.
+struct Ranged<'a> {
+    /// `s3://bucket/key`, for messages.
+    name: String,
+    bucket: &'a str,
+    key: &'a str,
+    etag: Option<&'a str>,
+    offset: u64,
+    len: usize,
+}
+
+impl<'a> Ranged<'a> {
+    fn new(bucket: &'a str, key: &'a str, etag: Option<&'a str>, offset: u64, len: usize) -> Self {
+        Ranged {
+            name: format!("s3://{bucket}/{key}"),
+            bucket,
+            key,
+            etag,
+            offset,
+            len,
+        }
+    }
+}
+
 /// Why one GET attempt failed: worth another attempt or not.
 enum BodyFailure {
     Retry(String),
@@ -123,34 +147,30 @@ impl S3Client {
     /// answer's ETag; the body is the caller's to read.
     async fn send_get(
         &self,
-        name: &str,
-        bucket: &str,
-        key: &str,
-        etag: Option<&str>,
-        offset: u64,
-        len: usize,
+        r: &Ranged<'_>,
     ) -> Result<(OwnedSemaphorePermit, GetObjectOutput), StoreError> {
+        let (name, etag) = (&r.name, r.etag);
         let permit = Arc::clone(&self.permits)
             .acquire_owned()
             .await
             .map_err(|_| StoreError::Unavailable("shutting down".into()))?;
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         self.stats.gets.fetch_add(1, Ordering::Relaxed);
-        let end = offset + len as u64 - 1;
+        let end = r.offset + r.len as u64 - 1;
         let mut req = self
             .client
             .get_object()
-            .bucket(bucket)
-            .key(key)
-            .range(format!("bytes={offset}-{end}"));
+            .bucket(r.bucket)
+            .key(r.key)
+            .range(format!("bytes={}-{end}", r.offset));
         if let Some(e) = etag {
             req = req.if_match(format!("\"{e}\""));
         }
         let out = req.send().await.map_err(|e| {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
             match status(&e) {
-                Some(412) => StoreError::Stale(name.to_string()),
-                Some(404) => StoreError::NotFound(name.to_string()),
+                Some(412) => StoreError::Stale(name.clone()),
+                Some(404) => StoreError::NotFound(name.clone()),
                 _ => StoreError::Unavailable(format!("GET {name}: {}", describe(&e))),
             }
         })?;
@@ -168,19 +188,9 @@ impl S3Client {
     }
 
     /// One ranged GET, its body checked against the range and the expected ETag.
-    async fn get_once(
-        &self,
-        name: &str,
-        bucket: &str,
-        key: &str,
-        etag: Option<&str>,
-        offset: u64,
-        len: usize,
-    ) -> Result<Bytes, BodyFailure> {
-        let (_permit, out) = self
-            .send_get(name, bucket, key, etag, offset, len)
-            .await
-            .map_err(BodyFailure::Final)?;
+    async fn get_once(&self, r: &Ranged<'_>) -> Result<Bytes, BodyFailure> {
+        let (name, len) = (&r.name, r.len);
+        let (_permit, out) = self.send_get(r).await.map_err(BodyFailure::Final)?;
         let body = out.body.collect().await.map_err(|e| {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
             BodyFailure::Retry(format!("GET {name}: body: {e}"))
@@ -281,26 +291,25 @@ impl S3Client {
         if info.size == 0 {
             return Ok(Bytes::new());
         }
-        self.get(bucket, key, info.etag.as_deref(), 0, info.size as usize)
-            .await
+        self.get(&Ranged::new(
+            bucket,
+            key,
+            info.etag.as_deref(),
+            0,
+            info.size as usize,
+        ))
+        .await
     }
 
-    async fn get(
-        &self,
-        bucket: &str,
-        key: &str,
-        etag: Option<&str>,
-        offset: u64,
-        len: usize,
-    ) -> Result<Bytes, StoreError> {
-        let name = format!("s3://{bucket}/{key}");
+    async fn get(&self, r: &Ranged<'_>) -> Result<Bytes, StoreError> {
+        let name = &r.name;
         let started = Instant::now();
         let work = async {
             // The SDK retries what fails before the body starts; a body cut short or
             // of the wrong length is retried here, within the same deadline.
             let mut attempt = 1;
             loop {
-                match self.get_once(&name, bucket, key, etag, offset, len).await {
+                match self.get_once(r).await {
                     Err(BodyFailure::Retry(msg)) if attempt < self.attempts => {
                         warn!(object = %name, attempt, error = %msg, "S3 body failed: retrying");
                         tokio::time::sleep(Duration::from_millis(50 << attempt.min(5))).await;
@@ -377,6 +386,19 @@ impl S3Object {
         self.stale.load(Ordering::Relaxed)
     }
 
+    fn range(&self, offset: u64, len: usize) -> Ranged<'_> {
+        Ranged::new(&self.bucket, &self.key, self.etag.as_deref(), offset, len)
+    }
+
+    /// A 412 (or an ETag other than ours) marks the object stale, once, with a log line.
+    fn note_stale(&self, e: &StoreError) {
+        if let StoreError::Stale(name) = e {
+            if !self.stale.swap(true, Ordering::Relaxed) {
+                warn!(object = %name, etag = ?self.etag, "object changed since it was opened (412): LUN is stale until reopened");
+            }
+        }
+    }
+
     async fn fetch(self: Arc<Self>, offset: u64, len: usize) -> Result<Bytes, StoreError> {
         if self.is_stale() {
             return Err(StoreError::Stale(format!(
@@ -385,14 +407,9 @@ impl S3Object {
             )));
         }
         let started = Instant::now();
-        let r = self
-            .client
-            .get(&self.bucket, &self.key, self.etag.as_deref(), offset, len)
-            .await;
-        if let Err(StoreError::Stale(name)) = &r {
-            if !self.stale.swap(true, Ordering::Relaxed) {
-                warn!(object = %name, etag = ?self.etag, "object changed since it was opened (412): LUN is stale until reopened");
-            }
+        let r = self.client.get(&self.range(offset, len)).await;
+        if let Err(e) = &r {
+            self.note_stale(e);
         }
         debug!(offset, len, etag = ?self.etag, ok = r.is_ok(), micros = started.elapsed().as_micros() as u64, "S3 GET");
         r
@@ -407,29 +424,18 @@ impl S3Object {
         if self.is_stale() {
             return Err(StoreError::Stale(name));
         }
-        let sent = tokio::time::timeout(
-            self.client.deadline,
-            self.client.send_get(
-                &name,
-                &self.bucket,
-                &self.key,
-                self.etag.as_deref(),
-                offset,
-                len,
-            ),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(StoreError::Unavailable(format!(
-                "GET {name}: deadline passed"
-            )))
-        });
+        let range = self.range(offset, len);
+        let sent = tokio::time::timeout(self.client.deadline, self.client.send_get(&range))
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(format!(
+                    "GET {name}: deadline passed"
+                )))
+            });
         let (permit, out) = match sent {
             Ok(x) => x,
             Err(e) => {
-                if matches!(e, StoreError::Stale(_)) && !self.stale.swap(true, Ordering::Relaxed) {
-                    warn!(object = %name, etag = ?self.etag, "object changed since it was opened (412): LUN is stale until reopened");
-                }
+                self.note_stale(&e);
                 return Err(e);
             }
         };
