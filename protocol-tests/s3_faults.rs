@@ -40,6 +40,35 @@ fn setup(chunks: usize, seed: u64) -> (tempfile::TempDir, Moto, Vec<u8>) {
     (dir, moto, data)
 }
 
+/// moto, the fault proxy in front of it, and s3lun reading through the proxy (no
+/// read-ahead, so each read is one GET) with a session logged in.
+struct Proxied {
+    r: Raw,
+    srv: Server,
+    proxy: Proxy,
+    cfg: PathBuf,
+    data: Vec<u8>,
+    _moto: Moto,
+    _dir: tempfile::TempDir,
+}
+
+fn proxied(chunks: usize, seed: u64) -> Proxied {
+    let (dir, moto, data) = setup(chunks, seed);
+    let proxy = Proxy::start(moto.port);
+    let cfg = config(dir.path(), &proxy.endpoint, &dir.path().join("cache"), 0);
+    let srv = Server::start(&["--config", cfg.to_str().unwrap()]);
+    let r = session(&srv);
+    Proxied {
+        r,
+        srv,
+        proxy,
+        cfg,
+        data,
+        _moto: moto,
+        _dir: dir,
+    }
+}
+
 fn session(srv: &Server) -> Raw {
     let mut r = Raw::connect(srv.port);
     r.s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -73,11 +102,16 @@ fn cache_verify(cfg: &Path) -> String {
 
 #[test]
 fn transient_faults_are_retried_and_bytes_stay_exact() {
-    let (dir, moto, data) = setup(8, 61);
-    let proxy = Proxy::start(moto.port);
-    let cfg = config(dir.path(), &proxy.endpoint, &dir.path().join("cache"), 0);
-    let mut srv = Server::start(&["--config", cfg.to_str().unwrap()]);
-    let mut r = session(&srv);
+    // Every field bound: whatever `..` skipped would be dropped (stopped) at once.
+    let Proxied {
+        mut r,
+        mut srv,
+        proxy,
+        cfg,
+        data,
+        _moto,
+        _dir,
+    } = proxied(8, 61);
     for (chunk, mode) in ["500", "503", "truncate", "short", "long"]
         .into_iter()
         .enumerate()
@@ -95,11 +129,15 @@ fn transient_faults_are_retried_and_bytes_stay_exact() {
 
 #[test]
 fn persistent_faults_fail_in_time_and_heal() {
-    let (dir, moto, data) = setup(4, 62);
-    let proxy = Proxy::start(moto.port);
-    let cfg = config(dir.path(), &proxy.endpoint, &dir.path().join("cache"), 0);
-    let srv = Server::start(&["--config", cfg.to_str().unwrap()]);
-    let mut r = session(&srv);
+    let Proxied {
+        mut r,
+        srv: _srv,
+        proxy,
+        cfg: _,
+        data,
+        _moto,
+        _dir,
+    } = proxied(4, 62);
     for (chunk, mode) in [(0, "503"), (1, "stall"), (2, "truncate")] {
         proxy.arm(mode, 1000);
         let t = Instant::now();
@@ -118,11 +156,15 @@ fn persistent_faults_fail_in_time_and_heal() {
 
 #[test]
 fn a_body_under_another_etag_is_never_served() {
-    let (dir, moto, data) = setup(4, 63);
-    let proxy = Proxy::start(moto.port);
-    let cfg = config(dir.path(), &proxy.endpoint, &dir.path().join("cache"), 0);
-    let srv = Server::start(&["--config", cfg.to_str().unwrap()]);
-    let mut r = session(&srv);
+    let Proxied {
+        mut r,
+        srv: _srv,
+        proxy,
+        cfg: _,
+        data,
+        _moto,
+        _dir,
+    } = proxied(4, 63);
     assert_chunk(&mut r, &data, 0, "before");
     proxy.arm("etag", 1000);
     let (d, st, _) = read_chunk(&mut r, 1);

@@ -7,7 +7,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 pub struct Proxy {
     child: Child,
@@ -26,11 +25,7 @@ impl Proxy {
             .stdout(Stdio::null())
             .spawn()
             .expect("start faulty_proxy.py");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "faulty_proxy did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        super::wait_listening(port, "faulty_proxy.py");
         Proxy {
             child,
             port,
