@@ -52,6 +52,44 @@ fn start(cfg: &Path) -> (Server, u16) {
     (srv, mport)
 }
 
+/// One object of the bucket and the config serving it as LUN 0 with no manifest etag
+/// or md5 (the ETag from HEAD names it).
+struct OneImage {
+    cfg: PathBuf,
+    data: Vec<u8>,
+    /// The ETag the upload gave.
+    etag: String,
+    moto: Moto,
+    dir: tempfile::TempDir,
+}
+
+/// moto with `len` pattern bytes uploaded as `boot-images/<key>` (`flags` to s3ctl put).
+fn one_image(key: &str, len: usize, seed: u64, flags: &[&str], cache_extra: &str) -> OneImage {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    moto.ctl(&["mkbucket", "boot-images"]);
+    let data = pattern(len, seed);
+    let etag = upload(&moto, dir.path(), key, &data, flags);
+    let url = format!("s3://boot-images/{key}");
+    let cfg = write_config(
+        dir.path(),
+        &moto.endpoint,
+        &[Lun {
+            url: &url,
+            etag: None,
+            md5: None,
+        }],
+        cache_extra,
+    );
+    OneImage {
+        cfg,
+        data,
+        etag,
+        moto,
+        dir,
+    }
+}
+
 fn upload(moto: &Moto, dir: &Path, key: &str, data: &[u8], flags: &[&str]) -> String {
     moto.put(dir, "boot-images", key, data, flags)
 }
@@ -71,30 +109,22 @@ fn md5_hex(data: &[u8]) -> String {
 
 #[test]
 fn cold_and_warm_reads_are_byte_exact_and_warm_reads_issue_no_get() {
-    let dir = tempfile::tempdir().unwrap();
-    let moto = Moto::start();
-    moto.ctl(&["mkbucket", "boot-images"]);
-    let data = pattern(11 * CHUNK + 1234, 31);
-    let etag = upload(
-        &moto,
-        dir.path(),
+    let OneImage {
+        cfg,
+        data,
+        etag,
+        moto: _moto,
+        dir,
+    } = one_image(
         "PE/big.squashfs",
-        &data,
+        11 * CHUNK + 1234,
+        31,
         &["--multipart"],
+        "",
     );
     assert!(
         etag.contains('-'),
         "multipart upload gives a -N ETag: {etag}"
-    );
-    let cfg = write_config(
-        dir.path(),
-        &moto.endpoint,
-        &[Lun {
-            url: "s3://boot-images/PE/big.squashfs",
-            etag: None,
-            md5: None,
-        }],
-        "",
     );
     let out = dir.path().join("out.raw");
     {
@@ -142,25 +172,17 @@ fn cold_and_warm_reads_are_byte_exact_and_warm_reads_issue_no_get() {
 
 #[test]
 fn sixteen_cold_readers_fetch_each_chunk_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let moto = Moto::start();
-    moto.ctl(&["mkbucket", "boot-images"]);
-    let data = pattern(24 * CHUNK + 77, 32);
-    upload(
-        &moto,
-        dir.path(),
+    let OneImage {
+        cfg,
+        data,
+        etag: _etag,
+        moto: _moto,
+        dir,
+    } = one_image(
         "PE/storm.squashfs",
-        &data,
+        24 * CHUNK + 77,
+        32,
         &["--multipart"],
-    );
-    let cfg = write_config(
-        dir.path(),
-        &moto.endpoint,
-        &[Lun {
-            url: "s3://boot-images/PE/storm.squashfs",
-            etag: None,
-            md5: None,
-        }],
         "",
     );
     let (srv, m) = start(&cfg);
@@ -257,22 +279,20 @@ fn images_without_a_usable_etag_are_served() {
 
 #[test]
 fn a_replaced_object_makes_the_lun_stale_never_mixed() {
-    let dir = tempfile::tempdir().unwrap();
-    let moto = Moto::start();
-    moto.ctl(&["mkbucket", "boot-images"]);
-    let old = pattern(6 * CHUNK, 36);
-    let new = pattern(6 * CHUNK, 37);
-    let etag_at_open = upload(&moto, dir.path(), "PE/live.squashfs", &old, &[]);
-    let cfg = write_config(
-        dir.path(),
-        &moto.endpoint,
-        &[Lun {
-            url: "s3://boot-images/PE/live.squashfs",
-            etag: None,
-            md5: None,
-        }],
+    let OneImage {
+        cfg,
+        data: old,
+        etag: etag_at_open,
+        moto,
+        dir,
+    } = one_image(
+        "PE/live.squashfs",
+        6 * CHUNK,
+        36,
+        &[],
         "readahead_chunks = 0\n",
     );
+    let new = pattern(6 * CHUNK, 37);
     let (srv, _) = start(&cfg);
     let mut r = Raw::connect(srv.port);
     r.login_normal(TARGET, &[]);
@@ -379,28 +399,20 @@ fn same_content_shares_the_cache_and_purge_empties_it() {
 
 #[test]
 fn s3_outage_cached_reads_go_on_uncached_fail_in_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut moto = Moto::start();
-    let port = moto.port;
-    moto.ctl(&["mkbucket", "boot-images"]);
-    let data = pattern(8 * CHUNK, 38);
-    let etag = upload(
-        &moto,
-        dir.path(),
+    let OneImage {
+        cfg,
+        data,
+        etag,
+        mut moto,
+        dir,
+    } = one_image(
         "PE/out.squashfs",
-        &data,
+        8 * CHUNK,
+        38,
         &["--multipart"],
-    );
-    let cfg = write_config(
-        dir.path(),
-        &moto.endpoint,
-        &[Lun {
-            url: "s3://boot-images/PE/out.squashfs",
-            etag: None,
-            md5: None,
-        }],
         "readahead_chunks = 0\n",
     );
+    let port = moto.port;
     let (srv, _) = start(&cfg);
     let mut r = Raw::connect(srv.port);
     r.login_normal(TARGET, &[]);
@@ -453,25 +465,17 @@ fn s3_outage_cached_reads_go_on_uncached_fail_in_time() {
 
 #[test]
 fn kill_9_during_a_fill_then_restart_reads_back_exact() {
-    let dir = tempfile::tempdir().unwrap();
-    let moto = Moto::start();
-    moto.ctl(&["mkbucket", "boot-images"]);
-    let data = pattern(40 * CHUNK + 100, 39);
-    upload(
-        &moto,
-        dir.path(),
+    let OneImage {
+        cfg,
+        data,
+        etag: _etag,
+        moto: _moto,
+        dir,
+    } = one_image(
         "PE/crash.squashfs",
-        &data,
+        40 * CHUNK + 100,
+        39,
         &["--multipart"],
-    );
-    let cfg = write_config(
-        dir.path(),
-        &moto.endpoint,
-        &[Lun {
-            url: "s3://boot-images/PE/crash.squashfs",
-            etag: None,
-            md5: None,
-        }],
         "",
     );
     let (mut srv, m) = start(&cfg);
@@ -525,21 +529,13 @@ fn kill_9_during_a_fill_then_restart_reads_back_exact() {
 
 #[test]
 fn warm_fills_the_cache_before_the_storm() {
-    let dir = tempfile::tempdir().unwrap();
-    let moto = Moto::start();
-    moto.ctl(&["mkbucket", "boot-images"]);
-    let data = pattern(5 * CHUNK + 3, 40);
-    upload(&moto, dir.path(), "PE/warm.squashfs", &data, &[]);
-    let cfg = write_config(
-        dir.path(),
-        &moto.endpoint,
-        &[Lun {
-            url: "s3://boot-images/PE/warm.squashfs",
-            etag: None,
-            md5: None,
-        }],
-        "",
-    );
+    let OneImage {
+        cfg,
+        data,
+        etag: _etag,
+        moto: _moto,
+        dir,
+    } = one_image("PE/warm.squashfs", 5 * CHUNK + 3, 40, &[], "");
     let w = Command::new(env!("CARGO_BIN_EXE_s3lun"))
         .args(["warm", "--config", cfg.to_str().unwrap()])
         .output()
