@@ -208,7 +208,8 @@ impl Raw {
         }
     }
 
-    pub fn nop(&mut self, payload: &[u8]) -> Pdu {
+    /// A NOP-Out ping; the target must answer with a NOP-In echoing `payload`.
+    pub fn nop(&mut self, payload: &[u8]) {
         let itt = self.next_itt();
         let h = Header::NopOut(NopOut {
             immediate: true,
@@ -224,7 +225,7 @@ impl Raw {
             panic!("expected NOP-In, got {:?}", p.header)
         };
         assert_eq!(n.itt, itt);
-        p
+        assert_eq!(&p.data[..], payload, "NOP-In echoes the ping data");
     }
 }
 
