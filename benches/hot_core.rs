@@ -8,11 +8,10 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use s3lun::login::{encode_pairs, parse_pairs, LoginOutcome, SessionParams};
-use s3lun::lun::{Lun, LunTable};
+use s3lun::lun::LunTable;
 use s3lun::pdu::framing::encode_to_vec;
 use s3lun::pdu::*;
 use s3lun::scsi::exec::TargetPort;
-use s3lun::scsi::{Identity, LunInfo};
 use s3lun::server::writer::Writer;
 use s3lun::session::{FfpSettings, FullFeature, Outbox};
 use s3lun::store::cache::{CacheSettings, CachedStore, ChunkCache};
@@ -113,12 +112,7 @@ fn data_in(c: &mut Criterion) {
     let store: Arc<dyn BlockStore> = Arc::new(LocalFile::open(&path).expect("open"));
     let image = store.read_at(0, 128 << 10);
     let payload = futures::executor::block_on(image.wait()).expect("read");
-    let info = LunInfo::new(0, store.size(), Identity::lio("bench"));
-    let luns = Arc::new(LunTable::new(vec![Arc::new(Lun::new(
-        info,
-        store,
-        "v".into(),
-    ))]));
+    let luns = Arc::new(LunTable::single(store, "bench"));
     let mut g = c.benchmark_group("data_in_cache_hit_128k");
     g.throughput(Throughput::Bytes(payload.len() as u64));
     for (name, digests) in [("digests_off", false), ("digests_on", true)] {
@@ -131,12 +125,7 @@ fn data_in(c: &mut Criterion) {
             initiator_max_recv_data_segment: 65_536,
             ..SessionParams::default()
         };
-        let port = Arc::new(TargetPort {
-            target_name: "iqn.bench".into(),
-            portal_group_tag: 1,
-            relative_port: 1,
-            group_id: 0,
-        });
+        let port = Arc::new(TargetPort::new("iqn.bench", 1));
         let mut ffp = FullFeature::new(
             Arc::new(FfpSettings::default()),
             &LoginOutcome {

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::scsi::reservation::LuState;
-use crate::scsi::LunInfo;
+use crate::scsi::{Identity, LunInfo};
 use crate::store::BlockStore;
 
 #[derive(Debug)]
@@ -48,6 +48,12 @@ impl LunTable {
         luns.dedup_by_key(|l| l.info.lun);
         let numbers = luns.iter().map(|l| l.info.lun).collect();
         LunTable { luns, numbers }
+    }
+
+    /// One image as LUN 0, its LIO identity computed from `identity`.
+    pub fn single(store: Arc<dyn BlockStore>, identity: &str) -> LunTable {
+        let info = LunInfo::new(0, store.size(), Identity::lio(identity));
+        LunTable::new(vec![Arc::new(Lun::new(info, store, identity.into()))])
     }
 
     pub fn get(&self, lun: u64) -> Option<&Arc<Lun>> {

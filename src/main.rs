@@ -260,12 +260,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let target = Arc::new(Target {
         login,
         ffp: Arc::new(cfg.ffp_settings()),
-        port: Arc::new(TargetPort {
-            target_name: target_name.clone(),
-            portal_group_tag: cfg.portal_group_tag,
-            relative_port: 1,
-            group_id: 0,
-        }),
+        port: Arc::new(TargetPort::new(target_name.clone(), cfg.portal_group_tag)),
         advertise: cfg.advertise.clone(),
         luns: luns_rx,
         registry: Arc::new(Registry::new(cfg.session_limits())),

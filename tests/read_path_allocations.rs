@@ -9,11 +9,10 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use s3lun::login::{LoginOutcome, SessionParams};
-use s3lun::lun::{Lun, LunTable};
+use s3lun::lun::LunTable;
 use s3lun::pdu::framing::encode_to_vec;
 use s3lun::pdu::{decode, FrameConfig, Header, ScsiCommand};
 use s3lun::scsi::exec::TargetPort;
-use s3lun::scsi::{Identity, LunInfo};
 use s3lun::server::writer::Writer;
 use s3lun::session::{FfpSettings, FullFeature, Outbox};
 use s3lun::store::{read_padded, BlockStore, LocalFile, ReadFuture};
@@ -54,22 +53,12 @@ fn a_warm_read_allocates_nothing() {
     let path = dir.path().join("img");
     std::fs::write(&path, vec![7u8; 8 << 20]).unwrap();
     let store: Arc<dyn BlockStore> = Arc::new(LocalFile::open(&path).unwrap());
-    let info = LunInfo::new(0, store.size(), Identity::lio("alloc-test"));
-    let luns = Arc::new(LunTable::new(vec![Arc::new(Lun::new(
-        info,
-        store,
-        "v".into(),
-    ))]));
+    let luns = Arc::new(LunTable::single(store, "alloc-test"));
     let params = SessionParams {
         initiator_max_recv_data_segment: 262_144,
         ..SessionParams::default()
     };
-    let port = Arc::new(TargetPort {
-        target_name: "iqn.test".into(),
-        portal_group_tag: 1,
-        relative_port: 1,
-        group_id: 0,
-    });
+    let port = Arc::new(TargetPort::new("iqn.test", 1));
     let mut ffp = FullFeature::new(
         Arc::new(FfpSettings::default()),
         &LoginOutcome {

@@ -15,12 +15,7 @@ fuzz_target!(|data: &[u8]| {
     c[..n].copy_from_slice(&data[..n]);
     let _ = cdb::decode(&c);
     let lu = LunInfo::new(0, SIZE, Identity::lio("fuzz"));
-    let port = TargetPort {
-        target_name: "iqn.2023-06.csm.iscsi:fuzz".into(),
-        portal_group_tag: 1,
-        relative_port: 1,
-        group_id: 0,
-    };
+    let port = TargetPort::new("iqn.2023-06.csm.iscsi:fuzz", 1);
     let ctx = ExecCtx {
         lu: Some(&lu),
         luns: &[0, 1],

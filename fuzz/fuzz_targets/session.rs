@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use s3lun::login::LoginSettings;
-use s3lun::lun::{Lun, LunTable};
+use s3lun::lun::LunTable;
 use s3lun::pdu::framing::parse_frame;
 use s3lun::pdu::{decode, FrameConfig, BHS_LEN};
 use s3lun::scsi::exec::TargetPort;
-use s3lun::scsi::{Identity, LunInfo};
 use s3lun::server::Registry;
 use s3lun::session::{Connection, Event, FfpSettings, Outbox};
 use s3lun::store::{read_padded, BlockStore, MemStore, ReadFuture};
@@ -41,18 +40,8 @@ fn check_sent(out: &mut Outbox) {
 
 fuzz_target!(|data: &[u8]| {
     let store: Arc<dyn BlockStore> = Arc::new(MemStore(Bytes::from(vec![0x5a; 1 << 16])));
-    let info = LunInfo::new(0, store.size(), Identity::lio("fuzz"));
-    let luns = Arc::new(LunTable::new(vec![Arc::new(Lun::new(
-        info,
-        Arc::clone(&store),
-        "v".into(),
-    ))]));
-    let port = Arc::new(TargetPort {
-        target_name: TARGET.into(),
-        portal_group_tag: 1,
-        relative_port: 1,
-        group_id: 0,
-    });
+    let luns = Arc::new(LunTable::single(Arc::clone(&store), "fuzz"));
+    let port = Arc::new(TargetPort::new(TARGET, 1));
     let mut conn = Connection::new(
         Arc::new(LoginSettings::new(TARGET)),
         Arc::new(FfpSettings::default()),

@@ -16,6 +16,19 @@ pub struct TargetPort {
     pub group_id: u16,
 }
 
+impl TargetPort {
+    /// The one port of a target with one portal group: relative port 1, in ALUA
+    /// target port group 0.
+    pub fn new(target_name: impl Into<String>, portal_group_tag: u16) -> TargetPort {
+        TargetPort {
+            target_name: target_name.into(),
+            portal_group_tag,
+            relative_port: 1,
+            group_id: 0,
+        }
+    }
+}
+
 pub struct ExecCtx<'a> {
     /// The addressed LU, or `None` when the LUN names nothing.
     pub lu: Option<&'a LunInfo>,
@@ -286,12 +299,7 @@ mod tests {
     }
 
     fn port() -> TargetPort {
-        TargetPort {
-            target_name: "iqn.2023-06.csm.iscsi:t".into(),
-            portal_group_tag: 1,
-            relative_port: 1,
-            group_id: 0,
-        }
+        TargetPort::new("iqn.2023-06.csm.iscsi:t", 1)
     }
 
     fn run(cdb: &[u8], lu: Option<&LunInfo>) -> Outcome {
