@@ -23,6 +23,25 @@ fn recv(s: &mut TcpStream, cfg: &FrameConfig) -> anyhow::Result<Pdu> {
     Ok(parse_frame(Bytes::from(buf), cfg)?)
 }
 
+/// Send one command and collect its Data-In until the status arrives.
+fn command(s: &mut TcpStream, cfg: &FrameConfig, h: &Header) -> anyhow::Result<Vec<u8>> {
+    s.write_all(&encode_to_vec(h, &[], cfg))?;
+    let mut data = Vec::new();
+    loop {
+        let p = recv(s, cfg)?;
+        match p.header {
+            Header::DataIn(d) => {
+                data.extend_from_slice(&p.data);
+                if d.status.is_some() {
+                    return Ok(data);
+                }
+            }
+            Header::ScsiResponse(_) => return Ok(data),
+            _ => {}
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     anyhow::ensure!(
@@ -80,40 +99,17 @@ fn main() -> anyhow::Result<()> {
             // READ CAPACITY(10) once, to pick LBAs inside the LU.
             let mut cdb = [0u8; 16];
             cdb[0] = 0x25;
-            let h = Header::ScsiCommand(ScsiCommand {
-                immediate: false,
-                final_: true,
-                read: true,
-                write: false,
-                attr: 1,
-                lun: 0,
-                itt,
-                expected_len: 8,
-                cmd_sn,
-                exp_stat_sn: 0,
-                cdb,
-            });
-            s.write_all(&encode_to_vec(&h, &[], &cfg))?;
+            let h = Header::ScsiCommand(ScsiCommand::read(itt, cmd_sn, cdb, 8));
+            let data = command(&mut s, &cfg, &h)?;
             cmd_sn += 1;
             itt += 1;
-            loop {
-                let p = recv(&mut s, &cfg)?;
-                match p.header {
-                    Header::DataIn(d) if p.data.len() >= 4 => {
-                        blocks = u32::from_be_bytes([p.data[0], p.data[1], p.data[2], p.data[3]])
-                            as u64
-                            + 1;
-                        if d.status.is_some() {
-                            break;
-                        }
-                    }
-                    Header::ScsiResponse(_) => break,
-                    _ => {}
-                }
+            if let Some(last) = data.get(..4) {
+                blocks = u32::from_be_bytes([last[0], last[1], last[2], last[3]]) as u64 + 1;
             }
             // The first command meets the power-on unit attention: ask again.
             attempts += 1;
-            anyhow::ensure!(blocks > 8 || attempts < 3, "LU too small");
+            anyhow::ensure!(attempts < 3, "READ CAPACITY keeps failing");
+            anyhow::ensure!(blocks == 0 || blocks > 8, "LU too small");
             continue;
         }
         rng ^= rng << 13;
@@ -122,17 +118,9 @@ fn main() -> anyhow::Result<()> {
         let lba = (rng % (blocks - 8)) as u32;
         let h = Header::ScsiCommand(ScsiCommand::read10(itt, cmd_sn, lba, 8));
         let t = Instant::now();
-        s.write_all(&encode_to_vec(&h, &[], &cfg))?;
+        command(&mut s, &cfg, &h)?;
         cmd_sn += 1;
         itt += 1;
-        loop {
-            let p = recv(&mut s, &cfg)?;
-            match p.header {
-                Header::DataIn(d) if d.status.is_some() => break,
-                Header::ScsiResponse(_) => break,
-                _ => {}
-            }
-        }
         lat.push(t.elapsed().as_micros() as u64);
     }
     lat.sort_unstable();

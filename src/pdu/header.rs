@@ -70,6 +70,11 @@ impl ScsiCommand {
         cdb[0] = 0x28;
         cdb[2..6].copy_from_slice(&lba.to_be_bytes());
         cdb[7..9].copy_from_slice(&blocks.to_be_bytes());
+        ScsiCommand::read(itt, cmd_sn, cdb, blocks as u32 * 512)
+    }
+
+    /// Any data-in command on LUN 0 (simple task attribute, no immediate data).
+    pub fn read(itt: u32, cmd_sn: u32, cdb: [u8; 16], expected_len: u32) -> ScsiCommand {
         ScsiCommand {
             immediate: false,
             final_: true,
@@ -78,7 +83,7 @@ impl ScsiCommand {
             attr: 1,
             lun: 0,
             itt,
-            expected_len: blocks as u32 * 512,
+            expected_len,
             cmd_sn,
             exp_stat_sn: 0,
             cdb,
