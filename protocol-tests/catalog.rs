@@ -271,13 +271,7 @@ fn catalog_projects_every_fixture_and_follows_changes() {
         "{text}"
     );
 
-    let mport = free_port();
-    let mut srv = Server::start(&[
-        "--config",
-        cfg.to_str().unwrap(),
-        "--metrics-listen",
-        &format!("127.0.0.1:{mport}"),
-    ]);
+    let (mut srv, mport) = Server::start_config(&cfg);
     let deadline = Instant::now() + Duration::from_secs(30);
     while metric(mport, "s3lun_luns") != served.len() as u64 {
         assert!(Instant::now() < deadline, "the first scan never completed");
@@ -464,13 +458,7 @@ fn ims_endpoint_projects_only_tagged_images() {
     );
     // And the target serves the tagged image.
     write_cfg(&token);
-    let mport = free_port();
-    let srv = Server::start(&[
-        "--config",
-        cfg.to_str().unwrap(),
-        "--metrics-listen",
-        &format!("127.0.0.1:{mport}"),
-    ]);
+    let (srv, mport) = Server::start_config(&cfg);
     let deadline = Instant::now() + Duration::from_secs(30);
     while metric(mport, "s3lun_luns") != 1 {
         assert!(
@@ -512,13 +500,7 @@ fn a_restart_serves_the_known_images_even_with_s3_down() {
     )
     .unwrap();
     let before = {
-        let mport = free_port();
-        let srv = Server::start(&[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--metrics-listen",
-            &format!("127.0.0.1:{mport}"),
-        ]);
+        let (srv, mport) = Server::start_config(&cfg);
         let deadline = Instant::now() + Duration::from_secs(30);
         while metric(mport, "s3lun_luns") != 2 {
             assert!(Instant::now() < deadline, "first scan");

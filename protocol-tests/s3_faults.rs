@@ -102,76 +102,55 @@ fn cache_verify(cfg: &Path) -> String {
 
 #[test]
 fn transient_faults_are_retried_and_bytes_stay_exact() {
-    // Every field bound: whatever `..` skipped would be dropped (stopped) at once.
-    let Proxied {
-        mut r,
-        mut srv,
-        proxy,
-        cfg,
-        data,
-        _moto,
-        _dir,
-    } = proxied(8, 61);
+    let mut p = proxied(8, 61);
     for (chunk, mode) in ["500", "503", "truncate", "short", "long"]
         .into_iter()
         .enumerate()
     {
-        let before = proxy.served();
-        proxy.arm(mode, 1);
-        assert_chunk(&mut r, &data, chunk, mode);
-        assert_eq!(proxy.served(), before + 1, "{mode}: the fault was injected");
+        let before = p.proxy.served();
+        p.proxy.arm(mode, 1);
+        assert_chunk(&mut p.r, &p.data, chunk, mode);
+        assert_eq!(
+            p.proxy.served(),
+            before + 1,
+            "{mode}: the fault was injected"
+        );
     }
     // Nothing a fault produced reached the disk cache.
-    srv.stop();
-    let v = cache_verify(&cfg);
+    p.srv.stop();
+    let v = cache_verify(&p.cfg);
     assert!(v.contains("5 good chunks, 0 bad"), "{v}");
 }
 
 #[test]
 fn persistent_faults_fail_in_time_and_heal() {
-    let Proxied {
-        mut r,
-        srv: _srv,
-        proxy,
-        cfg: _,
-        data,
-        _moto,
-        _dir,
-    } = proxied(4, 62);
+    let mut p = proxied(4, 62);
     for (chunk, mode) in [(0, "503"), (1, "stall"), (2, "truncate")] {
-        proxy.arm(mode, 1000);
+        p.proxy.arm(mode, 1000);
         let t = Instant::now();
-        let (d, st, s) = read_chunk(&mut r, chunk);
+        let (d, st, s) = read_chunk(&mut p.r, chunk);
         let took = t.elapsed();
         assert_eq!(st, 2, "{mode}: CHECK CONDITION");
         assert!(d.is_empty(), "{mode}: no data with the error");
         assert_eq!(sense(&s), (2, 0x04), "{mode}: NOT READY, retryable");
         assert!(took < Duration::from_secs(15), "{mode}: took {took:?}");
-        r.nop(b"still here");
-        proxy.arm(mode, 0);
-        assert_chunk(&mut r, &data, chunk, mode);
+        p.r.nop(b"still here");
+        p.proxy.arm(mode, 0);
+        assert_chunk(&mut p.r, &p.data, chunk, mode);
     }
 }
 
 #[test]
 fn a_body_under_another_etag_is_never_served() {
-    let Proxied {
-        mut r,
-        srv: _srv,
-        proxy,
-        cfg: _,
-        data,
-        _moto,
-        _dir,
-    } = proxied(4, 63);
-    assert_chunk(&mut r, &data, 0, "before");
-    proxy.arm("etag", 1000);
-    let (d, st, _) = read_chunk(&mut r, 1);
-    assert!(proxy.served() >= 1);
+    let mut p = proxied(4, 63);
+    assert_chunk(&mut p.r, &p.data, 0, "before");
+    p.proxy.arm("etag", 1000);
+    let (d, st, _) = read_chunk(&mut p.r, 1);
+    assert!(p.proxy.served() >= 1);
     assert_eq!(st, 2, "an ETag other than the content key's is an error");
     assert!(d.is_empty());
     // The cached chunk of the version we know still reads.
-    assert_chunk(&mut r, &data, 0, "cached");
+    assert_chunk(&mut p.r, &p.data, 0, "cached");
 }
 
 /// A tmpfs mounted for one test, unmounted on drop.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::moto::{metric, Moto};
 use common::raw::{sense, Raw};
-use common::{free_port, pattern, tool, Server, TARGET};
+use common::{pattern, tool, Server, TARGET};
 
 const CHUNK: usize = 1 << 20;
 
@@ -39,17 +39,6 @@ fn write_config(dir: &Path, endpoint: &str, luns: &[Lun], cache_extra: &str) -> 
     let p = dir.join("s3lun.toml");
     std::fs::write(&p, t).unwrap();
     p
-}
-
-fn start(cfg: &Path) -> (Server, u16) {
-    let mport = free_port();
-    let srv = Server::start(&[
-        "--config",
-        cfg.to_str().unwrap(),
-        "--metrics-listen",
-        &format!("127.0.0.1:{mport}"),
-    ]);
-    (srv, mport)
 }
 
 /// One object of the bucket and the config serving it as LUN 0 with no manifest etag
@@ -128,7 +117,7 @@ fn cold_and_warm_reads_are_byte_exact_and_warm_reads_issue_no_get() {
     );
     let out = dir.path().join("out.raw");
     {
-        let (mut srv, m) = start(&cfg);
+        let (mut srv, m) = Server::start_config(&cfg);
         assert!(convert(&srv, 0, &out));
         check(&out, &data);
         let gets = metric(m, "s3lun_s3_gets_total");
@@ -153,7 +142,7 @@ fn cold_and_warm_reads_are_byte_exact_and_warm_reads_issue_no_get() {
         srv.stop();
     }
     // A restart reuses the persistent cache: the content key, not the process, names it.
-    let (srv, m) = start(&cfg);
+    let (srv, m) = Server::start_config(&cfg);
     assert!(convert(&srv, 0, &out));
     check(&out, &data);
     assert_eq!(metric(m, "s3lun_s3_gets_total"), 0);
@@ -185,7 +174,7 @@ fn sixteen_cold_readers_fetch_each_chunk_once() {
         &["--multipart"],
         "",
     );
-    let (srv, m) = start(&cfg);
+    let (srv, m) = Server::start_config(&cfg);
     let readers: Vec<_> = (0..16)
         .map(|i| {
             let url = srv.url(0);
@@ -260,7 +249,7 @@ fn images_without_a_usable_etag_are_served() {
         ],
         "",
     );
-    let (mut srv, _) = start(&cfg);
+    let (mut srv, _) = Server::start_config(&cfg);
     for (lun, data) in [(0, &a), (1, &b), (2, &c)] {
         let out = dir.path().join(format!("o{lun}.raw"));
         assert!(convert(&srv, lun, &out));
@@ -293,7 +282,7 @@ fn a_replaced_object_makes_the_lun_stale_never_mixed() {
         "readahead_chunks = 0\n",
     );
     let new = pattern(6 * CHUNK, 37);
-    let (srv, _) = start(&cfg);
+    let (srv, _) = Server::start_config(&cfg);
     let mut r = Raw::connect(srv.port);
     r.login_normal(TARGET, &[]);
     let _ = r.command(0, &[0x00], 0);
@@ -369,7 +358,7 @@ fn same_content_shares_the_cache_and_purge_empties_it() {
         "",
     );
     {
-        let (mut srv, m) = start(&cfg);
+        let (mut srv, m) = Server::start_config(&cfg);
         let out = dir.path().join("a.raw");
         assert!(convert(&srv, 0, &out));
         check(&out, &data);
@@ -412,7 +401,7 @@ fn s3_outage_cached_reads_go_on_uncached_fail_in_time() {
         "readahead_chunks = 0\n",
     );
     let port = moto.port;
-    let (srv, _) = start(&cfg);
+    let (srv, _) = Server::start_config(&cfg);
     let mut r = Raw::connect(srv.port);
     r.login_normal(TARGET, &[]);
     let _ = r.command(0, &[0x00], 0);
@@ -476,7 +465,7 @@ fn kill_9_during_a_fill_then_restart_reads_back_exact() {
         &["--multipart"],
         "",
     );
-    let (mut srv, m) = start(&cfg);
+    let (mut srv, m) = Server::start_config(&cfg);
     let url = srv.url(0);
     let out = dir.path().join("partial.raw");
     let mut reader = Command::new(tool("qemu-img"))
@@ -513,7 +502,7 @@ fn kill_9_during_a_fill_then_restart_reads_back_exact() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     assert!((6..41).contains(&survived), "{vt}");
-    let (srv, m) = start(&cfg);
+    let (srv, m) = Server::start_config(&cfg);
     let out = dir.path().join("after.raw");
     assert!(convert(&srv, 0, &out));
     check(&out, &data);
@@ -551,7 +540,7 @@ fn warm_fills_the_cache_before_the_storm() {
         )),
         "{text}"
     );
-    let (srv, m) = start(&cfg);
+    let (srv, m) = Server::start_config(&cfg);
     let out = dir.path().join("w.raw");
     assert!(convert(&srv, 0, &out));
     check(&out, &data);

@@ -25,6 +25,17 @@ impl Server {
         Server::start_raw(&args)
     }
 
+    /// Start from a config file, with metrics on a free port; returns that port too.
+    pub fn start_config(cfg: &Path) -> (Server, u16) {
+        let mport = free_port();
+        let metrics = format!("127.0.0.1:{mport}");
+        let cfg = cfg.to_str().expect("utf8 path");
+        (
+            Server::start(&["--config", cfg, "--metrics-listen", &metrics]),
+            mport,
+        )
+    }
+
     /// Start with exactly these arguments.
     pub fn start_raw(args: &[&str]) -> Server {
         Server::spawn(args, None)
