@@ -303,13 +303,18 @@ pub struct ChunkCache {
     disk: Option<DiskTier>,
     inflight: Mutex<HashMap<ChunkKey, Fill>>,
     pub stats: CacheStats,
-    /// Bytes on their way to the disk writer thread: at most the memory tier's size
-    /// (or two read-ahead fetches) wait; beyond, a chunk stays memory-only.
     to_disk: OnceLock<Sender<(ChunkKey, Bytes)>>,
-    disk_pending: AtomicU64,
-    /// The chunks themselves until they are on disk: a chunk the memory tier has
-    /// already evicted is still found here, never fetched twice.
-    writing: Mutex<HashMap<ChunkKey, Bytes>>,
+    writing: Mutex<Writing>,
+}
+
+/// Chunks handed to the disk writer thread and not yet on disk. A chunk the memory
+/// tier has already evicted is still found here, never fetched twice. At most the
+/// memory tier's size (or two read-ahead fetches) waits; beyond, a chunk stays
+/// memory-only.
+#[derive(Debug, Default)]
+struct Writing {
+    chunks: HashMap<ChunkKey, Bytes>,
+    bytes: u64,
 }
 
 impl std::fmt::Debug for ChunkCache {
@@ -340,8 +345,7 @@ impl ChunkCache {
             stats: CacheStats::default(),
             settings,
             to_disk: OnceLock::new(),
-            disk_pending: AtomicU64::new(0),
-            writing: Mutex::new(HashMap::new()),
+            writing: Mutex::default(),
         });
         if has_disk {
             let (tx, rx) = std::sync::mpsc::channel();
@@ -363,22 +367,12 @@ impl ChunkCache {
         if let Some(b) = lock(&self.mem).get(key) {
             return Some(b.clone());
         }
-        lock(&self.writing).get(key).cloned()
+        lock(&self.writing).chunks.get(key).cloned()
     }
 
     /// One chunk, from memory, disk, or `inner` (single-flight).
     fn chunk(self: &Arc<Self>, inner: &Arc<dyn BlockStore>, key: ChunkKey, len: usize) -> Fill {
         let mut inflight = lock(&self.inflight);
-        self.chunk_in(&mut inflight, inner, key, len)
-    }
-
-    fn chunk_in(
-        self: &Arc<Self>,
-        inflight: &mut HashMap<ChunkKey, Fill>,
-        inner: &Arc<dyn BlockStore>,
-        key: ChunkKey,
-        len: usize,
-    ) -> Fill {
         if let Some(f) = inflight.get(&key) {
             return f.clone();
         }
@@ -439,19 +433,19 @@ impl ChunkCache {
         let Some(tx) = self.to_disk.get() else {
             return;
         };
-        let n = data.len() as u64;
         let bound = self
             .settings
             .memory_bytes
             .max(2 * self.settings.max_fetch as u64);
-        if self.disk_pending.fetch_add(n, Ordering::SeqCst) + n <= bound {
-            lock(&self.writing).insert(key.clone(), data.clone());
-            if tx.send((key.clone(), data.clone())).is_ok() {
+        {
+            let mut w = lock(&self.writing);
+            if w.bytes + data.len() as u64 <= bound && tx.send((key.clone(), data.clone())).is_ok()
+            {
+                w.bytes += data.len() as u64;
+                w.chunks.insert(key.clone(), data.clone());
                 return;
             }
-            lock(&self.writing).remove(key);
         }
-        self.disk_pending.fetch_sub(n, Ordering::SeqCst);
         debug!(
             chunk = key.index,
             "cache writer behind: chunk kept in memory only"
@@ -461,43 +455,42 @@ impl ChunkCache {
     /// Wait until every chunk handed to the disk writer is written (or failed).
     pub fn flush(&self) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-        while self.disk_pending.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+        while !lock(&self.writing).chunks.is_empty() && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
     }
 
-    /// Chunks `keys` (consecutive, starting at byte `offset`) that are nowhere yet
-    /// (not in memory, on disk or in flight), fetched with one GET per run of at most
-    /// `max_fetch` bytes; each chunk is single-flight like any other.
+    /// Start fetching the chunks `keys` (consecutive, starting at byte `offset`) that
+    /// are nowhere yet (not in memory, on disk or in flight), with one GET per run of
+    /// at most `max_fetch` bytes; each chunk is single-flight like any other. Needs a
+    /// tokio runtime: the fetches run as tasks of their own.
     fn fetch_runs(
         self: &Arc<Self>,
         inner: &Arc<dyn BlockStore>,
         keys: Vec<(ChunkKey, usize)>,
         mut offset: u64,
-    ) -> Vec<Fill> {
-        let mut out = Vec::new();
+    ) {
         let mut inflight = lock(&self.inflight);
         let mut run: Vec<(ChunkKey, usize)> = Vec::new();
-        let mut run_start = offset;
+        let (mut run_start, mut run_len) = (offset, 0);
         for (key, len) in keys {
             let absent = !inflight.contains_key(&key)
                 && self.mem_get(&key).is_none()
                 && !self.disk.as_ref().is_some_and(|d| d.contains(&key));
-            let run_len: usize = run.iter().map(|(_, l)| l).sum();
             if !absent || run_len + len > self.settings.max_fetch.max(len) {
-                let done = std::mem::take(&mut run);
-                self.start_run(inner, done, run_start, &mut inflight, &mut out);
+                self.start_run(inner, std::mem::take(&mut run), run_start, &mut inflight);
+                run_len = 0;
             }
             if absent {
                 if run.is_empty() {
                     run_start = offset;
                 }
                 run.push((key, len));
+                run_len += len;
             }
             offset += len as u64;
         }
-        self.start_run(inner, run, run_start, &mut inflight, &mut out);
-        out
+        self.start_run(inner, run, run_start, &mut inflight);
     }
 
     fn start_run(
@@ -506,15 +499,8 @@ impl ChunkCache {
         run: Vec<(ChunkKey, usize)>,
         offset: u64,
         inflight: &mut HashMap<ChunkKey, Fill>,
-        out: &mut Vec<Fill>,
     ) {
         if run.is_empty() {
-            return;
-        }
-        if tokio::runtime::Handle::try_current().is_err() {
-            for (key, len) in run {
-                out.push(self.chunk_in(inflight, inner, key, len));
-            }
             return;
         }
         let mut senders = Vec::with_capacity(run.len());
@@ -533,8 +519,7 @@ impl ChunkCache {
             .shared();
             inflight.insert(key.clone(), fill.clone());
             // Polled once by itself, so the in-flight entry goes whoever reads it.
-            tokio::spawn(fill.clone());
-            out.push(fill);
+            tokio::spawn(fill);
         }
         let (cache, inner) = (Arc::clone(self), Arc::clone(inner));
         tokio::spawn(async move { cache.fetch_run(inner, run, offset, senders).await });
@@ -670,10 +655,10 @@ fn disk_writer(cache: std::sync::Weak<ChunkCache>, rx: Receiver<(ChunkKey, Bytes
         if let Some(disk) = &cache.disk {
             disk.write(&key, &data, &cache.stats);
         }
-        lock(&cache.writing).remove(&key);
-        cache
-            .disk_pending
-            .fetch_sub(data.len() as u64, Ordering::SeqCst);
+        let mut w = lock(&cache.writing);
+        if w.chunks.remove(&key).is_some() {
+            w.bytes -= data.len() as u64;
+        }
     }
 }
 
@@ -722,14 +707,14 @@ impl CachedStore {
         self.size.div_ceil(self.cache.settings.chunk_size as u64)
     }
 
-    /// Fetch the chunks `from..to` that are nowhere yet, in as few GETs as the
-    /// fetch size allows (read-ahead).
-    pub fn prefetch(&self, from: u64, to: u64) -> Vec<Fill> {
+    /// Start fetching the chunks `from..to` that are nowhere yet, in as few GETs as
+    /// the fetch size allows (read-ahead; in a tokio runtime).
+    fn prefetch(&self, from: u64, to: u64) {
         let keys = (from..to.min(self.chunks()))
             .map(|i| (self.key(i), self.chunk_len(i)))
             .collect();
         let offset = from * self.cache.settings.chunk_size as u64;
-        self.cache.fetch_runs(&self.inner, keys, offset)
+        self.cache.fetch_runs(&self.inner, keys, offset);
     }
 
     /// Chunks per read-ahead window: as configured, but small enough that two windows
@@ -756,17 +741,17 @@ impl CachedStore {
     /// Read-ahead for a sequential reader now at chunk `last`: a whole window at a
     /// time, once the reader is within half a window of what was asked for, so each
     /// window is one large GET rather than one GET per chunk.
-    fn read_ahead(&self, last: u64) -> Vec<Fill> {
+    fn read_ahead(&self, last: u64) {
         let window = self.window();
         let frontier = self.frontier.load(Ordering::Relaxed).max(last + 1);
         if frontier - last > window || frontier >= self.chunks() {
-            return Vec::new();
+            return;
         }
         let to = self.window_end(frontier + window);
         if self.frontier.fetch_max(to, Ordering::Relaxed) >= to {
-            return Vec::new(); // another reader moved it already
+            return; // another reader moved it already
         }
-        self.prefetch(frontier, to)
+        self.prefetch(frontier, to);
     }
 
     pub fn chunk_count(&self) -> u64 {
@@ -807,17 +792,16 @@ impl BlockStore for CachedStore {
         let cs = self.cache.settings.chunk_size as u64;
         let first = offset / cs;
         let last = (offset + len as u64 - 1) / cs;
-        // A reader that continues where it stopped (same chunk or the next) is
-        // sequential: fetch ahead of it.
+        // A reader that continues near where it stopped is sequential: fetch ahead of
+        // it. (Parallel requests of one sequential reader arrive a little out of order.)
         let prev = self.next_expected.swap(last + 1, Ordering::Relaxed);
-        // Parallel requests of one sequential reader arrive a little out of order.
         let window = self.window();
         let slack = window.min(SEQUENTIAL_SLACK);
         let sequential = prev != u64::MAX && first + slack >= prev && first <= prev + slack;
-        if sequential && window > 0 && tokio::runtime::Handle::try_current().is_ok() {
-            for f in self.read_ahead(last) {
-                tokio::spawn(f);
-            }
+        // Read-ahead runs as tasks: not where there is no runtime (benches, tools).
+        let can_fetch_ahead = || window > 0 && tokio::runtime::Handle::try_current().is_ok();
+        if sequential && can_fetch_ahead() {
+            self.read_ahead(last);
         }
         let mut hit = Vec::with_capacity((last - first + 1) as usize);
         for i in first..=last {
@@ -835,12 +819,9 @@ impl BlockStore for CachedStore {
         }
         // A miss of a sequential reader (or of the first read) starts a whole window
         // as one streamed GET; the chunks asked for come first in it.
-        if window > 0
-            && (sequential || prev == u64::MAX)
-            && tokio::runtime::Handle::try_current().is_ok()
-        {
+        if (sequential || prev == u64::MAX) && can_fetch_ahead() {
             let to = self.window_end((first + window).max(last + 1));
-            drop(self.prefetch(first, to));
+            self.prefetch(first, to);
             self.frontier.fetch_max(to, Ordering::Relaxed);
         }
         let fills: Vec<Fill> = (first..=last).map(|i| self.chunk_future(i)).collect();
