@@ -33,12 +33,7 @@ fn raw_as(port: u16, name: &str, isid_tail: u16) -> Raw {
 
 /// A normal login's status (class, detail).
 fn login_status(r: &mut Raw) -> (u8, u8) {
-    let name = r.name.clone();
-    let (resp, _) = r.login_with(&[
-        ("InitiatorName", name.as_str()),
-        ("SessionType", "Normal"),
-        ("TargetName", TARGET),
-    ]);
+    let (resp, _) = r.try_login(TARGET, &[]);
     (resp.status_class, resp.status_detail)
 }
 
@@ -178,8 +173,7 @@ fn discovery_hides_the_target_from_initiators_the_acl_refuses() {
     let srv = Server::start(&["--config", cfg.to_str().unwrap()]);
     let discover = |name: &str| {
         let mut r = raw_as(srv.port, name, 1);
-        let (resp, _) = r.login_with(&[("InitiatorName", name), ("SessionType", "Discovery")]);
-        assert_eq!(resp.status_class, 0);
+        assert_eq!(r.login_discovery().0, 0);
         r.text_request(&[("SendTargets", "All")])
     };
     let seen = discover("iqn.2024-01.test:allowed");

@@ -407,11 +407,7 @@ fn task_management() {
 fn discovery_session_send_targets() {
     let (mut srv, image, _d) = setup(&["--advertise", "198.51.100.7:3260"]);
     let mut r = Raw::connect(srv.port);
-    let (resp, _) = r.login_with(&[
-        ("InitiatorName", "iqn.2024-01.test:raw"),
-        ("SessionType", "Discovery"),
-    ]);
-    assert_eq!(resp.status_class, 0);
+    assert_eq!(r.login_discovery().0, 0);
     let keys = r.text_request(&[("SendTargets", "All")]);
     assert_eq!(get(&keys, "TargetName"), Some(TARGET));
     assert_eq!(get(&keys, "TargetAddress"), Some("198.51.100.7:3260,1"));

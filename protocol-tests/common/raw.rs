@@ -123,7 +123,12 @@ impl Raw {
         (r, pairs(&pdu.data))
     }
 
-    pub fn login_normal(&mut self, target: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    /// A normal-session login in one PDU, whatever its outcome.
+    pub fn try_login(
+        &mut self,
+        target: &str,
+        extra: &[(&str, &str)],
+    ) -> (LoginResponse, Vec<(String, String)>) {
         let name = self.name.clone();
         let mut keys = vec![
             ("InitiatorName", name.as_str()),
@@ -131,7 +136,18 @@ impl Raw {
             ("TargetName", target),
         ];
         keys.extend_from_slice(extra);
-        let (r, p) = self.login_with(&keys);
+        self.login_with(&keys)
+    }
+
+    /// A discovery-session login in one PDU; the response's status.
+    pub fn login_discovery(&mut self) -> (u8, u8) {
+        let name = self.name.clone();
+        let (r, _) = self.login_with(&[("InitiatorName", &name), ("SessionType", "Discovery")]);
+        (r.status_class, r.status_detail)
+    }
+
+    pub fn login_normal(&mut self, target: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let (r, p) = self.try_login(target, extra);
         assert_eq!(
             (r.status_class, r.status_detail),
             (0, 0),
