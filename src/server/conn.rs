@@ -190,7 +190,7 @@ pub async fn run(
     peer: SocketAddr,
     target: Arc<Target>,
     mut shutdown: watch::Receiver<bool>,
-    _counted: (Arc<()>, ConnGuard),
+    _slot: ConnGuard,
     refuse: Option<String>,
 ) {
     let _ = stream.set_nodelay(true);

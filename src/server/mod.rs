@@ -69,12 +69,10 @@ pub async fn serve(
     listeners: Vec<TcpListener>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let live = Arc::new(());
     let mut accepts = Vec::new();
     for listener in listeners {
         let target = Arc::clone(&target);
         let mut shutdown = shutdown.clone();
-        let live = Arc::clone(&live);
         accepts.push(tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -89,7 +87,7 @@ pub async fn serve(
                                 }
                             };
                             let span = tracing::info_span!("conn", %peer, initiator = tracing::field::Empty, tsih = tracing::field::Empty);
-                            let fut = conn::run(stream, peer, Arc::clone(&target), shutdown.clone(), (Arc::clone(&live), guard), refuse);
+                            let fut = conn::run(stream, peer, Arc::clone(&target), shutdown.clone(), guard, refuse);
                             tokio::spawn(fut.instrument(span));
                         }
                         Err(e) => {
@@ -107,8 +105,9 @@ pub async fn serve(
         let _ = a.await;
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while Arc::strong_count(&live) > 1 && tokio::time::Instant::now() < deadline {
+    // Every connection task holds its slot of the gate until it ends.
+    while target.gate.open() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    info!(open = Arc::strong_count(&live) - 1, "stopped");
+    info!(open = target.gate.open(), "stopped");
 }

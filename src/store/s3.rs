@@ -420,11 +420,11 @@ impl S3Object {
     /// One GET of `offset..offset + len` whose body is handed on as it arrives, for
     /// read-ahead: the first chunk of a window is served before the last arrives.
     async fn stream(self: Arc<Self>, offset: u64, len: usize) -> Result<BodyStream, StoreError> {
-        let name = format!("s3://{}/{}", self.bucket, self.key);
+        let range = self.range(offset, len);
+        let name = range.name.clone();
         if self.is_stale() {
             return Err(StoreError::Stale(name));
         }
-        let range = self.range(offset, len);
         let sent = tokio::time::timeout(self.client.deadline, self.client.send_get(&range))
             .await
             .unwrap_or_else(|_| {
