@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::faulty::Proxy;
 use common::moto::Moto;
 use common::raw::{read10, sense, Raw};
-use common::{pattern, tool, Server, TARGET};
+use common::{pattern, Server, TARGET};
 
 const CHUNK: usize = 1 << 20;
 const KEY: &str = "PE/faults.squashfs";
@@ -93,11 +93,7 @@ fn assert_chunk(r: &mut Raw, data: &[u8], chunk: usize, what: &str) {
 }
 
 fn cache_verify(cfg: &Path) -> String {
-    let v = Command::new(env!("CARGO_BIN_EXE_s3lun"))
-        .args(["cache", "--config", cfg.to_str().unwrap(), "verify"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&v.stdout).to_string()
+    common::cache_op(cfg, "verify")
 }
 
 #[test]
@@ -235,9 +231,7 @@ fn kill_9_at_random_moments_then_restart_reads_back_exact() {
         eprintln!("round {round}: kill -9 after {delay:?}");
         let mut srv = Server::start(&["--config", cfg.to_str().unwrap()]);
         let out = dir.path().join(format!("partial{round}.raw"));
-        let mut reader = Command::new(tool("qemu-img"))
-            .args(["convert", "-f", "raw", "-O", "raw", &srv.url(0)])
-            .arg(&out)
+        let mut reader = common::convert_cmd(&srv.url(0), &out)
             .spawn()
             .expect("qemu-img");
         std::thread::sleep(delay);

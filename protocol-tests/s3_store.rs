@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::moto::{metric, Moto};
 use common::raw::{sense, Raw};
-use common::{pattern, tool, Server, TARGET};
+use common::{cache_op, pattern, Server, TARGET};
 
 const CHUNK: usize = 1 << 20;
 
@@ -149,14 +149,8 @@ fn cold_and_warm_reads_are_byte_exact_and_warm_reads_issue_no_get() {
     // Every chunk came from disk at least once (the 8 MiB memory tier may evict
     // and reread one).
     assert!(metric(m, "s3lun_cache_disk_hits_total") >= 12);
-    let v = Command::new(env!("CARGO_BIN_EXE_s3lun"))
-        .args(["cache", "--config", cfg.to_str().unwrap(), "verify"])
-        .output()
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&v.stdout).contains("12 good chunks, 0 bad"),
-        "{v:?}"
-    );
+    let v = cache_op(&cfg, "verify");
+    assert!(v.contains("12 good chunks, 0 bad"), "{v:?}");
 }
 
 #[test]
@@ -180,19 +174,7 @@ fn sixteen_cold_readers_fetch_each_chunk_once() {
             let url = srv.url(0);
             let out = dir.path().join(format!("r{i}.raw"));
             std::thread::spawn(move || {
-                let ok = Command::new(tool("qemu-img"))
-                    .args([
-                        "convert",
-                        "-f",
-                        "raw",
-                        "-O",
-                        "raw",
-                        &url,
-                        out.to_str().unwrap(),
-                    ])
-                    .status()
-                    .map(|s| s.success())
-                    .unwrap_or(false);
+                let ok = common::convert(&url, &out);
                 (ok, out)
             })
         })
@@ -257,11 +239,7 @@ fn images_without_a_usable_etag_are_served() {
     }
     srv.stop();
     // Cache entries are named by content key: the md5 for A, the real ETag for C.
-    let stats = Command::new(env!("CARGO_BIN_EXE_s3lun"))
-        .args(["cache", "--config", cfg.to_str().unwrap(), "stats"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&stats.stdout);
+    let text = cache_op(&cfg, "stats");
     assert!(text.contains(&md5_a), "{text}");
     assert!(text.contains(&real_c), "{text}");
 }
@@ -372,14 +350,7 @@ fn same_content_shares_the_cache_and_purge_empties_it() {
         );
         srv.stop();
     }
-    let run = |op: &str| {
-        let o = Command::new(env!("CARGO_BIN_EXE_s3lun"))
-            .args(["cache", "--config", cfg.to_str().unwrap(), op])
-            .output()
-            .unwrap();
-        assert!(o.status.success());
-        String::from_utf8_lossy(&o.stdout).to_string()
-    };
+    let run = |op: &str| cache_op(&cfg, op);
     assert!(run("stats").contains("total 4 chunks"));
     assert!(run("purge").contains("purged 1 content keys"));
     assert!(run("stats").contains("total 0 chunks"));
@@ -468,18 +439,7 @@ fn kill_9_during_a_fill_then_restart_reads_back_exact() {
     let (mut srv, m) = Server::start_config(&cfg);
     let url = srv.url(0);
     let out = dir.path().join("partial.raw");
-    let mut reader = Command::new(tool("qemu-img"))
-        .args([
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "raw",
-            &url,
-            out.to_str().unwrap(),
-        ])
-        .spawn()
-        .expect("qemu-img");
+    let mut reader = common::convert_cmd(&url, &out).spawn().expect("qemu-img");
     let deadline = Instant::now() + Duration::from_secs(60);
     while metric(m, "s3lun_cache_disk_chunks") < 6 {
         assert!(Instant::now() < deadline, "the fill never got going");
@@ -490,11 +450,7 @@ fn kill_9_during_a_fill_then_restart_reads_back_exact() {
     let _ = reader.kill();
     let _ = reader.wait();
     // Nothing half-written is visible: every chunk on disk checks out.
-    let v = Command::new(env!("CARGO_BIN_EXE_s3lun"))
-        .args(["cache", "--config", cfg.to_str().unwrap(), "verify"])
-        .output()
-        .unwrap();
-    let vt = String::from_utf8_lossy(&v.stdout).to_string();
+    let vt = cache_op(&cfg, "verify");
     assert!(vt.contains(", 0 bad"), "{vt}");
     let survived: u64 = vt
         .split_whitespace()

@@ -239,14 +239,30 @@ pub mod faulty;
 pub mod moto;
 pub mod raw;
 
+/// `s3lun cache --config CFG OP` (stats, verify, purge): its output; it must succeed.
+pub fn cache_op(cfg: &Path, op: &str) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_s3lun"))
+        .args(["cache", "--config", cfg.to_str().expect("utf8 path"), op])
+        .output()
+        .expect("s3lun cache");
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "s3lun cache {op}: {text}");
+    text
+}
+
 /// `qemu-img convert` a LUN to a raw file; whether it succeeded.
 pub fn convert(url: &str, out: &Path) -> bool {
-    Command::new(tool("qemu-img"))
-        .args(["convert", "-f", "raw", "-O", "raw", url])
-        .arg(out)
+    convert_cmd(url, out)
         .status()
         .map(|s| s.success())
         .unwrap_or(false)
+}
+
+/// The `qemu-img convert` of a LUN to a raw file, to run or spawn.
+pub fn convert_cmd(url: &str, out: &Path) -> Command {
+    let mut c = Command::new(tool("qemu-img"));
+    c.args(["convert", "-f", "raw", "-O", "raw", url]).arg(out);
+    c
 }
 
 /// The converted LUN is the image, then zeros to the next 512-byte block.
