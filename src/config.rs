@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::catalog::CatalogConfig;
 use crate::login::{ChapPolicy, Credentials, LoginSettings, NegotiationPrefs};
 use crate::server::{ConnLimits, SessionLimits};
+use crate::session::budget::{self, TargetBudget};
 use crate::session::FfpSettings;
 use crate::store::cache::{CacheSettings, CachedStore, ChunkCache};
 use crate::store::key::{content_key, ContentKey};
@@ -65,6 +66,13 @@ pub struct Config {
     /// answered "out of resources", beyond twice them the connection is closed.
     pub max_connections: usize,
     pub max_connections_per_address: usize,
+    /// A connection whose writes make no progress this long (a peer that stopped
+    /// reading) is closed.
+    pub write_timeout_secs: u64,
+    /// Bytes one session may buffer for its initiator (commands held for a CmdSN
+    /// gap, VERIFY data, text), and all sessions together.
+    pub max_session_buffer_bytes: usize,
+    pub max_buffer_bytes: usize,
     /// Initiator names allowed to log in (empty: everyone).
     pub allowed_initiators: Vec<String>,
     /// JSON file keeping LUN numbers stable across restarts (default: none, numbers
@@ -163,6 +171,9 @@ pub struct LunConfig {
     /// String the LIO-compatible identity (serial, WWID) is computed from;
     /// default `file://<absolute path>`, or the `s3://` URL.
     pub identity: Option<String>,
+    /// Honour RESERVE(6)/RELEASE(6) on this LUN (default: no, they are answered as
+    /// unsupported, so no initiator can lock others out of a shared image).
+    pub reservations: Option<bool>,
 }
 
 /// How to reach S3.
@@ -349,6 +360,9 @@ impl Default for Config {
             max_sessions_per_initiator: SessionLimits::default().per_initiator,
             max_connections: ConnLimits::default().total,
             max_connections_per_address: ConnLimits::default().per_address,
+            write_timeout_secs: 30,
+            max_session_buffer_bytes: budget::DEFAULT_SESSION_BYTES,
+            max_buffer_bytes: budget::DEFAULT_TARGET_BYTES,
             allowed_initiators: Vec::new(),
             state_file: None,
             chap: None,
@@ -458,6 +472,9 @@ impl Config {
             max_keys: self.max_text_keys.max(16),
             max_text_bytes: self.max_text_bytes.max(8192),
             discovery_idle_timeout: secs_or_never(self.discovery_idle_timeout_secs),
+            write_timeout: Duration::from_secs(self.write_timeout_secs.max(1)),
+            session_buffer_bytes: self.max_session_buffer_bytes,
+            target_budget: TargetBudget::new(self.max_buffer_bytes),
         }
     }
 

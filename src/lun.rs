@@ -75,6 +75,7 @@ impl LunTable {
                 a.info.lun == b.info.lun
                     && a.info.identity.source == b.info.identity.source
                     && a.info.size_bytes == b.info.size_bytes
+                    && a.info.reservations == b.info.reservations
                     && a.version == b.version
             })
     }

@@ -104,15 +104,16 @@ impl Builder {
         cfg: &Config,
         current: Option<&LunTable>,
     ) -> anyhow::Result<LunTable> {
-        // (identity, version, pinned number, store, from the catalog)
-        type Item = (String, String, Option<u64>, Arc<dyn BlockStore>, bool);
+        // (identity, version, pinned number, store, from the catalog, reservations)
+        type Item = (String, String, Option<u64>, Arc<dyn BlockStore>, bool, bool);
         let mut items: Vec<Item> = Vec::new();
         for l in &cfg.luns {
             let o = open_lun(l, &self.backends).await?;
             if items.iter().any(|i| i.0 == o.identity) {
                 bail!("image {} is configured twice", o.identity);
             }
-            items.push((o.identity, o.version, l.lun, o.store, false));
+            let reservations = l.reservations.unwrap_or(false);
+            items.push((o.identity, o.version, l.lun, o.store, false, reservations));
         }
         for e in &self.catalog {
             if items.iter().any(|i| i.0 == e.identity) {
@@ -120,7 +121,8 @@ impl Builder {
                 continue;
             }
             match open_s3(&e.url, &e.info, &e.key, e.identity.clone(), &self.backends) {
-                Ok(o) => items.push((o.identity, o.version, None, o.store, true)),
+                // Catalog images are the shared boot images: never reservable.
+                Ok(o) => items.push((o.identity, o.version, None, o.store, true, false)),
                 Err(err) => {
                     warn!(image = %e.image_id, error = format!("{err:#}"), "catalog image skipped")
                 }
@@ -128,7 +130,7 @@ impl Builder {
         }
         let mut luns: Vec<Arc<Lun>> = Vec::new();
         let mut identities = Vec::new();
-        for (identity, version, pinned, store, from_catalog) in items {
+        for (identity, version, pinned, store, from_catalog, reservations) in items {
             let number = match self.map.assign(&identity, pinned) {
                 Ok(n) if n <= MAX_LUN => n,
                 Ok(n) => bail!("LUN {n} is above {MAX_LUN}"),
@@ -138,13 +140,16 @@ impl Builder {
                 }
                 Err(e) => return Err(e),
             };
-            let reuse = current
-                .and_then(|t| t.get(number))
-                .filter(|l| l.info.identity.source == identity && l.version == version);
+            let reuse = current.and_then(|t| t.get(number)).filter(|l| {
+                l.info.identity.source == identity
+                    && l.version == version
+                    && l.info.reservations == reservations
+            });
             let lun = match reuse {
                 Some(l) => Arc::clone(l),
                 None => {
-                    let info = LunInfo::new(number, store.size(), Identity::lio(&identity));
+                    let mut info = LunInfo::new(number, store.size(), Identity::lio(&identity));
+                    info.reservations = reservations;
                     Arc::new(Lun::new(info, store, version))
                 }
             };

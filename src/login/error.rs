@@ -43,6 +43,12 @@ pub enum LoginError {
     SessionType(String),
     #[error("protocol error: {0}")]
     Protocol(&'static str),
+    /// RFC 7143 section 6.1: a key negotiated or declared twice in one login.
+    #[error("key {0} sent twice in one login")]
+    Redeclared(String),
+    /// Identity keys are fixed by the first login request (section 6.3).
+    #[error("key {0} sent after the first login request")]
+    LateIdentity(String),
     #[error("authentication failed: {0}")]
     Auth(&'static str),
     #[error("initiator {0:?} is not allowed")]
@@ -61,9 +67,11 @@ pub enum LoginError {
 impl LoginError {
     pub fn status(&self) -> LoginStatus {
         match self {
-            LoginError::Text(_) | LoginError::Protocol(_) | LoginError::TooLarge(_) => {
-                LoginStatus::INITIATOR_ERROR
-            }
+            LoginError::Text(_)
+            | LoginError::Protocol(_)
+            | LoginError::Redeclared(_)
+            | LoginError::LateIdentity(_)
+            | LoginError::TooLarge(_) => LoginStatus::INITIATOR_ERROR,
             LoginError::Missing(_) => LoginStatus::MISSING_PARAMETER,
             LoginError::Version { .. } => LoginStatus::UNSUPPORTED_VERSION,
             LoginError::UnknownTarget(_) => LoginStatus::NOT_FOUND,

@@ -14,6 +14,10 @@ pub const STAGE_SECURITY: u8 = 0;
 pub const STAGE_OPERATIONAL: u8 = 1;
 pub const STAGE_FULL_FEATURE: u8 = 3;
 
+/// Keys that name the session's initiator, target and type: RFC 7143 section 6.3
+/// has the initiator present them in its first login request.
+const IDENTITY_KEYS: [&str; 4] = ["InitiatorName", "InitiatorAlias", "TargetName", "SessionType"];
+
 /// During login the RFC default MaxRecvDataSegmentLength (8192) bounds every PDU.
 const LOGIN_SEGMENT: usize = 8192;
 
@@ -134,6 +138,9 @@ pub struct LoginMachine {
     chap: Option<ChapState>,
     declared_tpgt: bool,
     declared_mrdsl: bool,
+    /// Every key the initiator has sent in this login: RFC 7143 section 6.1 makes a
+    /// second declaration of any key a protocol error. Bounded by `max_keys`.
+    received: Vec<String>,
     stat_sn: u32,
     pending_in: Vec<u8>,
     pending_out: Option<PendingOut>,
@@ -153,6 +160,7 @@ impl LoginMachine {
             chap: None,
             declared_tpgt: false,
             declared_mrdsl: false,
+            received: Vec::new(),
             stat_sn: 0,
             pending_in: Vec::new(),
             pending_out: None,
@@ -257,6 +265,7 @@ impl LoginMachine {
         }
         let text = std::mem::take(&mut self.pending_in);
         let pairs = parse_pairs(&text, self.settings.max_keys)?;
+        self.receive_once(&pairs)?;
 
         let mut answers: Vec<(String, String)> = Vec::new();
         let is_auth_key = |k: &str| k == "AuthMethod" || k.starts_with("CHAP_");
@@ -349,6 +358,27 @@ impl LoginMachine {
             outcome,
         });
         Ok(LoginStep::Respond(first, chunk))
+    }
+
+    /// Each key may be sent once per login, and the keys that say who is logging in
+    /// to what only in the first request: authentication, the ACL and the session
+    /// limits are decided on them once, so they must never change afterwards.
+    fn receive_once(&mut self, pairs: &[(String, String)]) -> Result<(), LoginError> {
+        for (k, _) in pairs {
+            if self.received.iter().any(|r| r == k) {
+                return Err(LoginError::Redeclared(k.clone()));
+            }
+            if self.identified && IDENTITY_KEYS.contains(&k.as_str()) {
+                return Err(LoginError::LateIdentity(k.clone()));
+            }
+            if self.received.len() >= self.settings.max_keys {
+                return Err(LoginError::Text(super::TextError::TooManyKeys(
+                    self.settings.max_keys,
+                )));
+            }
+            self.received.push(k.clone());
+        }
+        Ok(())
     }
 
     /// AuthMethod and the CHAP keys of one request.
@@ -687,6 +717,96 @@ mod tests {
             panic!()
         };
         assert_eq!(h.status_detail, LoginStatus::TOO_MANY_CONNECTIONS.detail);
+    }
+
+    fn initiator_error(step: LoginStep) -> LoginError {
+        match step {
+            LoginStep::Fail(h, e) => {
+                let st = LoginStatus::INITIATOR_ERROR;
+                assert_eq!((h.status_class, h.status_detail), (st.class, st.detail));
+                e
+            }
+            other => panic!("expected an initiator error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn identity_keys_are_fixed_by_the_first_request() {
+        let env = Env(AtomicU16::new(5));
+        let mut settings = LoginSettings::new(TARGET);
+        settings.allowed_initiators = vec!["iqn.test:allowed".into()];
+        let settings = Arc::new(settings);
+        // Discovery first, then a switch to Normal: the normal-session rules (ACL,
+        // CHAP, limits) were never applied, so the login must fail.
+        let mut m = LoginMachine::new(Arc::clone(&settings));
+        let t = text(&[
+            ("InitiatorName", "iqn.test:intruder"),
+            ("SessionType", "Discovery"),
+            ("AuthMethod", "None"),
+        ]);
+        assert!(matches!(
+            m.handle(&req(true, false, 0, 1), &t, &env),
+            LoginStep::Respond(..)
+        ));
+        let t = text(&[("SessionType", "Normal"), ("TargetName", TARGET)]);
+        let e = initiator_error(m.handle(&req(true, false, 1, 3), &t, &env));
+        assert!(matches!(e, LoginError::Redeclared(_)), "{e}");
+        // A key the first request left out cannot be added later either.
+        let mut m = LoginMachine::new(Arc::clone(&settings));
+        let t = text(&[("InitiatorName", "iqn.test:allowed"), ("TargetName", TARGET)]);
+        assert!(matches!(
+            m.handle(&req(false, false, 0, 0), &t, &env),
+            LoginStep::Respond(..)
+        ));
+        let t = text(&[("SessionType", "Discovery")]);
+        let e = initiator_error(m.handle(&req(true, false, 0, 1), &t, &env));
+        assert!(matches!(e, LoginError::LateIdentity(_)), "{e}");
+        // A changed InitiatorName is a second declaration.
+        let mut m = LoginMachine::new(Arc::clone(&settings));
+        let t = text(&[
+            ("InitiatorName", "iqn.test:allowed"),
+            ("TargetName", TARGET),
+        ]);
+        assert!(matches!(
+            m.handle(&req(true, false, 0, 1), &t, &env),
+            LoginStep::Respond(..)
+        ));
+        let t = text(&[("InitiatorName", "iqn.test:intruder")]);
+        initiator_error(m.handle(&req(true, false, 1, 3), &t, &env));
+    }
+
+    #[test]
+    fn every_key_is_accepted_once_per_login() {
+        let env = Env(AtomicU16::new(5));
+        let first = text(&[("InitiatorName", "i"), ("TargetName", TARGET)]);
+        // Twice in one request.
+        let mut m = machine();
+        let mut t = first.clone();
+        t.extend(text(&[("HeaderDigest", "None"), ("HeaderDigest", "CRC32C")]));
+        let e = initiator_error(m.handle(&req(true, false, 1, 3), &t, &env));
+        assert_eq!(e, LoginError::Redeclared("HeaderDigest".into()));
+        // Once in each of two requests.
+        let mut m = machine();
+        let mut t = first.clone();
+        t.extend(text(&[("MaxBurstLength", "65536")]));
+        assert!(matches!(
+            m.handle(&req(false, false, 1, 0), &t, &env),
+            LoginStep::Respond(..)
+        ));
+        let t = text(&[("MaxBurstLength", "16776192")]);
+        let e = initiator_error(m.handle(&req(true, false, 1, 3), &t, &env));
+        assert_eq!(e, LoginError::Redeclared("MaxBurstLength".into()));
+        // Different keys in consecutive requests are fine.
+        let mut m = machine();
+        assert!(matches!(
+            m.handle(&req(false, false, 1, 0), &first, &env),
+            LoginStep::Respond(..)
+        ));
+        let t = text(&[("MaxBurstLength", "65536")]);
+        assert!(matches!(
+            m.handle(&req(true, false, 1, 3), &t, &env),
+            LoginStep::Complete(..)
+        ));
     }
 
     #[test]

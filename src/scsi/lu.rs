@@ -11,6 +11,9 @@ pub struct LunInfo {
     pub size_bytes: u64,
     pub block_size: u32,
     pub identity: Identity,
+    /// Whether RESERVE(6)/RELEASE(6) are honoured. Off by default: on an image many
+    /// initiators share, one initiator's reservation would fail everyone's reads.
+    pub reservations: bool,
 }
 
 impl LunInfo {
@@ -20,6 +23,7 @@ impl LunInfo {
             size_bytes,
             block_size: BLOCK_SIZE,
             identity,
+            reservations: false,
         }
     }
 
@@ -38,13 +42,20 @@ pub fn encode_lun(lun: u64) -> u64 {
     }
 }
 
-/// Decode the 8-byte LUN field of a PDU.
+/// Decode the 8-byte LUN field of a PDU. Our LUNs are single-level: peripheral
+/// device addressing on bus 0, or flat addressing, with the rest of the field zero
+/// (SAM-5 section 4.7). Anything else (another bus, a second level, other addressing
+/// methods) names no LUN we have: `u64::MAX`, answered LOGICAL UNIT NOT SUPPORTED.
 pub fn decode_lun(field: u64) -> u64 {
     let top = (field >> 48) as u16;
+    let lower_levels = field & 0x0000_ffff_ffff_ffff;
+    if lower_levels != 0 {
+        return u64::MAX;
+    }
     match top >> 14 {
-        0 => (top & 0xff) as u64,
+        // Peripheral device addressing: bits 13..8 are the bus identifier.
+        0 if top & 0x3f00 == 0 => (top & 0xff) as u64,
         1 => (top & 0x3fff) as u64,
-        // Other addressing methods name no LUN we have.
         _ => u64::MAX,
     }
 }
@@ -59,5 +70,12 @@ mod tests {
             assert_eq!(decode_lun(encode_lun(l)), l);
         }
         assert_eq!(encode_lun(3), 0x0003_0000_0000_0000);
+        // Bus 1, target 0: not ours. A second level: not ours.
+        assert_eq!(decode_lun(0x0100_0000_0000_0000), u64::MAX);
+        assert_eq!(decode_lun(0x0000_0001_0000_0000), u64::MAX);
+        assert_eq!(decode_lun(0x4005_0000_0000_0001), u64::MAX);
+        // Logical unit addressing and extended (well-known) LUNs: not ours.
+        assert_eq!(decode_lun(0x8000_0000_0000_0000), u64::MAX);
+        assert_eq!(decode_lun(0xc101_0000_0000_0000), u64::MAX);
     }
 }

@@ -51,6 +51,8 @@ impl Sense {
         Sense::new(key::UNIT_ATTENTION, 0x2f, 0x00);
     pub const MISCOMPARE_DURING_VERIFY: Sense = Sense::new(key::MISCOMPARE, 0x1d, 0x00);
     pub const INTERNAL_TARGET_FAILURE: Sense = Sense::new(key::HARDWARE_ERROR, 0x44, 0x00);
+    /// The iSCSI condition of RFC 7143 section 11.4.7.2: data lost to a digest error.
+    pub const PROTOCOL_SERVICE_CRC_ERROR: Sense = Sense::new(key::ABORTED_COMMAND, 0x47, 0x05);
 
     /// INVALID FIELD IN CDB pointing at `byte` (and `bit`, when one bit is at fault).
     pub fn bad_cdb_field(byte: u16, bit: Option<u8>) -> Sense {

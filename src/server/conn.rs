@@ -1,6 +1,9 @@
 //! One connection's task: read bytes, decode PDUs, feed the state machine, perform the
-//! reads it asks for, write what it queues. Errors end this connection only.
+//! reads it asks for, and hand what it sends to the connection's writer task (see
+//! [`super::wire`]). Timers, reinstatement and shutdown act whatever the writer is
+//! doing. Errors end this connection only.
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -10,13 +13,14 @@ use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
-use tracing::{debug, info, warn};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn, Instrument};
 
 use super::limits::ConnGuard;
-use super::writer::Writer;
+use super::registry::SessionSlot;
+use super::wire::Wire;
 use super::{Registry, Target};
 use crate::login::{LoginEnv, LoginError};
 use crate::pdu::{decode, FrameConfig, BHS_LEN};
@@ -25,22 +29,29 @@ use crate::store::{read_padded, ReadFuture, StoreError};
 
 type ReadDone = (u32, Result<Bytes, StoreError>);
 
-/// The login environment of a connection accepted over the connection limits: every
-/// login is answered "out of resources", which initiators retry later.
-struct Refusing<'a> {
-    registry: &'a Registry,
-    reason: &'a str,
+/// The login environment of one connection: the registry's TSIHs and limits, the
+/// session slot its login took (held until the session is registered or the
+/// connection ends), and the refusal of a connection accepted over the connection
+/// limits (every login answered "out of resources", which initiators retry).
+struct ConnEnv {
+    registry: Arc<Registry>,
+    refuse: Option<String>,
+    slot: RefCell<Option<SessionSlot>>,
 }
 
-impl LoginEnv for Refusing<'_> {
+impl LoginEnv for ConnEnv {
     fn new_tsih(&self) -> u16 {
         self.registry.new_tsih()
     }
     fn session_exists(&self, tsih: u16) -> bool {
         self.registry.session_exists(tsih)
     }
-    fn admit(&self, _initiator: &str, _isid: [u8; 6]) -> Result<(), LoginError> {
-        Err(LoginError::OutOfResources(self.reason.to_string()))
+    fn admit(&self, initiator: &str, isid: [u8; 6]) -> Result<(), LoginError> {
+        if let Some(reason) = &self.refuse {
+            return Err(LoginError::OutOfResources(reason.clone()));
+        }
+        *self.slot.borrow_mut() = self.registry.reserve(initiator, isid)?;
+        Ok(())
     }
 }
 
@@ -54,76 +65,39 @@ struct Registered {
 struct Task {
     target: Arc<Target>,
     conn: Connection,
+    env: ConnEnv,
     out: Outbox,
-    writer: Writer,
-    wr: OwnedWriteHalf,
-    /// Framing in force; switches after the final login response has been sent.
+    wire: Arc<Wire>,
+    /// Framing of what we read; switches as soon as the login completes (what we
+    /// write switches in the writer, after the final login response).
     cfg: FrameConfig,
     pending: FuturesUnordered<BoxFuture<'static, ReadDone>>,
     registered: Option<Registered>,
     close: Option<String>,
+    /// Whether queued frames should still go out before the close (a logout or
+    /// login response) or the connection should just end.
+    close_gracefully: bool,
     spare_reads: Vec<crate::session::ReadRequest>,
-    /// Why this connection is refused (over a connection limit), if it is.
-    refuse: Option<String>,
 }
 
 impl Task {
-    /// Write what is queued, then act on events and start the reads asked for, until
-    /// nothing is left to do without new input.
-    async fn settle(&mut self) {
+    /// Act on the events the state machine raised, queue what it sends and start the
+    /// reads it asks for, until nothing is left to do without new input.
+    fn settle(&mut self) {
         loop {
-            // Register a new session before its login response leaves, so a second
-            // login with the same ISID always finds it (reinstatement), but switch
-            // framing only after that response is on the wire.
-            let mut next_cfg = None;
             for ev in std::mem::take(&mut self.out.events) {
                 match ev {
-                    Event::LoggedIn(o) => {
-                        let p = &o.params;
-                        next_cfg = Some(FrameConfig {
-                            header_digest: p.header_digest,
-                            data_digest: p.data_digest,
-                            max_data_segment: p.target_max_recv_data_segment,
-                        });
-                        let span = tracing::Span::current();
-                        span.record("initiator", p.initiator_name.as_str());
-                        span.record("tsih", o.tsih);
-                        let kill = self
-                            .target
-                            .registry
-                            .register(&p.initiator_name, o.isid, o.tsih);
-                        self.registered = Some(Registered {
-                            initiator: p.initiator_name.clone(),
-                            isid: o.isid,
-                            tsih: o.tsih,
-                            kill,
-                        });
-                    }
+                    Event::LoggedIn(o) => self.logged_in(&o),
                     Event::Close { reason } => {
-                        self.close.get_or_insert(reason);
+                        if self.close.is_none() {
+                            self.close = Some(reason);
+                            self.close_gracefully = true;
+                        }
                     }
                 }
             }
-            match self
-                .writer
-                .flush(&mut self.wr, &mut self.out.frames, self.cfg)
-                .await
-            {
-                Ok(n) => {
-                    self.target.stats.bytes_sent.fetch_add(n, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    self.close.get_or_insert(format!("write error: {e}"));
-                    return;
-                }
-            }
-            if let Some(c) = next_cfg {
-                self.cfg = c;
-            }
-            if self.close.is_some() {
-                return;
-            }
-            if self.out.reads.is_empty() {
+            self.wire.send(&mut self.out.frames);
+            if self.close.is_some() || self.out.reads.is_empty() {
                 return;
             }
             // Swap with a spare list so both keep their capacity: no allocation per read.
@@ -153,8 +127,38 @@ impl Task {
         }
     }
 
+    /// Register the new session before its login response can reach the initiator
+    /// (so a second login with the same ISID always finds it), and switch framing:
+    /// ours for reading now, the writer's after that response.
+    fn logged_in(&mut self, o: &crate::login::LoginOutcome) {
+        let p = &o.params;
+        let cfg = FrameConfig {
+            header_digest: p.header_digest,
+            data_digest: p.data_digest,
+            max_data_segment: p.target_max_recv_data_segment,
+        };
+        self.wire.send(&mut self.out.frames);
+        self.wire.set_framing(cfg);
+        self.cfg = cfg;
+        let span = tracing::Span::current();
+        span.record("initiator", p.initiator_name.as_str());
+        span.record("tsih", o.tsih);
+        let kill = self
+            .target
+            .registry
+            .register(&p.initiator_name, o.isid, o.tsih);
+        // Registered: the slot the login held is now counted as a live session.
+        self.env.slot.borrow_mut().take();
+        self.registered = Some(Registered {
+            initiator: p.initiator_name.clone(),
+            isid: o.isid,
+            tsih: o.tsih,
+            kill,
+        });
+    }
+
     /// Decode and handle every complete PDU in `rbuf`.
-    async fn drain_input(&mut self, rbuf: &mut BytesMut) {
+    fn drain_input(&mut self, rbuf: &mut BytesMut) {
         loop {
             let raw: Option<[u8; BHS_LEN]> = rbuf.get(..BHS_LEN).and_then(|b| b.try_into().ok());
             match decode(rbuf, &self.cfg) {
@@ -162,25 +166,26 @@ impl Task {
                     if matches!(pdu.header, crate::pdu::Header::ScsiCommand(_)) {
                         self.target.stats.commands.fetch_add(1, Ordering::Relaxed);
                     }
-                    let registry = &*self.target.registry;
-                    let refusing;
-                    let env: &dyn LoginEnv = match &self.refuse {
-                        Some(reason) => {
-                            refusing = Refusing { registry, reason };
-                            &refusing
-                        }
-                        None => registry,
-                    };
-                    self.conn.handle(pdu, env, Instant::now(), &mut self.out)
+                    self.conn
+                        .handle(pdu, &self.env, Instant::now(), &mut self.out)
                 }
                 Ok(None) => return,
-                Err(e) => self.conn.pdu_error(&e, raw, &mut self.out),
+                Err(e) => self
+                    .conn
+                    .pdu_error(&e, raw, Instant::now(), &mut self.out),
             }
             // The next PDU's framing may depend on this one (end of login).
-            self.settle().await;
+            self.settle();
             if self.close.is_some() {
                 return;
             }
+        }
+    }
+
+    fn abrupt(&mut self, reason: impl Into<String>) {
+        if self.close.is_none() {
+            self.close = Some(reason.into());
+            self.close_gracefully = false;
         }
     }
 }
@@ -213,49 +218,71 @@ pub async fn run(
         Arc::clone(&target.port),
         Arc::new(target.portals_for(local)),
     );
+    let wire = Arc::new(Wire::default());
+    let stall = target.ffp.write_timeout;
+    let mut writer: JoinHandle<std::io::Result<()>> = tokio::spawn(
+        Arc::clone(&wire)
+            .write_loop(wr, stall, Arc::clone(&target.stats))
+            .in_current_span(),
+    );
+    let env = ConnEnv {
+        registry: Arc::clone(&target.registry),
+        refuse,
+        slot: RefCell::new(None),
+    };
     let mut t = Task {
         target,
         conn,
+        env,
         out: Outbox::default(),
-        writer: Writer::default(),
-        wr,
+        wire,
         cfg: FrameConfig::LOGIN,
         pending: FuturesUnordered::new(),
         registered: None,
         close: None,
+        close_gracefully: false,
         spare_reads: Vec::new(),
-        refuse,
     };
     let mut rbuf = BytesMut::with_capacity(64 * 1024);
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let never = Arc::new(Notify::new());
     let login_deadline = tokio::time::sleep(t.target.ffp.login_timeout);
     tokio::pin!(login_deadline);
+    let mut writer_done = false;
     while t.close.is_none() {
         let kill = t
             .registered
             .as_ref()
             .map_or_else(|| Arc::clone(&never), |r| Arc::clone(&r.kill));
         let logged_in = t.registered.is_some();
+        // Read commands (and finish reads) only while the writer keeps up.
+        let room = t.wire.has_room();
         tokio::select! {
-            r = rd.read_buf(&mut rbuf) => match r {
-                Ok(0) => { t.close = Some("initiator closed the connection".into()); }
-                Ok(_) => t.drain_input(&mut rbuf).await,
-                Err(e) => { t.close = Some(format!("read error: {e}")); }
+            r = rd.read_buf(&mut rbuf), if room => match r {
+                Ok(0) => t.abrupt("initiator closed the connection"),
+                Ok(_) => t.drain_input(&mut rbuf),
+                Err(e) => t.abrupt(format!("read error: {e}")),
             },
-            Some((itt, result)) = t.pending.next(), if !t.pending.is_empty() => {
+            Some((itt, result)) = t.pending.next(), if room && !t.pending.is_empty() => {
                 t.conn.read_done(itt, result, &mut t.out);
-                t.settle().await;
+                t.settle();
+            }
+            _ = t.wire.room(), if !room => {}
+            r = &mut writer => {
+                writer_done = true;
+                match r {
+                    Ok(Ok(())) => t.abrupt("writer finished"),
+                    Ok(Err(e)) => t.abrupt(format!("write failed: {e}")),
+                    Err(e) => t.abrupt(format!("writer task ended: {e}")),
+                }
             }
             _ = ticker.tick() => {
                 t.conn.tick(Instant::now(), &mut t.out);
-                t.settle().await;
+                t.settle();
             }
-            _ = &mut login_deadline, if !logged_in => {
-                t.close = Some("login timed out".into());
-            }
+            _ = &mut login_deadline, if !logged_in => t.abrupt("login timed out"),
             _ = kill.notified() => {
-                t.close = Some("reinstated by a new login from the same initiator".into());
+                t.abrupt("reinstated by a new login from the same initiator");
             }
             r = luns_rx.changed() => {
                 if r.is_ok() {
@@ -263,14 +290,23 @@ pub async fn run(
                     t.conn.set_luns(luns);
                 }
             }
-            _ = shutdown.changed() => {
-                t.close = Some("target shutting down".into());
-            }
+            _ = shutdown.changed() => t.abrupt("target shutting down"),
         }
     }
     t.conn.end();
     if let Some(r) = &t.registered {
         t.target.registry.unregister(&r.initiator, r.isid, r.tsih);
+    }
+    if !writer_done {
+        if t.close_gracefully {
+            // A logout or login response still goes out, within the write timeout.
+            t.wire.finish();
+            if tokio::time::timeout(stall, &mut writer).await.is_err() {
+                writer.abort();
+            }
+        } else {
+            writer.abort();
+        }
     }
     info!(
         reason = t.close.as_deref().unwrap_or(""),

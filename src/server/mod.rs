@@ -6,6 +6,7 @@ pub mod conn;
 pub mod limits;
 pub mod metrics;
 pub mod registry;
+pub mod wire;
 pub mod writer;
 
 use std::net::SocketAddr;

@@ -1,6 +1,8 @@
 //! Live sessions by (initiator name, ISID): TSIH allocation, session reinstatement
 //! (a new login with the same name and ISID closes the old session) and the session
-//! limits, total and per initiator.
+//! limits, total and per initiator. A login takes its slot when it is admitted (at
+//! its first request), not when it completes, so logins started together cannot
+//! all complete past the limits.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -9,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use tracing::info;
 
-use crate::login::{LoginEnv, LoginError};
+use crate::login::LoginError;
 
 type Key = (String, [u8; 6]);
 
@@ -36,10 +38,39 @@ impl Default for SessionLimits {
 }
 
 #[derive(Debug, Default)]
+struct Sessions {
+    live: HashMap<Key, Entry>,
+    /// Slots held by logins admitted but not yet complete, per initiator name.
+    pending: HashMap<String, usize>,
+    pending_total: usize,
+}
+
+#[derive(Debug, Default)]
 pub struct Registry {
     next_tsih: AtomicU16,
-    sessions: Mutex<HashMap<Key, Entry>>,
+    sessions: Mutex<Sessions>,
     limits: SessionLimits,
+}
+
+/// A session slot taken by a login in progress; given back when dropped (the login
+/// failed, or completed and was registered).
+#[derive(Debug)]
+pub struct SessionSlot {
+    registry: Arc<Registry>,
+    name: String,
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        let mut s = self.registry.lock();
+        s.pending_total = s.pending_total.saturating_sub(1);
+        if let Some(n) = s.pending.get_mut(&self.name) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                s.pending.remove(&self.name);
+            }
+        }
+    }
 }
 
 impl Registry {
@@ -50,7 +81,7 @@ impl Registry {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Sessions> {
         // A panic elsewhere while holding the lock must not take every login down.
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -59,7 +90,7 @@ impl Registry {
     pub fn register(&self, initiator: &str, isid: [u8; 6], tsih: u16) -> Arc<Notify> {
         let kill = Arc::new(Notify::new());
         let key = (initiator.to_ascii_lowercase(), isid);
-        let old = self.lock().insert(
+        let old = self.lock().live.insert(
             key,
             Entry {
                 tsih,
@@ -80,14 +111,15 @@ impl Registry {
 
     pub fn unregister(&self, initiator: &str, isid: [u8; 6], tsih: u16) {
         let key = (initiator.to_ascii_lowercase(), isid);
-        let mut map = self.lock();
-        if map.get(&key).is_some_and(|e| e.tsih == tsih) {
-            map.remove(&key);
+        let mut s = self.lock();
+        if s.live.get(&key).is_some_and(|e| e.tsih == tsih) {
+            s.live.remove(&key);
         }
     }
 
+    /// Live sessions.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().live.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -95,8 +127,9 @@ impl Registry {
     }
 }
 
-impl LoginEnv for Registry {
-    fn new_tsih(&self) -> u16 {
+impl Registry {
+    /// A fresh, non-zero TSIH.
+    pub fn new_tsih(&self) -> u16 {
         loop {
             let t = self
                 .next_tsih
@@ -108,29 +141,42 @@ impl LoginEnv for Registry {
         }
     }
 
-    fn session_exists(&self, tsih: u16) -> bool {
-        self.lock().values().any(|e| e.tsih == tsih)
+    pub fn session_exists(&self, tsih: u16) -> bool {
+        self.lock().live.values().any(|e| e.tsih == tsih)
     }
 
-    fn admit(&self, initiator: &str, isid: [u8; 6]) -> Result<(), LoginError> {
+    /// Admit a new login from `initiator` with `isid` if it fits the limits,
+    /// counting logins in progress. Reinstating a live session needs no new slot
+    /// (`Ok(None)`); otherwise the slot is held until the returned guard drops.
+    pub fn reserve(
+        self: &Arc<Self>,
+        initiator: &str,
+        isid: [u8; 6],
+    ) -> Result<Option<SessionSlot>, LoginError> {
         let name = initiator.to_ascii_lowercase();
-        let map = self.lock();
-        if map.contains_key(&(name.clone(), isid)) {
-            return Ok(());
+        let mut s = self.lock();
+        if s.live.contains_key(&(name.clone(), isid)) {
+            return Ok(None);
         }
-        if map.len() >= self.limits.total {
+        let total = s.live.len() + s.pending_total;
+        if total >= self.limits.total {
             return Err(LoginError::OutOfResources(format!(
-                "{} sessions (max_sessions)",
-                map.len()
+                "{total} sessions, with logins in progress (max_sessions)"
             )));
         }
-        let mine = map.keys().filter(|(n, _)| *n == name).count();
+        let mine = s.live.keys().filter(|(n, _)| *n == name).count()
+            + s.pending.get(&name).copied().unwrap_or(0);
         if mine >= self.limits.per_initiator {
             return Err(LoginError::OutOfResources(format!(
                 "{mine} sessions from {initiator} (max_sessions_per_initiator)"
             )));
         }
-        Ok(())
+        s.pending_total += 1;
+        *s.pending.entry(name.clone()).or_insert(0) += 1;
+        Ok(Some(SessionSlot {
+            registry: Arc::clone(self),
+            name,
+        }))
     }
 }
 
@@ -138,26 +184,46 @@ impl LoginEnv for Registry {
 mod tests {
     use super::*;
 
+    fn admitted(r: &Arc<Registry>, name: &str, isid: u8) -> bool {
+        r.reserve(name, [isid; 6]).is_ok()
+    }
+
     #[test]
     fn limits_count_sessions_but_admit_reinstatement() {
-        let r = Registry::new(SessionLimits {
+        let r = Arc::new(Registry::new(SessionLimits {
             total: 3,
             per_initiator: 2,
-        });
+        }));
         r.register("iqn.a", [1; 6], 1);
         r.register("IQN.A", [2; 6], 2);
-        assert!(matches!(
-            r.admit("iqn.a", [3; 6]),
-            Err(LoginError::OutOfResources(_))
-        ));
-        assert!(r.admit("iqn.a", [2; 6]).is_ok(), "reinstatement");
-        assert!(r.admit("iqn.b", [1; 6]).is_ok());
+        assert!(!admitted(&r, "iqn.a", 3));
+        assert!(matches!(r.reserve("iqn.a", [2; 6]), Ok(None)), "reinstatement");
+        assert!(admitted(&r, "iqn.b", 1));
         r.register("iqn.b", [1; 6], 3);
-        assert!(matches!(
-            r.admit("iqn.c", [1; 6]),
-            Err(LoginError::OutOfResources(_))
-        ));
+        assert!(!admitted(&r, "iqn.c", 1));
         r.unregister("iqn.a", [1; 6], 1);
-        assert!(r.admit("iqn.c", [1; 6]).is_ok());
+        assert!(admitted(&r, "iqn.c", 1));
+    }
+
+    #[test]
+    fn logins_in_progress_hold_their_slots() {
+        let r = Arc::new(Registry::new(SessionLimits {
+            total: 3,
+            per_initiator: 2,
+        }));
+        let a1 = r.reserve("iqn.a", [1; 6]).unwrap();
+        let a2 = r.reserve("iqn.a", [2; 6]).unwrap();
+        assert!(!admitted(&r, "iqn.a", 3), "per initiator, counting logins");
+        let b1 = r.reserve("iqn.b", [1; 6]).unwrap();
+        assert!(!admitted(&r, "iqn.c", 1), "in total, counting logins");
+        // A failed login gives its slot back; a completed one moves it to `live`.
+        drop(a2);
+        r.register("iqn.b", [1; 6], 7);
+        drop(b1);
+        assert_eq!(r.len(), 1);
+        let c1 = r.reserve("iqn.c", [1; 6]).unwrap();
+        assert!(!admitted(&r, "iqn.d", 1));
+        drop((a1, c1));
+        assert!(admitted(&r, "iqn.d", 1));
     }
 }

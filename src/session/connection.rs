@@ -101,13 +101,33 @@ impl Connection {
 
     /// A PDU could not be decoded. Recoverable errors get a Reject; the rest close the
     /// connection (after a Reject where the header can still be trusted).
-    pub fn pdu_error(&mut self, err: &PduError, raw: Option<[u8; BHS_LEN]>, out: &mut Outbox) {
+    pub fn pdu_error(
+        &mut self,
+        err: &PduError,
+        raw: Option<[u8; BHS_LEN]>,
+        now: Instant,
+        out: &mut Outbox,
+    ) {
         warn!(error = %err, "bad PDU");
         let Phase::Full(f) = &mut self.phase else {
             out.close(format!("bad PDU during login: {err}"));
             self.phase = Phase::Closed;
             return;
         };
+        // Only the data failed its digest: the header (checked by its own digest, if
+        // any) still says what the PDU was, and section 7.8 says what follows.
+        if let (PduError::DataDigest { .. }, Some(raw)) = (err, raw) {
+            if let Ok(header) = Header::parse(&raw) {
+                let pdu = Pdu {
+                    header,
+                    raw_bhs: raw,
+                    ahs: Bytes::new(),
+                    data: Bytes::new(),
+                };
+                f.data_digest_failed(pdu, now, out);
+                return;
+            }
+        }
         let reason = match err {
             PduError::DataDigest { .. } => reject_reason::DATA_DIGEST_ERROR,
             PduError::UnknownOpcode(_) => reject_reason::COMMAND_NOT_SUPPORTED,

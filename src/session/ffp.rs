@@ -1,6 +1,8 @@
 //! Full feature phase of one connection: CmdSN window and ordering, StatSN, SCSI
 //! command execution with Data-In generation, write draining, NOP-In/Out, Text,
-//! task management and logout.
+//! task management and logout. Everything it keeps for the initiator is bounded: a
+//! count of tasks, a cap on immediate commands (which bypass the CmdSN window) and
+//! a byte budget for what it buffers.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -9,9 +11,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tracing::{debug, info, warn};
 
+use super::budget::{self, SessionBudget, TargetBudget};
 use super::outbox::{Outbox, ReadRequest};
 use super::seq;
-use super::text::{self, Discovery, PendingText};
+use super::task::{Collect, Held, Residual, State, Task};
+use super::text::{self, Discovery, PendingText, TextExchange};
 use super::tmf::{function, response};
 use crate::login::{LoginOutcome, SessionParams, SessionType};
 use crate::lun::LunTable;
@@ -43,6 +47,13 @@ pub struct FfpSettings {
     /// Close a normal / discovery session after this long without a command.
     pub idle_timeout: Option<Duration>,
     pub discovery_idle_timeout: Option<Duration>,
+    /// A connection whose writes make no progress this long is closed (enforced by
+    /// the I/O layer; here so every connection setting lives in one place).
+    pub write_timeout: Duration,
+    /// Bytes one session may buffer for its initiator (see [`super::budget`]).
+    pub session_buffer_bytes: usize,
+    /// What every session of the target draws from together.
+    pub target_budget: Arc<TargetBudget>,
 }
 
 impl Default for FfpSettings {
@@ -57,64 +68,16 @@ impl Default for FfpSettings {
             login_timeout: Duration::from_secs(15),
             idle_timeout: None,
             discovery_idle_timeout: Some(Duration::from_secs(60)),
+            write_timeout: Duration::from_secs(30),
+            session_buffer_bytes: budget::DEFAULT_SESSION_BYTES,
+            target_budget: Arc::new(TargetBudget::default()),
         }
     }
 }
 
-#[derive(Debug)]
-struct Task {
-    lun: u64,
-    edtl: u32,
-    /// For VERIFY with BYTCHK: the initiator's data (one block when `pattern`).
-    compare: Option<(Vec<u8>, bool)>,
-}
-
-/// A VERIFY whose Data-Out we are soliciting with R2Ts before comparing.
-#[derive(Debug)]
-struct Collect {
-    lun: u64,
-    buf: Vec<u8>,
-    received: usize,
-    offset: u64,
-    len: u64,
-    pattern: bool,
-    r2t_sn: u32,
-}
-
-/// A write-type command whose unsolicited Data-Out PDUs we are still swallowing.
-#[derive(Debug)]
-struct Drain {
-    lun: u64,
-    outcome: Outcome,
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct Residual {
-    underflow: bool,
-    overflow: bool,
-    count: u32,
-}
-
-impl Residual {
-    fn of(expected: u32, actual: u64) -> Residual {
-        let e = expected as u64;
-        if actual < e {
-            Residual {
-                underflow: true,
-                overflow: false,
-                count: (e - actual) as u32,
-            }
-        } else if actual > e {
-            Residual {
-                underflow: false,
-                overflow: true,
-                count: u32::try_from(actual - e).unwrap_or(u32::MAX),
-            }
-        } else {
-            Residual::default()
-        }
-    }
-}
+/// Immediate SCSI commands a session may have outstanding: they bypass the CmdSN
+/// window, so this is their window (beyond it: Reject, "too many immediate commands").
+pub const MAX_IMMEDIATE_TASKS: usize = 16;
 
 #[derive(Debug)]
 pub struct FullFeature {
@@ -129,13 +92,12 @@ pub struct FullFeature {
     luns: Arc<LunTable>,
     port: Arc<TargetPort>,
     portals: Arc<Vec<String>>,
+    /// Every accepted command not yet answered, by ITT.
     tasks: HashMap<u32, Task>,
-    held: BTreeMap<u32, Pdu>,
-    drains: HashMap<u32, Drain>,
-    collects: HashMap<u32, Collect>,
+    held: BTreeMap<u32, Held>,
     ua: HashMap<u64, VecDeque<Sense>>,
-    text_in: Vec<u8>,
-    text_out: Option<PendingText>,
+    text: Option<TextExchange>,
+    budget: SessionBudget,
     ping: Option<(u32, Instant)>,
     next_ttt: u32,
     last_rx: Instant,
@@ -168,6 +130,10 @@ impl FullFeature {
             params.initiator_name.to_ascii_lowercase(),
             hex::encode(isid)
         );
+        let budget = SessionBudget::new(
+            settings.session_buffer_bytes,
+            Arc::clone(&settings.target_budget),
+        );
         FullFeature {
             settings,
             params,
@@ -181,11 +147,9 @@ impl FullFeature {
             portals,
             tasks: HashMap::new(),
             held: BTreeMap::new(),
-            drains: HashMap::new(),
-            collects: HashMap::new(),
             ua,
-            text_in: Vec::new(),
-            text_out: None,
+            text: None,
+            budget,
             ping: None,
             next_ttt: 1,
             last_rx: now,
@@ -218,6 +182,26 @@ impl FullFeature {
 
     pub fn outstanding(&self) -> usize {
         self.tasks.len()
+    }
+
+    /// Bytes buffered for the initiator, counted from the structures themselves;
+    /// always equal to what the budget was charged (checked in debug builds and by
+    /// the fuzz target).
+    pub fn buffered_bytes(&self) -> usize {
+        self.tasks.values().map(|t| t.charge).sum::<usize>()
+            + self.held.values().map(Held::bytes).sum::<usize>()
+            + self.text.as_ref().map_or(0, TextExchange::bytes)
+    }
+
+    /// (charged, limit) of this session's budget.
+    pub fn budget(&self) -> (usize, usize) {
+        (self.budget.used(), self.budget.limit())
+    }
+
+    /// The most tasks one session may have: the CmdSN window plus the same again
+    /// for commands answered late (reads waiting on S3) and immediate ones.
+    fn max_tasks(&self) -> usize {
+        2 * self.settings.cmd_window.max(1) as usize
     }
 
     fn next_stat_sn(&mut self) -> u32 {
@@ -258,65 +242,118 @@ impl FullFeature {
         out.push(&h, Bytes::copy_from_slice(raw_bhs));
     }
 
-    /// Admit a PDU under the CmdSN rules: returns whether to process it now. PDUs
-    /// ahead of ExpCmdSN but inside the window wait in `held`; others are dropped.
-    fn admit(&mut self, immediate: bool, cmd_sn: u32, pdu: &Pdu) -> bool {
+    /// Admit a PDU under the CmdSN rules: returns it when it is to be processed now.
+    /// PDUs ahead of ExpCmdSN but inside the window wait in `held` (copied, so they
+    /// pin no receive buffer, and charged to the budget); others are dropped.
+    fn admit(&mut self, immediate: bool, cmd_sn: u32, pdu: Held, out: &mut Outbox) -> Option<Held> {
         if immediate {
-            return true;
+            return Some(pdu);
         }
         if cmd_sn == self.exp_cmd_sn {
             self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
-            return true;
+            return Some(pdu);
         }
-        if seq::lt(self.exp_cmd_sn, cmd_sn) && seq::le(cmd_sn, self.max_cmd_sn) {
-            debug!(
-                cmd_sn,
-                exp = self.exp_cmd_sn,
-                "holding command until the gap fills"
-            );
-            self.held.insert(cmd_sn, pdu.clone());
-        } else {
+        let in_window = seq::lt(self.exp_cmd_sn, cmd_sn) && seq::le(cmd_sn, self.max_cmd_sn);
+        if !in_window || self.held.contains_key(&cmd_sn) {
             debug!(
                 cmd_sn,
                 exp = self.exp_cmd_sn,
                 max = self.max_cmd_sn,
-                "CmdSN outside the window: dropped"
+                "CmdSN outside the window or already received: dropped"
             );
+            return None;
         }
-        false
+        let pdu = match pdu {
+            Held::Pdu(p) => Held::Pdu(detached(p)),
+            Held::DataLost(p) => Held::DataLost(detached(p)),
+            Held::Aborted => Held::Aborted,
+        };
+        if !self.budget.try_charge(pdu.bytes()) {
+            warn!(
+                cmd_sn,
+                held = self.held.len(),
+                "commands held for a CmdSN gap exceed the buffer budget"
+            );
+            out.close("commands held for a CmdSN gap exceed the buffer budget");
+            return None;
+        }
+        debug!(
+            cmd_sn,
+            exp = self.exp_cmd_sn,
+            "holding command until the gap fills"
+        );
+        self.held.insert(cmd_sn, pdu);
+        None
     }
 
     pub fn handle(&mut self, pdu: Pdu, now: Instant, out: &mut Outbox) {
+        self.arrived(&pdu, now);
+        self.dispatch(Held::Pdu(pdu), out);
+        self.run_held(out);
+    }
+
+    /// A PDU whose header is sound but whose data segment failed its digest
+    /// (RFC 7143 section 7.8): Reject it; a SCSI command is still a command (its
+    /// CmdSN is consumed and it is answered), a Data-Out marks its task failed.
+    pub fn data_digest_failed(&mut self, pdu: Pdu, now: Instant, out: &mut Outbox) {
+        self.arrived(&pdu, now);
+        self.reject(&pdu.raw_bhs, reject_reason::DATA_DIGEST_ERROR, out);
+        match &pdu.header {
+            Header::ScsiCommand(_) => self.dispatch(Held::DataLost(pdu), out),
+            Header::DataOut(h) => {
+                let h = h.clone();
+                self.data_out(&h, &[], true, out);
+            }
+            // Other PDUs are discarded; the initiator retries or times them out.
+            _ => {}
+        }
+        self.run_held(out);
+    }
+
+    fn arrived(&mut self, pdu: &Pdu, now: Instant) {
         self.last_rx = now;
         if !matches!(pdu.header, Header::NopOut(_)) {
             self.last_work = now;
         }
-        self.dispatch(pdu, out);
-        // Commands that arrived early can run once ExpCmdSN reaches them.
-        while let Some(pdu) = self.held.remove(&self.exp_cmd_sn) {
-            self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
-            self.process(pdu, out);
-        }
     }
 
-    fn dispatch(&mut self, pdu: Pdu, out: &mut Outbox) {
-        let sequenced = match &pdu.header {
-            Header::NopOut(h) if h.itt != RESERVED_TAG => Some((h.immediate, h.cmd_sn)),
-            Header::ScsiCommand(h) => Some((h.immediate, h.cmd_sn)),
-            Header::TaskMgmtRequest(h) => Some((h.immediate, h.cmd_sn)),
-            Header::TextRequest(h) => Some((h.immediate, h.cmd_sn)),
-            Header::LogoutRequest(h) => Some((h.immediate, h.cmd_sn)),
-            _ => None,
-        };
-        if let Some((imm, sn)) = sequenced {
-            if !self.admit(imm, sn, &pdu) {
-                return;
+    /// Commands that arrived early run once ExpCmdSN reaches them.
+    fn run_held(&mut self, out: &mut Outbox) {
+        while let Some(h) = self.held.remove(&self.exp_cmd_sn) {
+            self.budget.release(h.bytes());
+            self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
+            if !matches!(h, Held::Aborted) {
+                self.process(h, out);
             }
         }
+        debug_assert_eq!(self.buffered_bytes(), self.budget.used());
+    }
+
+    fn dispatch(&mut self, pdu: Held, out: &mut Outbox) {
+        let sequenced = match pdu_of(&pdu).map(|p| &p.header) {
+            Some(Header::NopOut(h)) if h.itt != RESERVED_TAG => Some((h.immediate, h.cmd_sn)),
+            Some(Header::ScsiCommand(h)) => Some((h.immediate, h.cmd_sn)),
+            Some(Header::TaskMgmtRequest(h)) => Some((h.immediate, h.cmd_sn)),
+            Some(Header::TextRequest(h)) => Some((h.immediate, h.cmd_sn)),
+            Some(Header::LogoutRequest(h)) => Some((h.immediate, h.cmd_sn)),
+            _ => None,
+        };
+        let pdu = match sequenced {
+            Some((imm, sn)) => match self.admit(imm, sn, pdu, out) {
+                Some(p) => p,
+                None => return,
+            },
+            None => pdu,
+        };
         self.process(pdu, out);
     }
 
-    fn process(&mut self, pdu: Pdu, out: &mut Outbox) {
+    fn process(&mut self, held: Held, out: &mut Outbox) {
+        let (pdu, data_lost) = match held {
+            Held::Pdu(p) => (p, false),
+            Held::DataLost(p) => (p, true),
+            Held::Aborted => return,
+        };
         let discovery = self.params.session_type == SessionType::Discovery;
         match &pdu.header {
             Header::NopOut(h) => {
@@ -341,34 +378,11 @@ impl FullFeature {
             }
             Header::ScsiCommand(h) if !discovery => {
                 let h = h.clone();
-                self.scsi(&h, &pdu.raw_bhs, &pdu.data, out)
+                self.scsi(&h, &pdu.raw_bhs, &pdu.data, data_lost, out)
             }
             Header::DataOut(h) if !discovery => {
-                if let Some(c) = self.collects.get_mut(&h.itt) {
-                    let off = h.buffer_offset as usize;
-                    let end = off.saturating_add(pdu.data.len());
-                    if end <= c.buf.len() {
-                        c.buf[off..end].copy_from_slice(&pdu.data);
-                        c.received = c.received.max(end);
-                    } else {
-                        warn!(
-                            itt = h.itt,
-                            off,
-                            len = pdu.data.len(),
-                            "Data-Out beyond the expected length"
-                        );
-                    }
-                    if h.final_ {
-                        self.continue_collect(h.itt, out);
-                    }
-                } else if h.final_ {
-                    if let Some(d) = self.drains.remove(&h.itt) {
-                        debug!(itt = h.itt, "unsolicited data drained");
-                        self.finish(h.itt, d.lun, 0, d.outcome, out);
-                    }
-                } else if !self.drains.contains_key(&h.itt) {
-                    debug!(itt = h.itt, "Data-Out for no task: ignored");
-                }
+                let h = h.clone();
+                self.data_out(&h, &pdu.data, false, out)
             }
             Header::TaskMgmtRequest(h) if !discovery => {
                 let h = h.clone();
@@ -384,8 +398,7 @@ impl FullFeature {
                     // Removing a connection for recovery needs ERL 2.
                     _ => 2,
                 };
-                self.tasks.clear();
-                self.drains.clear();
+                self.drop_tasks(|_| true);
                 let lh = Header::LogoutResponse(LogoutResponse {
                     response: resp,
                     itt: h.itt,
@@ -399,28 +412,77 @@ impl FullFeature {
                 out.close("logout");
             }
             Header::SnackRequest(_) => self.reject(&pdu.raw_bhs, reject_reason::SNACK_REJECT, out),
-            Header::LoginRequest(_) => {
-                self.reject(&pdu.raw_bhs, reject_reason::PROTOCOL_ERROR, out);
-            }
-            Header::ScsiCommand(_) | Header::DataOut(_) | Header::TaskMgmtRequest(_) => {
-                // Discovery sessions carry only Text, NOP and Logout.
-                self.reject(&pdu.raw_bhs, reject_reason::PROTOCOL_ERROR, out)
-            }
+            // Discovery sessions carry only Text, NOP and Logout; login PDUs and
+            // target opcodes have no place here.
             _ => self.reject(&pdu.raw_bhs, reject_reason::PROTOCOL_ERROR, out),
         }
     }
 
-    fn scsi(&mut self, cmd: &ScsiCommand, raw: &[u8; 48], immediate: &Bytes, out: &mut Outbox) {
-        let immediate_len = immediate.len();
-        if self.tasks.contains_key(&cmd.itt)
-            || self.drains.contains_key(&cmd.itt)
-            || self.collects.contains_key(&cmd.itt)
-        {
+    /// Remove the tasks `which` selects, giving their budget back.
+    fn drop_tasks(&mut self, which: impl Fn(&Task) -> bool) {
+        let mut freed = 0;
+        self.tasks.retain(|_, t| {
+            let drop = which(t);
+            if drop {
+                freed += t.charge;
+            }
+            !drop
+        });
+        self.budget.release(freed);
+    }
+
+    /// Held commands `which` selects become aborted placeholders: they will not
+    /// run, but their CmdSNs still count as received.
+    fn abort_held(&mut self, which: impl Fn(&Held) -> bool) {
+        let mut freed = 0;
+        for h in self.held.values_mut() {
+            if which(h) {
+                freed += h.bytes();
+                *h = Held::Aborted;
+            }
+        }
+        self.budget.release(freed);
+    }
+
+    fn scsi(
+        &mut self,
+        cmd: &ScsiCommand,
+        raw: &[u8; 48],
+        immediate: &Bytes,
+        data_lost: bool,
+        out: &mut Outbox,
+    ) {
+        if self.tasks.contains_key(&cmd.itt) {
             self.reject(raw, reject_reason::TASK_IN_PROGRESS, out);
             return;
         }
         let lun = decode_lun(cmd.lun);
-        let outcome = self.execute(lun, &cmd.cdb);
+        let unsolicited_follows = cmd.write && !cmd.final_;
+        // Bounds first: a command refused here costs nothing but its answer.
+        if cmd.immediate
+            && self.tasks.values().filter(|t| t.immediate).count() >= MAX_IMMEDIATE_TASKS
+        {
+            self.reject(raw, reject_reason::IMMEDIATE_COMMAND_REJECT, out);
+            return;
+        }
+        if self.tasks.len() >= self.max_tasks() {
+            debug!(itt = cmd.itt, "task set full");
+            self.status(cmd.itt, status::TASK_SET_FULL, None, Residual::default(), out);
+            return;
+        }
+        let outcome = if data_lost {
+            // The command's data is gone; the command itself is answered.
+            Outcome::Check(Sense::PROTOCOL_SERVICE_CRC_ERROR)
+        } else {
+            self.execute(lun, &cmd.cdb)
+        };
+        let new_task = |charge, state| Task {
+            lun,
+            edtl: cmd.expected_len,
+            immediate: cmd.immediate,
+            charge,
+            state,
+        };
         if let Outcome::Compare {
             offset,
             len,
@@ -433,60 +495,44 @@ impl FullFeature {
                 .map_or(512, |l| l.info.block_size as usize);
             let want = if pattern { block } else { len as usize };
             let want = want.min(cmd.expected_len as usize);
+            if !self.budget.try_charge(want) {
+                debug!(itt = cmd.itt, want, "VERIFY buffer over the budget: task set full");
+                self.status(cmd.itt, status::TASK_SET_FULL, None, Residual::default(), out);
+                return;
+            }
             let mut buf = vec![0u8; want];
-            let n = immediate_len.min(want);
+            let n = immediate.len().min(want);
             buf[..n].copy_from_slice(&immediate[..n]);
-            self.collects.insert(
-                cmd.itt,
-                Collect {
-                    lun,
-                    buf,
-                    received: n,
-                    offset,
-                    len,
-                    pattern,
-                    r2t_sn: 0,
-                },
-            );
+            let c = Collect {
+                buf,
+                received: n,
+                offset,
+                len,
+                pattern,
+                r2t_sn: 0,
+                crc_failed: false,
+            };
+            self.tasks
+                .insert(cmd.itt, new_task(want, State::Collecting(c)));
             if cmd.final_ {
                 self.continue_collect(cmd.itt, out);
             }
             return;
         }
-        let unsolicited_follows = cmd.write && !cmd.final_;
         if unsolicited_follows {
-            if self.drains.len() >= self.settings.cmd_window as usize {
-                self.reject(raw, reject_reason::PROTOCOL_ERROR, out);
-                return;
-            }
-            self.drains.insert(cmd.itt, Drain { lun, outcome });
+            self.tasks
+                .insert(cmd.itt, new_task(0, State::Draining(outcome)));
             return;
         }
-        if immediate_len > 0 && !cmd.write {
+        if !immediate.is_empty() && !cmd.write {
             debug!(
                 itt = cmd.itt,
                 "immediate data on a command that sends none: ignored"
             );
         }
         if let Outcome::Read { offset, len } = outcome {
-            if self.tasks.len() >= 2 * self.settings.cmd_window as usize {
-                self.status(
-                    cmd.itt,
-                    status::TASK_SET_FULL,
-                    None,
-                    Residual::default(),
-                    out,
-                );
-                return;
-            }
-            self.tasks.insert(
-                cmd.itt,
-                Task {
-                    lun,
-                    edtl: cmd.expected_len,
-                    compare: None,
-                },
-            );
+            self.tasks
+                .insert(cmd.itt, new_task(0, State::Reading { compare: None }));
             out.reads.push(ReadRequest {
                 itt: cmd.itt,
                 lun,
@@ -498,16 +544,70 @@ impl FullFeature {
         self.finish(cmd.itt, lun, cmd.expected_len, outcome, out);
     }
 
-    /// Ask for the next burst of a VERIFY's data, or compare once all of it is here.
-    fn continue_collect(&mut self, itt: u32, out: &mut Outbox) {
-        let Some(c) = self.collects.get_mut(&itt) else {
+    fn data_out(&mut self, h: &crate::pdu::DataOut, data: &[u8], lost: bool, out: &mut Outbox) {
+        let Some(task) = self.tasks.get_mut(&h.itt) else {
+            debug!(itt = h.itt, "Data-Out for no task: ignored");
             return;
         };
+        match &mut task.state {
+            State::Collecting(c) => {
+                let off = h.buffer_offset as usize;
+                let end = off.saturating_add(data.len());
+                if lost {
+                    c.crc_failed = true;
+                } else if end <= c.buf.len() {
+                    c.buf[off..end].copy_from_slice(data);
+                    c.received = c.received.max(end);
+                } else {
+                    warn!(
+                        itt = h.itt,
+                        off,
+                        len = data.len(),
+                        "Data-Out beyond the expected length"
+                    );
+                }
+                if h.final_ {
+                    self.continue_collect(h.itt, out);
+                }
+            }
+            State::Draining(_) if h.final_ => {
+                if let Some(t) = self.tasks.remove(&h.itt) {
+                    self.budget.release(t.charge);
+                    if let State::Draining(outcome) = t.state {
+                        debug!(itt = h.itt, "unsolicited data drained");
+                        self.finish(h.itt, t.lun, 0, outcome, out);
+                    }
+                }
+            }
+            State::Draining(_) => {}
+            State::Reading { .. } => debug!(itt = h.itt, "Data-Out for a task not expecting any"),
+        }
+    }
+
+    /// Ask for the next burst of a VERIFY's data, or compare once all of it is here.
+    fn continue_collect(&mut self, itt: u32, out: &mut Outbox) {
+        let Some(Task {
+            state: State::Collecting(c),
+            ..
+        }) = self.tasks.get_mut(&itt)
+        else {
+            return;
+        };
+        if c.crc_failed {
+            // ErrorRecoveryLevel 0: no recovery R2T; the task ends here.
+            if let Some(t) = self.tasks.remove(&itt) {
+                self.budget.release(t.charge);
+            }
+            let s = Sense::PROTOCOL_SERVICE_CRC_ERROR;
+            self.status(itt, status::CHECK_CONDITION, Some(s), Residual::default(), out);
+            return;
+        }
         if c.received < c.buf.len() {
             let desired = (c.buf.len() - c.received).min(self.params.max_burst as usize);
             let r2t_sn = c.r2t_sn;
             c.r2t_sn += 1;
-            let (lun, buffer_offset) = (c.lun, c.received as u32);
+            let buffer_offset = c.received as u32;
+            let lun = self.tasks.get(&itt).map_or(0, |t| t.lun);
             let ttt = self.fresh_ttt();
             let h = Header::R2t(R2t {
                 lun: crate::scsi::lu::encode_lun(lun),
@@ -523,20 +623,22 @@ impl FullFeature {
             out.push(&h, Bytes::new());
             return;
         }
-        let Some(c) = self.collects.remove(&itt) else {
+        let Some(task) = self.tasks.get_mut(&itt) else {
             return;
         };
-        self.tasks.insert(
-            itt,
-            Task {
-                lun: c.lun,
-                edtl: 0,
-                compare: Some((c.buf, c.pattern)),
-            },
-        );
+        let State::Collecting(c) = std::mem::replace(
+            &mut task.state,
+            State::Reading { compare: None },
+        ) else {
+            return;
+        };
+        task.state = State::Reading {
+            compare: Some((c.buf, c.pattern)),
+        };
+        task.edtl = 0;
         out.reads.push(ReadRequest {
             itt,
-            lun: c.lun,
+            lun: task.lun,
             offset: c.offset,
             len: c.len,
         });
@@ -545,8 +647,12 @@ impl FullFeature {
     fn execute(&mut self, lun: u64, cdb: &[u8; 16]) -> Outcome {
         let luns = Arc::clone(&self.luns);
         if let Some(l) = luns.get(lun) {
-            if let Some(o) = reservation::apply(&mut l.state(), &self.nexus, cdb) {
-                return o;
+            // Where reservations are off (the default for shared images) nothing is
+            // ever reserved, and RESERVE/RELEASE fall through as unsupported.
+            if l.info.reservations {
+                if let Some(o) = reservation::apply(&mut l.state(), &self.nexus, cdb) {
+                    return o;
+                }
             }
         }
         let lu = luns.get(lun).map(|l| &l.info);
@@ -608,8 +714,17 @@ impl FullFeature {
             // Aborted meanwhile: under ERL 0 an aborted task gets no response.
             return;
         };
+        self.budget.release(task.charge);
+        let compare = match task.state {
+            State::Reading { compare } => compare,
+            // Not waiting for the store (the ITT was reused after an abort).
+            other => {
+                self.tasks.insert(itt, Task { state: other, ..task });
+                return;
+            }
+        };
         match result {
-            Ok(data) => match task.compare {
+            Ok(data) => match compare {
                 Some((expected, pattern)) => {
                     let same = if pattern {
                         data.chunks(expected.len().max(1))
@@ -669,7 +784,6 @@ impl FullFeature {
         let data = sense.map_or_else(Bytes::new, |s| Bytes::from(s.response_segment()));
         out.push(&h, data);
     }
-
     /// Data-In PDUs for `data`, cut to the expected length, split by the initiator's
     /// MaxRecvDataSegmentLength, F bit at each MaxBurstLength sequence end, and GOOD
     /// status in the last PDU when phase collapse is on.
@@ -724,40 +838,18 @@ impl FullFeature {
         }
     }
 
+
     fn task_mgmt(&mut self, h: &TaskMgmtRequest, out: &mut Outbox) {
         let lun = decode_lun(h.lun);
         let lun_exists = self.luns.get(lun).is_some();
         let resp = match h.function {
-            function::ABORT_TASK => {
-                if self.tasks.remove(&h.ref_task_tag).is_some()
-                    || self.drains.remove(&h.ref_task_tag).is_some()
-                    || self.collects.remove(&h.ref_task_tag).is_some()
-                {
-                    response::COMPLETE
-                } else if let Some(sn) = self
-                    .held
-                    .iter()
-                    .find(|(_, p)| p.header.itt() == Some(h.ref_task_tag))
-                    .map(|(sn, _)| *sn)
-                {
-                    self.held.remove(&sn);
-                    response::COMPLETE
-                } else if seq::le(self.exp_cmd_sn, h.ref_cmd_sn) && seq::lt(h.ref_cmd_sn, h.cmd_sn)
-                {
-                    // Never received but inside the window and before this TMF: it
-                    // counts as received and aborted (RFC 7143 section 11.5.1).
-                    response::COMPLETE
-                } else {
-                    response::NO_SUCH_TASK
-                }
-            }
+            function::ABORT_TASK => self.abort_task(h),
             function::ABORT_TASK_SET | function::CLEAR_TASK_SET | function::LOGICAL_UNIT_RESET => {
                 if !lun_exists {
                     response::NO_SUCH_LUN
                 } else {
-                    self.tasks.retain(|_, t| t.lun != lun);
-                    self.drains.retain(|_, d| d.lun != lun);
-                    self.collects.retain(|_, c| c.lun != lun);
+                    self.drop_tasks(|t| t.lun == lun);
+                    self.abort_held(|p| p.lun() == Some(lun));
                     if h.function == function::LOGICAL_UNIT_RESET {
                         if let Some(l) = self.luns.get(lun) {
                             l.state().reserved_by = None;
@@ -768,9 +860,8 @@ impl FullFeature {
             }
             function::CLEAR_ACA => response::COMPLETE,
             function::TARGET_WARM_RESET | function::TARGET_COLD_RESET => {
-                self.tasks.clear();
-                self.drains.clear();
-                self.collects.clear();
+                self.drop_tasks(|_| true);
+                self.abort_held(|_| true);
                 for l in self.luns.iter() {
                     l.state().reserved_by = None;
                 }
@@ -798,24 +889,63 @@ impl FullFeature {
         }
     }
 
+    /// ABORT TASK, as RFC 7143 section 11.5.1 has it: a task that exists (running,
+    /// or held for a CmdSN gap) is aborted; one never received whose RefCmdSN lies
+    /// in the window before this request's CmdSN is taken as received and aborted,
+    /// so the commands numbered after it still run.
+    fn abort_task(&mut self, h: &TaskMgmtRequest) -> u8 {
+        let tag = h.ref_task_tag;
+        if let Some(t) = self.tasks.remove(&tag) {
+            self.budget.release(t.charge);
+            return response::COMPLETE;
+        }
+        if self.held.values().any(|p| p.itt() == Some(tag)) {
+            self.abort_held(|p| p.itt() == Some(tag));
+            return response::COMPLETE;
+        }
+        let sn = h.ref_cmd_sn;
+        let in_window = seq::le(self.exp_cmd_sn, sn) && seq::le(sn, self.max_cmd_sn);
+        if !in_window || !seq::lt(sn, h.cmd_sn) {
+            return response::NO_SUCH_TASK;
+        }
+        if sn == self.exp_cmd_sn {
+            self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
+        } else {
+            self.held.entry(sn).or_insert(Held::Aborted);
+        }
+        response::COMPLETE
+    }
+
     fn text(&mut self, h: &TextRequest, pdu: &Pdu, out: &mut Outbox) {
-        // Continuation of a long response we are sending.
-        if h.ttt != RESERVED_TAG {
-            match self.text_out.take() {
-                Some(p) if p.ttt == h.ttt && p.itt == h.itt => {
-                    self.send_text_chunk(p, out);
-                }
-                _ => self.reject(&pdu.raw_bhs, reject_reason::INVALID_PDU_FIELD, out),
-            }
+        let exchange = self.text.take();
+        if let Some(x) = &exchange {
+            self.budget.release(x.bytes());
+        }
+        let exchange = exchange.filter(|x| x.continued_by(h.itt, h.ttt));
+        if exchange.is_none() && h.ttt != RESERVED_TAG {
+            // A continuation of nothing we know (or of an exchange since replaced).
+            self.reject(&pdu.raw_bhs, reject_reason::INVALID_PDU_FIELD, out);
             return;
         }
-        self.text_out = None;
-        if self.text_in.len() + pdu.data.len() > self.settings.max_text_bytes {
-            self.text_in.clear();
+        let mut req = match exchange {
+            Some(TextExchange::Sending(p)) => {
+                if !pdu.data.is_empty() {
+                    self.reject(&pdu.raw_bhs, reject_reason::PROTOCOL_ERROR, out);
+                    return;
+                }
+                self.send_text_chunk(p, out);
+                return;
+            }
+            Some(TextExchange::Receiving { text, .. }) => text,
+            // A new request: whatever was in progress is abandoned.
+            None => Vec::new(),
+        };
+        let total = req.len() + pdu.data.len();
+        if total > self.settings.max_text_bytes || !self.budget.try_charge(total) {
             self.reject(&pdu.raw_bhs, reject_reason::PROTOCOL_ERROR, out);
             return;
         }
-        self.text_in.extend_from_slice(&pdu.data);
+        req.extend_from_slice(&pdu.data);
         if h.cont {
             let ttt = self.fresh_ttt();
             let th = Header::TextResponse(TextResponse {
@@ -829,9 +959,14 @@ impl FullFeature {
                 max_cmd_sn: self.max_cmd_sn(),
             });
             out.push(&th, Bytes::new());
+            self.text = Some(TextExchange::Receiving {
+                itt: h.itt,
+                ttt,
+                text: req,
+            });
             return;
         }
-        let req = std::mem::take(&mut self.text_in);
+        self.budget.release(total);
         let target_name = self.port.target_name.clone();
         let portals = Arc::clone(&self.portals);
         let disc = Discovery {
@@ -877,9 +1012,10 @@ impl FullFeature {
             max_cmd_sn: self.max_cmd_sn(),
         });
         out.push(&th, chunk);
-        if more {
+        // Whatever is still to send stays charged until the initiator asks for it.
+        if more && self.budget.try_charge(p.data.len()) {
             p.ttt = ttt;
-            self.text_out = Some(p);
+            self.text = Some(TextExchange::Sending(p));
         }
     }
 
@@ -926,5 +1062,22 @@ impl FullFeature {
             });
             out.push(&h, Bytes::new());
         }
+    }
+}
+
+/// A copy of `p` that owns its bytes: a held PDU must not pin the receive buffer
+/// it was cut from (its budget charge would then understate what it keeps alive).
+fn detached(p: Pdu) -> Pdu {
+    Pdu {
+        ahs: Bytes::copy_from_slice(&p.ahs),
+        data: Bytes::copy_from_slice(&p.data),
+        ..p
+    }
+}
+
+fn pdu_of(h: &Held) -> Option<&Pdu> {
+    match h {
+        Held::Pdu(p) | Held::DataLost(p) => Some(p),
+        Held::Aborted => None,
     }
 }

@@ -6,7 +6,9 @@
 pub mod connection;
 pub mod ffp;
 pub mod outbox;
+pub mod budget;
 pub mod seq;
+pub mod task;
 pub mod text;
 pub mod tmf;
 

@@ -69,6 +69,39 @@ pub struct PendingText {
     pub sent: usize,
 }
 
+/// The one text exchange a session may have in progress (RFC 7143 section 11.10):
+/// a request arriving in pieces (C bit) or an answer leaving in pieces. A request
+/// with another Initiator Task Tag and the reserved Target Transfer Tag starts a new
+/// exchange and discards this one, so an abandoned exchange never leaks into the
+/// next.
+#[derive(Debug)]
+pub enum TextExchange {
+    Receiving { itt: u32, ttt: u32, text: Vec<u8> },
+    Sending(PendingText),
+}
+
+impl TextExchange {
+    /// Whether a Text Request with these tags continues this exchange. Pieces of a
+    /// request may carry the TTT we acknowledged with or, as some initiators do, the
+    /// reserved one with the same ITT.
+    pub fn continued_by(&self, itt: u32, ttt: u32) -> bool {
+        match self {
+            TextExchange::Receiving { itt: i, ttt: t, .. } => {
+                *i == itt && (ttt == *t || ttt == crate::pdu::RESERVED_TAG)
+            }
+            TextExchange::Sending(p) => p.itt == itt && p.ttt == ttt,
+        }
+    }
+
+    /// Budget bytes it holds.
+    pub fn bytes(&self) -> usize {
+        match self {
+            TextExchange::Receiving { text, .. } => text.len(),
+            TextExchange::Sending(p) => p.data.len(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
