@@ -242,8 +242,29 @@ fn log_luns(luns: &LunTable) {
     }
 }
 
+/// Raise the open-files limit to cover every connection the configuration allows.
+fn raise_fd_limit(cfg: &Config) -> anyhow::Result<()> {
+    let s3_pool = cfg.s3.as_ref().map_or(0, |s| s.max_parallel);
+    let need = cfg.max_connections
+        + cfg.listen.len()
+        + server::metrics::MAX_CONNECTIONS
+        + s3_pool
+        + server::fds::RESERVE as usize;
+    let why = format!(
+        "max_connections {} + {} listeners + {} metrics + {s3_pool} S3 + {} reserve",
+        cfg.max_connections,
+        cfg.listen.len(),
+        server::metrics::MAX_CONNECTIONS,
+        server::fds::RESERVE
+    );
+    let soft = server::fds::raise_nofile_limit(need as u64, &why)?;
+    info!(open_files = soft, need, "file descriptor limit");
+    Ok(())
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = effective_config(&args)?;
+    raise_fd_limit(&cfg)?;
     let login = Arc::new(cfg.login_settings()?);
     let map = match &cfg.state_file {
         Some(p) => LunMap::load(p)?,

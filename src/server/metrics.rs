@@ -2,9 +2,9 @@
 //! sessions, commands, bytes, cache, S3 and catalog counters.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicU64;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -12,8 +12,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tracing::warn;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+use tracing::{debug, warn};
 
 use super::Registry as Sessions;
 use crate::catalog::Scan;
@@ -217,26 +218,88 @@ impl Metrics {
     }
 }
 
-/// Answer every HTTP request on `listener` with the metrics text.
-pub async fn serve(listener: TcpListener, metrics: Metrics) {
-    loop {
-        let Ok((mut sock, _)) = listener.accept().await else {
-            continue;
-        };
-        let m = metrics.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            // One request per connection; what it asks for does not matter.
-            if let Err(e) = sock.read(&mut buf).await {
-                warn!(error = %e, "metrics request");
-                return;
+/// Connections the metrics listener serves at once; more are closed unread. A
+/// scraper needs one; the bound keeps idle or hostile peers from taking descriptors
+/// the iSCSI listener needs.
+pub const MAX_CONNECTIONS: usize = 32;
+/// Time a metrics client gets to send its request, and to take the answer.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The request line of one HTTP request: the path asked for.
+fn requested_path(req: &[u8]) -> Option<&str> {
+    let line = req.split(|&b| b == b'\r' || b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?;
+    let mut words = line.split(' ');
+    match (words.next(), words.next()) {
+        (Some("GET"), Some(path)) => Some(path),
+        _ => None,
+    }
+}
+
+/// Answer one request: `GET /metrics` gets the text, anything else 404.
+async fn answer(mut sock: TcpStream, metrics: Metrics) -> std::io::Result<()> {
+    let mut buf = [0u8; 2048];
+    let mut have = 0;
+    // Read until the end of the headers (or the buffer is full), within the timeout.
+    let read = async {
+        while have < buf.len() && !buf[..have].windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = sock.read(&mut buf[have..]).await?;
+            if n == 0 {
+                break;
             }
-            let body = m.render();
-            let resp = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = sock.write_all(resp.as_bytes()).await;
+            have += n;
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    timeout(IO_TIMEOUT, read)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "request timed out"))??;
+    let path = requested_path(&buf[..have]).unwrap_or("");
+    let resp = if path == "/metrics" || path.starts_with("/metrics?") {
+        let body = metrics.render();
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    } else {
+        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+    };
+    timeout(IO_TIMEOUT, sock.write_all(resp.as_bytes()))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "answer timed out"))?
+}
+
+/// Serve metrics on `listener`: at most [`MAX_CONNECTIONS`] at once, each bounded by
+/// [`IO_TIMEOUT`], accept errors (out of descriptors) backed off.
+pub async fn serve(listener: TcpListener, metrics: Metrics) {
+    let open = Arc::new(AtomicUsize::new(0));
+    loop {
+        let (sock, peer) = super::accept(&listener).await;
+        if open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+            open.fetch_sub(1, Ordering::AcqRel);
+            debug!(%peer, "metrics connection refused: {MAX_CONNECTIONS} open");
+            continue;
+        }
+        let m = metrics.clone();
+        let open = Arc::clone(&open);
+        tokio::spawn(async move {
+            if let Err(e) = answer(sock, m).await {
+                debug!(%peer, error = %e, "metrics request");
+            }
+            open.fetch_sub(1, Ordering::AcqRel);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::requested_path;
+
+    #[test]
+    fn request_line() {
+        assert_eq!(requested_path(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), Some("/metrics"));
+        assert_eq!(requested_path(b"POST /metrics HTTP/1.1\r\n"), None);
+        assert_eq!(requested_path(b"\xff\xfe"), None);
+        assert_eq!(requested_path(b""), None);
     }
 }

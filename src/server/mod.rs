@@ -3,6 +3,7 @@
 //! (TSIH, reinstatement) and graceful shutdown.
 
 pub mod conn;
+pub mod fds;
 pub mod limits;
 pub mod metrics;
 pub mod registry;
@@ -13,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{info, warn, Instrument};
 
@@ -63,6 +64,32 @@ impl Target {
     }
 }
 
+/// The next connection on `listener`. Accept errors (out of file descriptors above
+/// all) are logged once per run of them and backed off, so a listener never spins a
+/// core while the process has no descriptor to give.
+pub async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    let mut failing = false;
+    loop {
+        match listener.accept().await {
+            Ok(c) => {
+                if failing {
+                    info!("accepting again");
+                }
+                return c;
+            }
+            Err(e) => {
+                if !failing {
+                    warn!(error = %e, "accept failed; backing off");
+                    failing = true;
+                }
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 /// Accept connections on every listener until `shutdown` flips, then give open
 /// connections a moment to finish before returning.
 pub async fn serve(
@@ -77,26 +104,19 @@ pub async fn serve(
         accepts.push(tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    r = listener.accept() => match r {
-                        Ok((stream, peer)) => {
-                            let (guard, refuse) = match target.gate.admit(peer.ip()) {
-                                limits::Admission::Admit(g) => (g, None),
-                                limits::Admission::Refuse(g, why) => (g, Some(why)),
-                                limits::Admission::Drop(why) => {
-                                    warn!(%peer, limit = %why, "connection dropped: over limits");
-                                    continue;
-                                }
-                            };
-                            let span = tracing::info_span!("conn", %peer, initiator = tracing::field::Empty, tsih = tracing::field::Empty);
-                            let fut = conn::run(stream, peer, Arc::clone(&target), shutdown.clone(), guard, refuse);
-                            tokio::spawn(fut.instrument(span));
-                        }
-                        Err(e) => {
-                            // Out of file descriptors and the like: back off, keep serving.
-                            warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                    },
+                    (stream, peer) = accept(&listener) => {
+                        let (guard, refuse) = match target.gate.admit(peer.ip()) {
+                            limits::Admission::Admit(g) => (g, None),
+                            limits::Admission::Refuse(g, why) => (g, Some(why)),
+                            limits::Admission::Drop(why) => {
+                                warn!(%peer, limit = %why, "connection dropped: over limits");
+                                continue;
+                            }
+                        };
+                        let span = tracing::info_span!("conn", %peer, initiator = tracing::field::Empty, tsih = tracing::field::Empty);
+                        let fut = conn::run(stream, peer, Arc::clone(&target), shutdown.clone(), guard, refuse);
+                        tokio::spawn(fut.instrument(span));
+                    }
                     _ = shutdown.changed() => break,
                 }
             }
