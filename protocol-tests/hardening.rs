@@ -7,28 +7,17 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use common::raw::{get, read10, Raw};
-use common::{write_image, Server, TARGET};
+use common::{serve_image, status_kib, write_image, Server, TARGET};
 use s3lun::pdu::*;
 
 const MIB: usize = 1 << 20;
 
-fn serve(dir: &Path, len: usize, extra: &[&str]) -> (Server, Vec<u8>) {
-    let (p, data) = write_image(dir, "img", len, 71);
-    let mut args = vec!["--lun", p.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    (Server::start(&args), data)
-}
-
 fn raw_as(port: u16, name: &str, isid_tail: u16) -> Raw {
-    let mut r = Raw::connect(port);
-    r.name = name.to_string();
-    r.isid[4..].copy_from_slice(&isid_tail.to_be_bytes());
-    r
+    Raw::as_initiator(port, name, isid_tail)
 }
 
 /// A normal login's status (class, detail).
@@ -37,19 +26,11 @@ fn login_status(r: &mut Raw) -> (u8, u8) {
     (resp.status_class, resp.status_detail)
 }
 
-/// Log in, clear the power-on unit attention, read `blocks` at `lba` and compare.
-fn read_checked(r: &mut Raw, image: &[u8], lba: u32, blocks: u16) {
-    let (d, st, s) = r.command(0, &read10(lba, blocks), u32::from(blocks) * 512);
-    assert_eq!(st, 0, "read status, sense {s:?}");
-    let off = lba as usize * 512;
-    assert!(d[..] == image[off..off + d.len()] && d.len() == usize::from(blocks) * 512);
-}
-
 fn fresh_session(port: u16, image: &[u8]) {
     let mut r = raw_as(port, "iqn.2024-01.test:checker", 0x7777);
     r.login_normal(TARGET, &[]);
     let _ = r.command(0, &[0x00], 0);
-    read_checked(&mut r, image, 3, 9);
+    r.read_checked(image, 3, 9);
 }
 
 const OUT_OF_RESOURCES: (u8, u8) = (3, 2);
@@ -57,7 +38,7 @@ const OUT_OF_RESOURCES: (u8, u8) = (3, 2);
 #[test]
 fn session_limits_answer_out_of_resources() {
     let dir = tempfile::tempdir().unwrap();
-    let (srv, image) = serve(
+    let (srv, image) = serve_image(
         dir.path(),
         MIB,
         &["--max-sessions", "3", "--max-sessions-per-initiator", "2"],
@@ -84,13 +65,13 @@ fn session_limits_answer_out_of_resources() {
     let mut c2 = raw_as(srv.port, "iqn.2024-01.test:c", 2);
     assert_eq!(login_status(&mut c2), (0, 0));
     let _ = c2.command(0, &[0x00], 0);
-    read_checked(&mut c2, &image, 0, 8);
+    c2.read_checked(&image, 0, 8);
 }
 
 #[test]
 fn connection_limits_refuse_then_close() {
     let dir = tempfile::tempdir().unwrap();
-    let (srv, image) = serve(dir.path(), MIB, &["--max-connections-per-address", "2"]);
+    let (srv, image) = serve_image(dir.path(), MIB, &["--max-connections-per-address", "2"]);
     let _held: Vec<TcpStream> = (0..2)
         .map(|_| TcpStream::connect(("127.0.0.1", srv.port)).unwrap())
         .collect();
@@ -116,7 +97,7 @@ fn connection_limits_refuse_then_close() {
 #[test]
 fn idle_sessions_are_closed_and_nops_do_not_count() {
     let dir = tempfile::tempdir().unwrap();
-    let (srv, image) = serve(
+    let (srv, image) = serve_image(
         dir.path(),
         MIB,
         &["--idle-timeout", "2", "--nop-interval", "0"],
@@ -127,7 +108,7 @@ fn idle_sessions_are_closed_and_nops_do_not_count() {
     let t = Instant::now();
     // A busy initiator is not idle.
     while t.elapsed() < Duration::from_secs(3) {
-        read_checked(&mut r, &image, 1, 1);
+        r.read_checked(&image, 1, 1);
         std::thread::sleep(Duration::from_millis(300));
     }
     // NOP-Outs alone do not keep the session.
@@ -197,7 +178,7 @@ fn discovery_hides_the_target_from_initiators_the_acl_refuses() {
 #[test]
 fn initiators_vanishing_mid_data_in_harm_no_one() {
     let dir = tempfile::tempdir().unwrap();
-    let (srv, image) = serve(dir.path(), 16 * MIB, &[]);
+    let (srv, image) = serve_image(dir.path(), 16 * MIB, &[]);
     let mut steady = raw_as(srv.port, "iqn.2024-01.test:steady", 1);
     steady.login_normal(TARGET, &[]);
     let _ = steady.command(0, &[0x00], 0);
@@ -214,23 +195,15 @@ fn initiators_vanishing_mid_data_in_harm_no_one() {
             let _ = r.s.shutdown(Shutdown::Both);
         }
         drop(r);
-        read_checked(&mut steady, &image, u32::from(i) * 100, 64);
+        steady.read_checked(&image, u32::from(i) * 100, 64);
     }
     fresh_session(srv.port, &image);
-}
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 #[test]
 fn a_reader_that_stops_reading_is_held_back_not_buffered() {
     let dir = tempfile::tempdir().unwrap();
-    let (srv, image) = serve(dir.path(), 64 * MIB, &[]);
+    let (srv, image) = serve_image(dir.path(), 64 * MIB, &[]);
     let mut slow = raw_as(srv.port, "iqn.2024-01.test:slow", 1);
     slow.login_normal(TARGET, &[]);
     let _ = slow.command(0, &[0x00], 0);
@@ -255,7 +228,7 @@ fn a_reader_that_stops_reading_is_held_back_not_buffered() {
     let _ = other.command(0, &[0x00], 0);
     let t = Instant::now();
     for i in 0..32 {
-        read_checked(&mut other, &image, i * 4096, 256);
+        other.read_checked(&image, i * 4096, 256);
     }
     let others_took = t.elapsed();
     let anon_after = status_kib(srv.pid(), "RssAnon:");
@@ -316,7 +289,7 @@ fn five_hundred_sessions_with_malformed_neighbours() {
     const SESSIONS: usize = 500;
     const BAD: usize = 60;
     let dir = tempfile::tempdir().unwrap();
-    let (srv, image) = serve(
+    let (srv, image) = serve_image(
         dir.path(),
         32 * MIB,
         &["--max-connections-per-address", "2000"],
@@ -340,7 +313,7 @@ fn five_hundred_sessions_with_malformed_neighbours() {
                     let _ = r.command(0, &[0x00], 0);
                     for k in 0..4u32 {
                         let lba = ((n as u32).wrapping_mul(7919) + k * 104_729) % (32 * 2048 - 128);
-                        read_checked(&mut r, &image, lba, 128);
+                        r.read_checked(&image, lba, 128);
                     }
                     assert_eq!(r.logout(), 0);
                 })

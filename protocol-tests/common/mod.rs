@@ -230,6 +230,28 @@ pub fn wait_listening(port: u16, what: &str) {
     }
 }
 
+/// s3lun serving one generated image of `len` bytes as LUN 0, with `extra` flags.
+pub fn serve_image(dir: &Path, len: usize, extra: &[&str]) -> (Server, Vec<u8>) {
+    let (p, data) = write_image(dir, "img", len, 71);
+    let mut args = vec!["--lun", p.to_str().expect("utf8 path")];
+    args.extend_from_slice(extra);
+    (Server::start(&args), data)
+}
+
+/// A `/proc/PID/status` field in kB (VmRSS:, RssAnon:...).
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Open file descriptors of a process.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()

@@ -56,6 +56,14 @@ impl Raw {
         }
     }
 
+    /// A raw initiator named `name` whose ISID ends in `isid_tail`.
+    pub fn as_initiator(port: u16, name: &str, isid_tail: u16) -> Raw {
+        let mut r = Raw::connect(port);
+        r.name = name.to_string();
+        r.isid[4..].copy_from_slice(&isid_tail.to_be_bytes());
+        r
+    }
+
     pub fn send(&mut self, h: &Header, data: &[u8]) {
         let wire = encode_to_vec(h, data, &self.cfg);
         self.s.write_all(&wire).expect("send");
@@ -114,13 +122,55 @@ impl Raw {
 
     /// Login in one operational-stage PDU; returns the response and its keys.
     pub fn login_with(&mut self, keys: &[(&str, &str)]) -> (LoginResponse, Vec<(String, String)>) {
-        let h = self.login_req(true, false, 1, 3);
+        self.login_step(true, 1, 3, keys)
+    }
+
+    /// One Login Request PDU (stage `csg`, to `nsg` when `transit`) and its response.
+    pub fn login_step(
+        &mut self,
+        transit: bool,
+        csg: u8,
+        nsg: u8,
+        keys: &[(&str, &str)],
+    ) -> (LoginResponse, Vec<(String, String)>) {
+        let h = self.login_req(transit, false, csg, nsg);
         self.send(&h, &text(keys));
         let pdu = self.recv().expect("login response");
         let Header::LoginResponse(r) = pdu.header else {
             panic!("expected a login response, got {:?}", pdu.header)
         };
         (r, pairs(&pdu.data))
+    }
+
+    /// A normal-session login with one-way CHAP (MD5) as `user` with `secret`.
+    pub fn login_chap(&mut self, target: &str, user: &str, secret: &[u8]) {
+        use md5::{Digest, Md5};
+        let name = self.name.clone();
+        let (r, k) = self.login_step(
+            false,
+            0,
+            0,
+            &[
+                ("InitiatorName", &name),
+                ("SessionType", "Normal"),
+                ("TargetName", target),
+                ("AuthMethod", "CHAP"),
+            ],
+        );
+        assert_eq!((r.status_class, get(&k, "AuthMethod")), (0, Some("CHAP")));
+        let (_, k) = self.login_step(false, 0, 0, &[("CHAP_A", "5")]);
+        let id: u8 = get(&k, "CHAP_I").expect("CHAP_I").parse().expect("id");
+        let challenge = get(&k, "CHAP_C").expect("CHAP_C");
+        let challenge = hex::decode(challenge.trim_start_matches("0x")).expect("hex");
+        let mut h = Md5::new();
+        h.update([id]);
+        h.update(secret);
+        h.update(&challenge);
+        let response = format!("0x{}", hex::encode(h.finalize()));
+        let (r, _) = self.login_step(true, 0, 1, &[("CHAP_N", user), ("CHAP_R", &response)]);
+        assert_eq!((r.status_class, r.status_detail), (0, 0), "CHAP response");
+        let (r, _) = self.login_step(true, 1, 3, &[("HeaderDigest", "None")]);
+        assert_eq!((r.status_class, r.nsg, r.tsih != 0), (0, 3, true));
     }
 
     /// A normal-session login in one PDU, whatever its outcome.
@@ -218,10 +268,26 @@ impl Raw {
                     assert_eq!(r.itt, itt);
                     return (data, r.status, pdu.data.to_vec());
                 }
-                Header::NopIn(_) => continue,
+                Header::NopIn(n) => self.answer_ping(&n),
                 other => panic!("unexpected {other:?}"),
             }
         }
+    }
+
+    /// Answer the target's NOP-In ping, as an initiator must (or be timed out).
+    pub fn answer_ping(&mut self, n: &NopIn) {
+        if n.ttt == RESERVED_TAG {
+            return;
+        }
+        let h = Header::NopOut(NopOut {
+            immediate: true,
+            lun: 0,
+            itt: RESERVED_TAG,
+            ttt: n.ttt,
+            cmd_sn: self.cmd_sn,
+            exp_stat_sn: self.exp_stat_sn,
+        });
+        self.send(&h, &[]);
     }
 
     /// A NOP-Out ping; the target must answer with a NOP-In echoing `payload`.
@@ -246,6 +312,46 @@ impl Raw {
 }
 
 impl Raw {
+    /// A task management request (immediate); the response code.
+    pub fn tmf(&mut self, function: u8, lun: u64, ref_task_tag: u32, ref_cmd_sn: u32) -> u8 {
+        let itt = self.next_itt();
+        let h = Header::TaskMgmtRequest(TaskMgmtRequest {
+            immediate: true,
+            function,
+            lun: lun << 48,
+            itt,
+            ref_task_tag,
+            cmd_sn: self.cmd_sn,
+            exp_stat_sn: self.exp_stat_sn,
+            ref_cmd_sn,
+            exp_data_sn: 0,
+        });
+        self.send(&h, &[]);
+        loop {
+            let pdu = self.recv().expect("TMF response");
+            match pdu.header {
+                Header::TaskMgmtResponse(t) => {
+                    assert_eq!(t.itt, itt);
+                    return t.response;
+                }
+                Header::NopIn(n) => self.answer_ping(&n),
+                other => panic!("expected TMF response, got {other:?}"),
+            }
+        }
+    }
+
+    /// READ(10) of `blocks` at `lba`, compared with `image`.
+    pub fn read_checked(&mut self, image: &[u8], lba: u32, blocks: u16) {
+        let (d, st, s) = self.command(0, &read10(lba, blocks), u32::from(blocks) * 512);
+        assert_eq!(st, 0, "read status, sense {s:?}");
+        let off = lba as usize * 512;
+        assert_eq!(d.len(), usize::from(blocks) * 512, "read length");
+        assert!(
+            d[..] == image[off..off + d.len()],
+            "bytes differ at LBA {lba}"
+        );
+    }
+
     /// Log out (close the session); returns the Logout Response's response code.
     pub fn logout(&mut self) -> u8 {
         let itt = self.next_itt();
@@ -286,6 +392,47 @@ impl Raw {
         };
         assert!(t.final_ && !t.cont);
         pairs(&pdu.data)
+    }
+}
+
+/// A logged-in session that must keep reading correct bytes while tests attack the
+/// target beside it.
+pub struct Bystander {
+    pub raw: Raw,
+    image: Vec<u8>,
+    reads: u32,
+}
+
+impl Bystander {
+    /// Log in as `iqn.2024-01.test:bystander` and clear the power-on unit attention.
+    pub fn new(port: u16, target: &str, image: &[u8]) -> Bystander {
+        let mut raw = Raw::connect(port);
+        raw.name = "iqn.2024-01.test:bystander".into();
+        raw.isid[5] = 0xbb;
+        raw.login_normal(target, &[]);
+        Bystander::ready(raw, image)
+    }
+
+    /// A bystander on a session logged in some other way (CHAP, say).
+    pub fn ready(mut raw: Raw, image: &[u8]) -> Bystander {
+        let _ = raw.command(0, &[0x00], 0);
+        let mut b = Bystander {
+            raw,
+            image: image.to_vec(),
+            reads: 0,
+        };
+        b.read();
+        b
+    }
+
+    /// Read a few blocks somewhere new and check them.
+    pub fn read(&mut self) {
+        let blocks = (self.image.len() / 512) as u32;
+        let lba = (self.reads * 37 + 11) % blocks.saturating_sub(8).max(1);
+        self.reads += 1;
+        let image = std::mem::take(&mut self.image);
+        self.raw.read_checked(&image, lba, 8);
+        self.image = image;
     }
 }
 

@@ -16,7 +16,12 @@ pub const STAGE_FULL_FEATURE: u8 = 3;
 
 /// Keys that name the session's initiator, target and type: RFC 7143 section 6.3
 /// has the initiator present them in its first login request.
-const IDENTITY_KEYS: [&str; 4] = ["InitiatorName", "InitiatorAlias", "TargetName", "SessionType"];
+const IDENTITY_KEYS: [&str; 4] = [
+    "InitiatorName",
+    "InitiatorAlias",
+    "TargetName",
+    "SessionType",
+];
 
 /// During login the RFC default MaxRecvDataSegmentLength (8192) bounds every PDU.
 const LOGIN_SEGMENT: usize = 8192;
@@ -753,7 +758,10 @@ mod tests {
         assert!(matches!(e, LoginError::Redeclared(_)), "{e}");
         // A key the first request left out cannot be added later either.
         let mut m = LoginMachine::new(Arc::clone(&settings));
-        let t = text(&[("InitiatorName", "iqn.test:allowed"), ("TargetName", TARGET)]);
+        let t = text(&[
+            ("InitiatorName", "iqn.test:allowed"),
+            ("TargetName", TARGET),
+        ]);
         assert!(matches!(
             m.handle(&req(false, false, 0, 0), &t, &env),
             LoginStep::Respond(..)
@@ -782,7 +790,10 @@ mod tests {
         // Twice in one request.
         let mut m = machine();
         let mut t = first.clone();
-        t.extend(text(&[("HeaderDigest", "None"), ("HeaderDigest", "CRC32C")]));
+        t.extend(text(&[
+            ("HeaderDigest", "None"),
+            ("HeaderDigest", "CRC32C"),
+        ]));
         let e = initiator_error(m.handle(&req(true, false, 1, 3), &t, &env));
         assert_eq!(e, LoginError::Redeclared("HeaderDigest".into()));
         // Once in each of two requests.

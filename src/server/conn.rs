@@ -29,6 +29,9 @@ use crate::store::{read_padded, ReadFuture, StoreError};
 
 type ReadDone = (u32, Result<Bytes, StoreError>);
 
+/// How long a closing connection waits for its last response to be written.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
 /// The login environment of one connection: the registry's TSIHs and limits, the
 /// session slot its login took (held until the session is registered or the
 /// connection ends), and the refusal of a connection accepted over the connection
@@ -88,10 +91,10 @@ impl Task {
             for ev in std::mem::take(&mut self.out.events) {
                 match ev {
                     Event::LoggedIn(o) => self.logged_in(&o),
-                    Event::Close { reason } => {
+                    Event::Close { reason, flush } => {
                         if self.close.is_none() {
                             self.close = Some(reason);
-                            self.close_gracefully = true;
+                            self.close_gracefully = flush;
                         }
                     }
                 }
@@ -170,9 +173,7 @@ impl Task {
                         .handle(pdu, &self.env, Instant::now(), &mut self.out)
                 }
                 Ok(None) => return,
-                Err(e) => self
-                    .conn
-                    .pdu_error(&e, raw, Instant::now(), &mut self.out),
+                Err(e) => self.conn.pdu_error(&e, raw, Instant::now(), &mut self.out),
             }
             // The next PDU's framing may depend on this one (end of login).
             self.settle();
@@ -299,9 +300,10 @@ pub async fn run(
     }
     if !writer_done {
         if t.close_gracefully {
-            // A logout or login response still goes out, within the write timeout.
+            // A logout or login response still goes out, if the peer takes it soon.
             t.wire.finish();
-            if tokio::time::timeout(stall, &mut writer).await.is_err() {
+            let grace = stall.min(CLOSE_GRACE);
+            if tokio::time::timeout(grace, &mut writer).await.is_err() {
                 writer.abort();
             }
         } else {

@@ -297,7 +297,10 @@ mod tests {
 
     #[test]
     fn request_line() {
-        assert_eq!(requested_path(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), Some("/metrics"));
+        assert_eq!(
+            requested_path(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Some("/metrics")
+        );
         assert_eq!(requested_path(b"POST /metrics HTTP/1.1\r\n"), None);
         assert_eq!(requested_path(b"\xff\xfe"), None);
         assert_eq!(requested_path(b""), None);

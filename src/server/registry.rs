@@ -197,7 +197,10 @@ mod tests {
         r.register("iqn.a", [1; 6], 1);
         r.register("IQN.A", [2; 6], 2);
         assert!(!admitted(&r, "iqn.a", 3));
-        assert!(matches!(r.reserve("iqn.a", [2; 6]), Ok(None)), "reinstatement");
+        assert!(
+            matches!(r.reserve("iqn.a", [2; 6]), Ok(None)),
+            "reinstatement"
+        );
         assert!(admitted(&r, "iqn.b", 1));
         r.register("iqn.b", [1; 6], 3);
         assert!(!admitted(&r, "iqn.c", 1));

@@ -261,7 +261,10 @@ mod tests {
         let err = task.await.unwrap().unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert!(started.elapsed() < Duration::from_secs(5));
-        assert!(wire.lock().bytes > 0, "what was not written is still counted");
+        assert!(
+            wire.lock().bytes > 0,
+            "what was not written is still counted"
+        );
     }
 
     #[tokio::test]

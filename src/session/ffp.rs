@@ -274,7 +274,7 @@ impl FullFeature {
                 held = self.held.len(),
                 "commands held for a CmdSN gap exceed the buffer budget"
             );
-            out.close("commands held for a CmdSN gap exceed the buffer budget");
+            out.abort("commands held for a CmdSN gap exceed the buffer budget");
             return None;
         }
         debug!(
@@ -467,7 +467,13 @@ impl FullFeature {
         }
         if self.tasks.len() >= self.max_tasks() {
             debug!(itt = cmd.itt, "task set full");
-            self.status(cmd.itt, status::TASK_SET_FULL, None, Residual::default(), out);
+            self.status(
+                cmd.itt,
+                status::TASK_SET_FULL,
+                None,
+                Residual::default(),
+                out,
+            );
             return;
         }
         let outcome = if data_lost {
@@ -496,8 +502,17 @@ impl FullFeature {
             let want = if pattern { block } else { len as usize };
             let want = want.min(cmd.expected_len as usize);
             if !self.budget.try_charge(want) {
-                debug!(itt = cmd.itt, want, "VERIFY buffer over the budget: task set full");
-                self.status(cmd.itt, status::TASK_SET_FULL, None, Residual::default(), out);
+                debug!(
+                    itt = cmd.itt,
+                    want, "VERIFY buffer over the budget: task set full"
+                );
+                self.status(
+                    cmd.itt,
+                    status::TASK_SET_FULL,
+                    None,
+                    Residual::default(),
+                    out,
+                );
                 return;
             }
             let mut buf = vec![0u8; want];
@@ -599,7 +614,13 @@ impl FullFeature {
                 self.budget.release(t.charge);
             }
             let s = Sense::PROTOCOL_SERVICE_CRC_ERROR;
-            self.status(itt, status::CHECK_CONDITION, Some(s), Residual::default(), out);
+            self.status(
+                itt,
+                status::CHECK_CONDITION,
+                Some(s),
+                Residual::default(),
+                out,
+            );
             return;
         }
         if c.received < c.buf.len() {
@@ -626,10 +647,9 @@ impl FullFeature {
         let Some(task) = self.tasks.get_mut(&itt) else {
             return;
         };
-        let State::Collecting(c) = std::mem::replace(
-            &mut task.state,
-            State::Reading { compare: None },
-        ) else {
+        let State::Collecting(c) =
+            std::mem::replace(&mut task.state, State::Reading { compare: None })
+        else {
             return;
         };
         task.state = State::Reading {
@@ -719,7 +739,13 @@ impl FullFeature {
             State::Reading { compare } => compare,
             // Not waiting for the store (the ITT was reused after an abort).
             other => {
-                self.tasks.insert(itt, Task { state: other, ..task });
+                self.tasks.insert(
+                    itt,
+                    Task {
+                        state: other,
+                        ..task
+                    },
+                );
                 return;
             }
         };
@@ -837,7 +863,6 @@ impl FullFeature {
             self.status(itt, status::GOOD, None, residual, out);
         }
     }
-
 
     fn task_mgmt(&mut self, h: &TaskMgmtRequest, out: &mut Outbox) {
         let lun = decode_lun(h.lun);
@@ -1036,13 +1061,13 @@ impl FullFeature {
         if let Some(limit) = idle_limit {
             let idle = now.duration_since(self.last_work);
             if idle >= limit && self.tasks.is_empty() {
-                out.close(format!("idle for {} s (idle timeout)", idle.as_secs()));
+                out.abort(format!("idle for {} s (idle timeout)", idle.as_secs()));
                 return;
             }
         }
         if let Some((_, sent)) = self.ping {
             if now.duration_since(sent) >= self.settings.nop_timeout {
-                out.close("NOP-In ping not answered");
+                out.abort("NOP-In ping not answered");
             }
             return;
         }

@@ -3,10 +3,10 @@
 //! management, logout). PDUs go in; frames to send, image reads to perform and
 //! lifecycle events come out through an [`Outbox`]. The tokio layer only moves bytes.
 
+pub mod budget;
 pub mod connection;
 pub mod ffp;
 pub mod outbox;
-pub mod budget;
 pub mod seq;
 pub mod task;
 pub mod text;

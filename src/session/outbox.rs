@@ -36,8 +36,10 @@ pub enum Event {
     /// Login succeeded: register the session (reinstating an older one with the
     /// same initiator and ISID) and switch framing to the negotiated digests.
     LoggedIn(Box<LoginOutcome>),
-    /// Send what is queued, then close the connection.
-    Close { reason: String },
+    /// Close the connection: after sending what is queued when `flush` (a logout or
+    /// login response is among it), at once otherwise (a peer that stopped
+    /// answering gets nothing more).
+    Close { reason: String, flush: bool },
 }
 
 /// Reused across PDUs so the steady state allocates nothing.
@@ -53,9 +55,19 @@ impl Outbox {
         self.frames.push_back(Frame::new(header, data));
     }
 
+    /// Send what is queued, then close.
     pub fn close(&mut self, reason: impl Into<String>) {
         self.events.push(Event::Close {
             reason: reason.into(),
+            flush: true,
+        });
+    }
+
+    /// Close without waiting for what is queued to be written.
+    pub fn abort(&mut self, reason: impl Into<String>) {
+        self.events.push(Event::Close {
+            reason: reason.into(),
+            flush: false,
         });
     }
 
