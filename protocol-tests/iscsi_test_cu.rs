@@ -171,7 +171,10 @@ fn libiscsi_conformance_suite() {
                 .iter()
                 .filter(|(t, &o)| t.starts_with("Reserve6.") && o == Outcome::Skip)
                 .count();
-            assert!(s - refused < 125, "{s} skips ({refused} RESERVE(6)): not below tgt's 125");
+            assert!(
+                s - refused < 125,
+                "{s} skips ({refused} RESERVE(6)): not below tgt's 125"
+            );
         }
     }
     let _ = std::fs::write(out_dir.join("iscsi-test-cu-summary.txt"), &summary);
@@ -197,7 +200,10 @@ fn libiscsi_conformance_suite() {
     let srv = Server::start(&["--config", cfg.to_str().unwrap()]);
     let log = run_tests(&srv.url(0), "SCSI.Reserve6", false);
     let got = parse(&log);
-    let reserve: Vec<_> = got.iter().filter(|(t, _)| t.starts_with("Reserve6.")).collect();
+    let reserve: Vec<_> = got
+        .iter()
+        .filter(|(t, _)| t.starts_with("Reserve6."))
+        .collect();
     assert_eq!(reserve.len(), 7, "RESERVE(6) tests run:\n{log}");
     for (t, o) in reserve {
         assert_eq!(*o, Outcome::Pass, "{t} with reservations = true:\n{log}");
