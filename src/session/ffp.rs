@@ -602,12 +602,14 @@ impl FullFeature {
     /// Ask for the next burst of a VERIFY's data, or compare once all of it is here.
     fn continue_collect(&mut self, itt: u32, out: &mut Outbox) {
         let Some(Task {
+            lun,
             state: State::Collecting(c),
             ..
         }) = self.tasks.get_mut(&itt)
         else {
             return;
         };
+        let lun = *lun;
         if c.crc_failed {
             // ErrorRecoveryLevel 0: no recovery R2T; the task ends here.
             if let Some(t) = self.tasks.remove(&itt) {
@@ -628,7 +630,6 @@ impl FullFeature {
             let r2t_sn = c.r2t_sn;
             c.r2t_sn += 1;
             let buffer_offset = c.received as u32;
-            let lun = self.tasks.get(&itt).map_or(0, |t| t.lun);
             let ttt = self.fresh_ttt();
             let h = Header::R2t(R2t {
                 lun: crate::scsi::lu::encode_lun(lun),

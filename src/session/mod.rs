@@ -6,6 +6,8 @@
 pub mod budget;
 pub mod connection;
 pub mod ffp;
+#[cfg(test)]
+mod ffp_tests;
 pub mod outbox;
 pub mod seq;
 pub mod task;
