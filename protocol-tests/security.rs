@@ -704,18 +704,24 @@ fn open_files_limit_is_raised_or_start_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (img, _) = write_image(dir.path(), "img", MIB, 5);
     let bin = env!("CARGO_BIN_EXE_s3lun");
-    let out = Command::new("prlimit")
+    let mut refused = Command::new("prlimit")
         .args(["--nofile=256:256", bin, "serve", "--listen", "127.0.0.1:0"])
         .args(["--lun", img.to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .output()
+        .spawn()
         .expect("prlimit s3lun");
+    let exited = eventually(Duration::from_secs(10), || {
+        matches!(refused.try_wait(), Ok(Some(_)))
+    });
+    if !exited {
+        let _ = refused.kill();
+        let _ = refused.wait();
+        panic!("started with 256 descriptors for 4096 connections");
+    }
+    let out = refused.wait_with_output().expect("exit status");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "started with 256 descriptors for 4096 connections"
-    );
+    assert!(!out.status.success(), "started with 256 descriptors: {err}");
     assert!(
         err.contains("RLIMIT_NOFILE") && err.contains("max_connections"),
         "unclear message: {err}"
