@@ -276,6 +276,10 @@ fn hostile_commands_cannot_grow_the_target() {
     );
     let mut by = Bystander::new(srv.port, TARGET, &image);
     let rss_before = status_kib(srv.pid(), "VmRSS:");
+    // Zeroed allocations are not resident until written: count the address space
+    // the process maps for data too, or buffers allocated and never filled would
+    // go unseen.
+    let data_before = status_kib(srv.pid(), "VmData:");
     let mut answers = Vec::new();
     let mut hostile = Vec::new();
     for n in 0..4u16 {
@@ -315,11 +319,14 @@ fn hostile_commands_cannot_grow_the_target() {
         by.read();
     }
     let rss_after = status_kib(srv.pid(), "VmRSS:");
+    let data_after = status_kib(srv.pid(), "VmData:");
     let grown_mib = rss_after.saturating_sub(rss_before) / 1024;
     println!(
-        "4 sessions x 20,000 hostile VERIFY commands: VmRSS {rss_before} kB -> {rss_after} kB"
+        "4 sessions x 20,000 hostile VERIFY commands: VmRSS {rss_before} kB -> {rss_after} kB, VmData {data_before} kB -> {data_after} kB"
     );
     assert!(grown_mib < 64, "RSS grew by {grown_mib} MiB");
+    let mapped_mib = data_after.saturating_sub(data_before) / 1024;
+    assert!(mapped_mib < 256, "data mappings grew by {mapped_mib} MiB");
     drop(hostile);
     let (mut rejects, mut full, mut r2ts) = (0, 0, 0);
     for a in answers {
