@@ -363,25 +363,8 @@ fn task_management() {
     let mut r = Raw::connect(srv.port);
     r.login_normal(TARGET, &[]);
     let tmf = |r: &mut Raw, function: u8, lun: u64, ref_task_tag: u32| {
-        let itt = r.next_itt();
-        let h = Header::TaskMgmtRequest(TaskMgmtRequest {
-            immediate: true,
-            function,
-            lun: lun << 48,
-            itt,
-            ref_task_tag,
-            cmd_sn: r.cmd_sn,
-            exp_stat_sn: r.exp_stat_sn,
-            ref_cmd_sn: r.cmd_sn.wrapping_sub(5),
-            exp_data_sn: 0,
-        });
-        r.send(&h, &[]);
-        let pdu = r.recv().expect("TMF response");
-        let Header::TaskMgmtResponse(t) = pdu.header else {
-            panic!("expected TMF response, got {:?}", pdu.header)
-        };
-        assert_eq!(t.itt, itt);
-        t.response
+        let ref_cmd_sn = r.cmd_sn.wrapping_sub(5);
+        r.tmf(function, lun, ref_task_tag, ref_cmd_sn)
     };
     assert_eq!(
         tmf(&mut r, 1, 0, 0x5555),

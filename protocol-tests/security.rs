@@ -58,6 +58,15 @@ fn status_of(r: &LoginResponse) -> (u8, u8) {
     (r.status_class, r.status_detail)
 }
 
+/// A first login request in the security stage (to `nsg` when `transit`) naming the
+/// raw initiator's own InitiatorName, then `keys`; the response's status.
+fn first_request(r: &mut Raw, transit: bool, nsg: u8, keys: &[(&str, &str)]) -> (u8, u8) {
+    let name = r.name.clone();
+    let mut all = vec![("InitiatorName", name.as_str())];
+    all.extend_from_slice(keys);
+    status_of(&r.login_step(transit, 0, nsg, &all).0)
+}
+
 // ---------------------------------------------------------------------------
 // 1. Login keys: once per login, identity only in the first request.
 
@@ -81,17 +90,13 @@ fn login_keys_cannot_change_who_is_logging_in() {
     // passes), then declare SessionType=Normal: RFC 7143 section 6.1 makes the
     // second declaration a protocol error, and no normal session may result.
     let mut evil = Raw::as_initiator(srv.port, "iqn.2024-01.test:intruder", 2);
-    let (r, _) = evil.login_step(
+    let st = first_request(
+        &mut evil,
         true,
-        0,
         1,
-        &[
-            ("InitiatorName", "iqn.2024-01.test:intruder"),
-            ("SessionType", "Discovery"),
-            ("AuthMethod", "None"),
-        ],
+        &[("SessionType", "Discovery"), ("AuthMethod", "None")],
     );
-    assert_eq!(status_of(&r), (0, 0), "discovery login goes ahead");
+    assert_eq!(st, (0, 0), "discovery login goes ahead");
     let (r, _) = evil.login_step(
         true,
         1,
@@ -106,18 +111,17 @@ fn login_keys_cannot_change_who_is_logging_in() {
     // CHAP as the allowed node, then InitiatorName changed to a name the ACL and
     // the per-initiator limit never saw.
     let mut evil = Raw::as_initiator(srv.port, "iqn.2024-01.test:node", 4);
-    let (r, _) = evil.login_step(
+    let st = first_request(
+        &mut evil,
         false,
         0,
-        0,
         &[
-            ("InitiatorName", "iqn.2024-01.test:node"),
             ("SessionType", "Normal"),
             ("TargetName", TARGET),
             ("AuthMethod", "CHAP"),
         ],
     );
-    assert_eq!(r.status_class, 0);
+    assert_eq!(st, (0, 0));
     let (r, _) = evil.login_step(
         false,
         0,
@@ -129,18 +133,17 @@ fn login_keys_cannot_change_who_is_logging_in() {
 
     // Any key twice in one request, and once in each of two requests.
     let mut evil = Raw::as_initiator(srv.port, "iqn.2024-01.test:node", 5);
-    let (r, _) = evil.login_step(
+    let st = first_request(
+        &mut evil,
         false,
         0,
-        0,
         &[
-            ("InitiatorName", "iqn.2024-01.test:node"),
             ("TargetName", TARGET),
             ("AuthMethod", "CHAP"),
             ("AuthMethod", "None"),
         ],
     );
-    assert_eq!(status_of(&r), INITIATOR_ERROR, "AuthMethod twice");
+    assert_eq!(st, INITIATOR_ERROR, "AuthMethod twice");
     evil.expect_closed();
     by.read();
 
@@ -154,17 +157,13 @@ fn login_keys_cannot_change_who_is_logging_in() {
         &[],
     );
     let mut evil = Raw::as_initiator(open.port, "iqn.2024-01.test:node", 6);
-    let (r, _) = evil.login_step(
+    let st = first_request(
+        &mut evil,
         true,
-        0,
         1,
-        &[
-            ("InitiatorName", "iqn.2024-01.test:node"),
-            ("TargetName", TARGET),
-            ("AuthMethod", "None"),
-        ],
+        &[("TargetName", TARGET), ("AuthMethod", "None")],
     );
-    assert_eq!(status_of(&r), (0, 0));
+    assert_eq!(st, (0, 0));
     let (r, _) = evil.login_step(
         true,
         1,
@@ -176,17 +175,13 @@ fn login_keys_cannot_change_who_is_logging_in() {
     // A first request that left SessionType out (so Normal): it cannot be
     // declared later. Identity keys come in the first request or not at all.
     let mut evil = Raw::as_initiator(open.port, "iqn.2024-01.test:node", 7);
-    let (r, _) = evil.login_step(
+    let st = first_request(
+        &mut evil,
         false,
         0,
-        0,
-        &[
-            ("InitiatorName", "iqn.2024-01.test:node"),
-            ("TargetName", TARGET),
-            ("AuthMethod", "None"),
-        ],
+        &[("TargetName", TARGET), ("AuthMethod", "None")],
     );
-    assert_eq!(status_of(&r), (0, 0));
+    assert_eq!(st, (0, 0));
     let (r, _) = evil.login_step(true, 0, 1, &[("SessionType", "Discovery")]);
     assert_eq!(status_of(&r), INITIATOR_ERROR, "late SessionType");
     evil.expect_closed();
@@ -210,26 +205,33 @@ fn verify_bytchk(blocks: u16) -> [u8; 16] {
     c
 }
 
-fn send_command(r: &mut Raw, immediate: bool, cdb: [u8; 16], edtl: u32, data: &[u8]) -> u32 {
-    let itt = r.next_itt();
-    let h = Header::ScsiCommand(ScsiCommand {
+/// The next SCSI command of `r` to LUN 0 (a fresh ITT; CmdSN taken unless
+/// immediate): READ(10) reads, anything else with a length writes.
+fn next_command(r: &mut Raw, immediate: bool, cdb: [u8; 16], edtl: u32) -> ScsiCommand {
+    let read = cdb[0] == 0x28;
+    let c = ScsiCommand {
         immediate,
         final_: true,
-        read: false,
-        write: edtl > 0,
+        read,
+        write: !read && edtl > 0,
         attr: 1,
         lun: 0,
-        itt,
+        itt: r.next_itt(),
         expected_len: edtl,
         cmd_sn: r.cmd_sn,
         exp_stat_sn: r.exp_stat_sn,
         cdb,
-    });
+    };
     if !immediate {
         r.cmd_sn = r.cmd_sn.wrapping_add(1);
     }
-    r.send(&h, data);
-    itt
+    c
+}
+
+fn send_command(r: &mut Raw, immediate: bool, cdb: [u8; 16], edtl: u32, data: &[u8]) -> u32 {
+    let c = next_command(r, immediate, cdb, edtl);
+    r.send(&Header::ScsiCommand(c.clone()), data);
+    c.itt
 }
 
 /// Reads everything the target sends on `s` in a thread; counts what it saw.
@@ -291,23 +293,8 @@ fn hostile_commands_cannot_grow_the_target() {
         // then 10,000 more inside the CmdSN window: 48 bytes each.
         let mut burst = Vec::new();
         for i in 0..20_000u32 {
-            let itt = r.next_itt();
-            let h = Header::ScsiCommand(ScsiCommand {
-                immediate: i < 10_000,
-                final_: true,
-                read: false,
-                write: true,
-                attr: 1,
-                lun: 0,
-                itt,
-                expected_len: 4 * MIB as u32,
-                cmd_sn: r.cmd_sn,
-                exp_stat_sn: 0,
-                cdb: verify_bytchk(8192),
-            });
-            if i >= 10_000 {
-                r.cmd_sn = r.cmd_sn.wrapping_add(1);
-            }
+            let c = next_command(&mut r, i < 10_000, verify_bytchk(8192), 4 * MIB as u32);
+            let h = Header::ScsiCommand(c);
             burst.extend_from_slice(&encode_to_vec(&h, &[], &r.cfg));
         }
         r.send_raw(&burst);
@@ -364,19 +351,9 @@ fn commands_held_for_a_cmdsn_gap_are_bounded() {
         let mut cdb = [0u8; 16];
         cdb[0] = 0x2a;
         cdb[8] = 0x02; // 512 blocks
-        let itt = r.next_itt();
         let h = Header::ScsiCommand(ScsiCommand {
-            immediate: false,
-            final_: true,
-            read: false,
-            write: true,
-            attr: 1,
-            lun: 0,
-            itt,
-            expected_len: data.len() as u32,
             cmd_sn: gap.wrapping_add(i),
-            exp_stat_sn: r.exp_stat_sn,
-            cdb,
+            ..next_command(&mut r, false, cdb, data.len() as u32)
         });
         if r.s.write_all(&encode_to_vec(&h, &data, &r.cfg)).is_err() {
             closed = true;
@@ -564,20 +541,19 @@ fn logins_started_together_respect_max_sessions() {
                 let name = format!("iqn.2024-01.test:racer{i}");
                 let mut r = Raw::as_initiator(port, &name, i as u16);
                 // First request: admitted (or refused) here.
-                let (first, _) = r.login_step(
+                let first = first_request(
+                    &mut r,
                     false,
                     0,
-                    0,
                     &[
-                        ("InitiatorName", &name),
                         ("SessionType", "Normal"),
                         ("TargetName", TARGET),
                         ("AuthMethod", "None"),
                     ],
                 );
                 barrier.wait();
-                if status_of(&first) != (0, 0) {
-                    return (status_of(&first), r);
+                if first != (0, 0) {
+                    return (first, r);
                 }
                 let (last, _) = r.login_step(true, 0, 3, &[]);
                 (status_of(&last), r)
@@ -830,22 +806,9 @@ fn data_digest_errors_answer_the_command_and_keep_numbering() {
     // VERIFY with its data as immediate data, whose digest fails: Reject, then the
     // command is answered CHECK CONDITION, ABORTED COMMAND / PROTOCOL SERVICE CRC
     // ERROR, and its CmdSN is consumed.
-    let itt = r.next_itt();
-    let h = Header::ScsiCommand(ScsiCommand {
-        immediate: false,
-        final_: true,
-        read: false,
-        write: true,
-        attr: 1,
-        lun: 0,
-        itt,
-        expected_len: 512,
-        cmd_sn: r.cmd_sn,
-        exp_stat_sn: r.exp_stat_sn,
-        cdb: verify_bytchk(1),
-    });
-    r.cmd_sn += 1;
-    send_corrupt(&mut r, &h, &image[..512]);
+    let c = next_command(&mut r, false, verify_bytchk(1), 512);
+    let itt = c.itt;
+    send_corrupt(&mut r, &Header::ScsiCommand(c), &image[..512]);
     expect_reject(&mut r, reject_reason::DATA_DIGEST_ERROR);
     let (_, st, s) = r.collect(itt);
     assert_eq!((st, sense(&s)), (CHECK_CONDITION, (0x0b, 0x47)));
@@ -923,24 +886,14 @@ fn abandoned_text_and_foreign_lun_addresses() {
     // LUN fields naming another bus or a second level: LOGICAL UNIT NOT SUPPORTED,
     // not LUN 0.
     for field in [0x0100_0000_0000_0000u64, 0x0000_0001_0000_0000] {
-        let itt = r.next_itt();
         let mut cdb = [0u8; 16];
         cdb[..10].copy_from_slice(&read10(0, 1));
-        let h = Header::ScsiCommand(ScsiCommand {
-            immediate: false,
-            final_: true,
-            read: true,
-            write: false,
-            attr: 1,
+        let c = ScsiCommand {
             lun: field,
-            itt,
-            expected_len: 512,
-            cmd_sn: r.cmd_sn,
-            exp_stat_sn: r.exp_stat_sn,
-            cdb,
-        });
-        r.cmd_sn += 1;
-        r.send(&h, &[]);
+            ..next_command(&mut r, false, cdb, 512)
+        };
+        let itt = c.itt;
+        r.send(&Header::ScsiCommand(c), &[]);
         let (d, st, s) = r.collect(itt);
         assert!(d.is_empty(), "LUN field {field:#x} read data");
         assert_eq!(

@@ -465,14 +465,7 @@ impl FullFeature {
             return;
         }
         if self.tasks.len() >= self.max_tasks() {
-            debug!(itt = cmd.itt, "task set full");
-            self.status(
-                cmd.itt,
-                status::TASK_SET_FULL,
-                None,
-                Residual::default(),
-                out,
-            );
+            self.task_set_full(cmd.itt, out);
             return;
         }
         let outcome = if data_lost {
@@ -501,17 +494,8 @@ impl FullFeature {
             let want = if pattern { block } else { len as usize };
             let want = want.min(cmd.expected_len as usize);
             if !self.budget.try_charge(want) {
-                debug!(
-                    itt = cmd.itt,
-                    want, "VERIFY buffer over the budget: task set full"
-                );
-                self.status(
-                    cmd.itt,
-                    status::TASK_SET_FULL,
-                    None,
-                    Residual::default(),
-                    out,
-                );
+                debug!(itt = cmd.itt, want, "VERIFY buffer over the budget");
+                self.task_set_full(cmd.itt, out);
                 return;
             }
             let mut buf = vec![0u8; want];
@@ -615,13 +599,7 @@ impl FullFeature {
                 self.budget.release(t.charge);
             }
             let s = Sense::PROTOCOL_SERVICE_CRC_ERROR;
-            self.status(
-                itt,
-                status::CHECK_CONDITION,
-                Some(s),
-                Residual::default(),
-                out,
-            );
+            self.check(itt, s, out);
             return;
         }
         if c.received < c.buf.len() {
@@ -714,13 +692,7 @@ impl FullFeature {
                 Residual::default(),
                 out,
             ),
-            Outcome::Check(s) => self.status(
-                itt,
-                status::CHECK_CONDITION,
-                Some(s),
-                Residual::default(),
-                out,
-            ),
+            Outcome::Check(s) => self.check(itt, s, out),
             Outcome::Read { .. } | Outcome::Compare { .. } => {
                 // Issued by `scsi`; one reaching here had its data drained.
                 self.status(itt, status::GOOD, None, Residual::default(), out)
@@ -762,13 +734,7 @@ impl FullFeature {
                         self.status(itt, status::GOOD, None, Residual::default(), out)
                     } else {
                         let s = Sense::MISCOMPARE_DURING_VERIFY;
-                        self.status(
-                            itt,
-                            status::CHECK_CONDITION,
-                            Some(s),
-                            Residual::default(),
-                            out,
-                        )
+                        self.check(itt, s, out)
                     }
                 }
                 None => self.data_in(itt, task.lun, data, task.edtl, out),
@@ -783,15 +749,25 @@ impl FullFeature {
                     StoreError::Unavailable(_) => Sense::NOT_READY_BECOMING_READY,
                     _ => Sense::UNRECOVERED_READ_ERROR,
                 };
-                self.status(
-                    itt,
-                    status::CHECK_CONDITION,
-                    Some(sense),
-                    Residual::default(),
-                    out,
-                )
+                self.check(itt, sense, out)
             }
         }
+    }
+
+    /// SAM's answer to a command the task set has no room (or no budget) for.
+    fn task_set_full(&mut self, itt: u32, out: &mut Outbox) {
+        debug!(itt, "task set full");
+        self.status(itt, status::TASK_SET_FULL, None, Residual::default(), out)
+    }
+
+    fn check(&mut self, itt: u32, sense: Sense, out: &mut Outbox) {
+        self.status(
+            itt,
+            status::CHECK_CONDITION,
+            Some(sense),
+            Residual::default(),
+            out,
+        )
     }
 
     fn status(&mut self, itt: u32, st: u8, sense: Option<Sense>, r: Residual, out: &mut Outbox) {
