@@ -234,8 +234,10 @@ fn send_command(r: &mut Raw, immediate: bool, cdb: [u8; 16], edtl: u32, data: &[
     c.itt
 }
 
-/// Reads everything the target sends on `s` in a thread; counts what it saw.
-fn drain_answers(s: TcpStream) -> std::thread::JoinHandle<(usize, usize, usize)> {
+/// Reads what the target sends on `s` in a thread until `expected` answers (Rejects
+/// of immediate commands, TASK SET FULL, R2Ts) have come, or nothing comes for 15 s;
+/// counts them.
+fn drain_answers(s: TcpStream, expected: usize) -> std::thread::JoinHandle<(usize, usize, usize)> {
     std::thread::spawn(move || {
         let mut r = Raw {
             s,
@@ -250,9 +252,10 @@ fn drain_answers(s: TcpStream) -> std::thread::JoinHandle<(usize, usize, usize)>
             isid: [0; 6],
             name: String::new(),
         };
-        let _ = r.s.set_read_timeout(Some(Duration::from_secs(3)));
+        let _ = r.s.set_read_timeout(Some(Duration::from_secs(15)));
         let (mut rejects, mut full, mut r2ts) = (0, 0, 0);
-        while let Some(p) = r.recv() {
+        while rejects + full + r2ts < expected {
+            let Some(p) = r.recv() else { break };
             match p.header {
                 Header::Reject(j) if j.reason == reject_reason::IMMEDIATE_COMMAND_REJECT => {
                     rejects += 1
@@ -288,7 +291,7 @@ fn hostile_commands_cannot_grow_the_target() {
         let mut r = Raw::as_initiator(srv.port, "iqn.2024-01.test:hostile", 0x100 + n);
         r.login_normal(TARGET, &[]);
         let _ = r.command(0, &[0x00], 0);
-        answers.push(drain_answers(r.s.try_clone().unwrap()));
+        answers.push(drain_answers(r.s.try_clone().unwrap(), 20_000));
         // 10,000 immediate VERIFYs asking for 4 MiB each, never sending the data,
         // then 10,000 more inside the CmdSN window: 48 bytes each.
         let mut burst = Vec::new();
