@@ -76,10 +76,9 @@ struct Task {
     cfg: FrameConfig,
     pending: FuturesUnordered<BoxFuture<'static, ReadDone>>,
     registered: Option<Registered>,
-    close: Option<String>,
-    /// Whether queued frames should still go out before the close (a logout or
-    /// login response) or the connection should just end.
-    close_gracefully: bool,
+    /// Why the connection ends, once it does, and whether queued frames still go out
+    /// first (a logout or login response) or it just ends.
+    close: Option<(String, bool)>,
     spare_reads: Vec<crate::session::ReadRequest>,
 }
 
@@ -92,10 +91,7 @@ impl Task {
                 match ev {
                     Event::LoggedIn(o) => self.logged_in(&o),
                     Event::Close { reason, flush } => {
-                        if self.close.is_none() {
-                            self.close = Some(reason);
-                            self.close_gracefully = flush;
-                        }
+                        self.close.get_or_insert((reason, flush));
                     }
                 }
             }
@@ -184,10 +180,7 @@ impl Task {
     }
 
     fn abrupt(&mut self, reason: impl Into<String>) {
-        if self.close.is_none() {
-            self.close = Some(reason.into());
-            self.close_gracefully = false;
-        }
+        self.close.get_or_insert_with(|| (reason.into(), false));
     }
 }
 
@@ -241,7 +234,6 @@ pub async fn run(
         pending: FuturesUnordered::new(),
         registered: None,
         close: None,
-        close_gracefully: false,
         spare_reads: Vec::new(),
     };
     let mut rbuf = BytesMut::with_capacity(64 * 1024);
@@ -299,7 +291,7 @@ pub async fn run(
         t.target.registry.unregister(&r.initiator, r.isid, r.tsih);
     }
     if !writer_done {
-        if t.close_gracefully {
+        if t.close.as_ref().is_some_and(|(_, flush)| *flush) {
             // A logout or login response still goes out, if the peer takes it soon.
             t.wire.finish();
             let grace = stall.min(CLOSE_GRACE);
@@ -311,7 +303,7 @@ pub async fn run(
         }
     }
     info!(
-        reason = t.close.as_deref().unwrap_or(""),
+        reason = t.close.as_ref().map_or("", |(r, _)| r.as_str()),
         "connection closed"
     );
 }

@@ -329,7 +329,7 @@ impl FullFeature {
     }
 
     fn dispatch(&mut self, pdu: Held, out: &mut Outbox) {
-        let sequenced = match pdu_of(&pdu).map(|p| &p.header) {
+        let sequenced = match pdu.pdu().map(|p| &p.header) {
             Some(Header::NopOut(h)) if h.itt != RESERVED_TAG => Some((h.immediate, h.cmd_sn)),
             Some(Header::ScsiCommand(h)) => Some((h.immediate, h.cmd_sn)),
             Some(Header::TaskMgmtRequest(h)) => Some((h.immediate, h.cmd_sn)),
@@ -1073,12 +1073,5 @@ fn detached(p: Pdu) -> Pdu {
         ahs: Bytes::copy_from_slice(&p.ahs),
         data: Bytes::copy_from_slice(&p.data),
         ..p
-    }
-}
-
-fn pdu_of(h: &Held) -> Option<&Pdu> {
-    match h {
-        Held::Pdu(p) | Held::DataLost(p) => Some(p),
-        Held::Aborted => None,
     }
 }

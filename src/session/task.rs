@@ -54,28 +54,28 @@ pub enum Held {
 }
 
 impl Held {
+    /// The PDU, where one is held.
+    pub fn pdu(&self) -> Option<&Pdu> {
+        match self {
+            Held::Pdu(p) | Held::DataLost(p) => Some(p),
+            Held::Aborted => None,
+        }
+    }
+
     /// Budget bytes: what holding it keeps alive.
     pub fn bytes(&self) -> usize {
-        match self {
-            Held::Pdu(p) | Held::DataLost(p) => BHS_LEN + p.ahs.len() + p.data.len(),
-            Held::Aborted => 0,
-        }
+        self.pdu()
+            .map_or(0, |p| BHS_LEN + p.ahs.len() + p.data.len())
     }
 
     pub fn itt(&self) -> Option<u32> {
-        match self {
-            Held::Pdu(p) | Held::DataLost(p) => p.header.itt(),
-            Held::Aborted => None,
-        }
+        self.pdu().and_then(|p| p.header.itt())
     }
 
     pub fn lun(&self) -> Option<u64> {
-        match self {
-            Held::Pdu(p) | Held::DataLost(p) => match &p.header {
-                crate::pdu::Header::ScsiCommand(c) => Some(crate::scsi::lu::decode_lun(c.lun)),
-                _ => None,
-            },
-            Held::Aborted => None,
+        match &self.pdu()?.header {
+            crate::pdu::Header::ScsiCommand(c) => Some(crate::scsi::lu::decode_lun(c.lun)),
+            _ => None,
         }
     }
 }
