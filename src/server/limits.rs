@@ -2,6 +2,7 @@
 //! and decides at accept time whether a new one is within the configured limits.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
@@ -33,16 +34,52 @@ pub enum Admission {
     Drop(String),
 }
 
-#[derive(Debug, Default)]
-struct Counts {
+/// A count in total and per key (peer address, initiator name), keys dropped at
+/// zero so the map only holds what is open.
+#[derive(Debug)]
+pub(crate) struct Tally<K> {
     total: usize,
-    by_addr: HashMap<IpAddr, usize>,
+    by_key: HashMap<K, usize>,
+}
+
+impl<K> Default for Tally<K> {
+    fn default() -> Self {
+        Tally {
+            total: 0,
+            by_key: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Eq + Hash> Tally<K> {
+    pub(crate) fn total(&self) -> usize {
+        self.total
+    }
+
+    pub(crate) fn of(&self, key: &K) -> usize {
+        self.by_key.get(key).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn add(&mut self, key: K) {
+        self.total += 1;
+        *self.by_key.entry(key).or_insert(0) += 1;
+    }
+
+    pub(crate) fn remove(&mut self, key: &K) {
+        self.total = self.total.saturating_sub(1);
+        if let Some(n) = self.by_key.get_mut(key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.by_key.remove(key);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 pub struct ConnGate {
     limits: ConnLimits,
-    counts: Mutex<Counts>,
+    counts: Mutex<Tally<IpAddr>>,
 }
 
 impl ConnGate {
@@ -53,26 +90,26 @@ impl ConnGate {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tally<IpAddr>> {
         self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn open(&self) -> usize {
-        self.lock().total
+        self.lock().total()
     }
 
     pub fn admit(self: &Arc<Self>, addr: IpAddr) -> Admission {
         let mut c = self.lock();
-        let mine = c.by_addr.get(&addr).copied().unwrap_or(0);
+        let (open, mine) = (c.total(), c.of(&addr));
         // Refusing politely costs a task and a socket each; past twice the limit
         // the answer is a closed connection.
-        if c.total >= self.limits.total.saturating_mul(2)
+        if open >= self.limits.total.saturating_mul(2)
             || mine >= self.limits.per_address.saturating_mul(2)
         {
-            return Admission::Drop(format!("{} connections open, {mine} from {addr}", c.total));
+            return Admission::Drop(format!("{open} connections open, {mine} from {addr}"));
         }
-        let over = if c.total >= self.limits.total {
-            Some(format!("{} connections open (max_connections)", c.total))
+        let over = if open >= self.limits.total {
+            Some(format!("{open} connections open (max_connections)"))
         } else if mine >= self.limits.per_address {
             Some(format!(
                 "{mine} connections from {addr} (max_connections_per_address)"
@@ -80,8 +117,7 @@ impl ConnGate {
         } else {
             None
         };
-        c.total += 1;
-        *c.by_addr.entry(addr).or_insert(0) += 1;
+        c.add(addr);
         let guard = ConnGuard {
             gate: Arc::clone(self),
             addr,
@@ -102,14 +138,7 @@ pub struct ConnGuard {
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        let mut c = self.gate.lock();
-        c.total = c.total.saturating_sub(1);
-        if let Some(n) = c.by_addr.get_mut(&self.addr) {
-            *n -= 1;
-            if *n == 0 {
-                c.by_addr.remove(&self.addr);
-            }
-        }
+        self.gate.lock().remove(&self.addr);
     }
 }
 

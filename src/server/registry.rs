@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use tracing::info;
 
+use super::limits::Tally;
 use crate::login::LoginError;
 
 type Key = (String, [u8; 6]);
@@ -41,8 +42,7 @@ impl Default for SessionLimits {
 struct Sessions {
     live: HashMap<Key, Entry>,
     /// Slots held by logins admitted but not yet complete, per initiator name.
-    pending: HashMap<String, usize>,
-    pending_total: usize,
+    pending: Tally<String>,
 }
 
 #[derive(Debug, Default)]
@@ -62,14 +62,7 @@ pub struct SessionSlot {
 
 impl Drop for SessionSlot {
     fn drop(&mut self) {
-        let mut s = self.registry.lock();
-        s.pending_total = s.pending_total.saturating_sub(1);
-        if let Some(n) = s.pending.get_mut(&self.name) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                s.pending.remove(&self.name);
-            }
-        }
+        self.registry.lock().pending.remove(&self.name);
     }
 }
 
@@ -158,21 +151,19 @@ impl Registry {
         if s.live.contains_key(&(name.clone(), isid)) {
             return Ok(None);
         }
-        let total = s.live.len() + s.pending_total;
+        let total = s.live.len() + s.pending.total();
         if total >= self.limits.total {
             return Err(LoginError::OutOfResources(format!(
                 "{total} sessions, with logins in progress (max_sessions)"
             )));
         }
-        let mine = s.live.keys().filter(|(n, _)| *n == name).count()
-            + s.pending.get(&name).copied().unwrap_or(0);
+        let mine = s.live.keys().filter(|(n, _)| *n == name).count() + s.pending.of(&name);
         if mine >= self.limits.per_initiator {
             return Err(LoginError::OutOfResources(format!(
                 "{mine} sessions from {initiator} (max_sessions_per_initiator)"
             )));
         }
-        s.pending_total += 1;
-        *s.pending.entry(name.clone()).or_insert(0) += 1;
+        s.pending.add(name.clone());
         Ok(Some(SessionSlot {
             registry: Arc::clone(self),
             name,
