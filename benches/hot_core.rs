@@ -2,18 +2,18 @@
 //! Data-In generation for a cache hit (digests off and on), and cache lookups.
 //! Run with `cargo bench --bench hot_core`.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use s3lun::login::{encode_pairs, parse_pairs, LoginOutcome, SessionParams};
-use s3lun::lun::LunTable;
+use s3lun::login::{encode_pairs, parse_pairs};
+use s3lun::pair::Pair;
 use s3lun::pdu::framing::encode_to_vec;
 use s3lun::pdu::*;
-use s3lun::scsi::exec::TargetPort;
-use s3lun::server::writer::Writer;
-use s3lun::session::{FfpSettings, FullFeature, Outbox};
+use s3lun::server::wire::write_frames;
+use s3lun::session::{Event, SessionSettings};
 use s3lun::store::cache::{CacheSettings, CachedStore, ChunkCache};
 use s3lun::store::{BlockStore, LocalFile};
 
@@ -57,7 +57,7 @@ fn pdus(c: &mut Criterion) {
     }
     let data_in = Header::DataIn(DataIn {
         final_: true,
-        status: Some(0),
+        status: Some(ScsiStatus::Good),
         itt: 7,
         ttt: RESERVED_TAG,
         data_sn: 3,
@@ -105,6 +105,9 @@ fn login_text(c: &mut Criterion) {
     });
 }
 
+/// One 128 KiB READ through the connection machine exactly as the server drives it:
+/// command bytes in (decoded, header digest checked), the read answered from a
+/// cached payload, Data-In frames out (digests computed) and written vectored.
 fn data_in(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("img");
@@ -112,62 +115,40 @@ fn data_in(c: &mut Criterion) {
     let store: Arc<dyn BlockStore> = Arc::new(LocalFile::open(&path).expect("open"));
     let image = store.read_at(0, 128 << 10);
     let payload = futures::executor::block_on(image.wait()).expect("read");
-    let luns = Arc::new(LunTable::single(store, "bench"));
     let mut g = c.benchmark_group("data_in_cache_hit_128k");
     g.throughput(Throughput::Bytes(payload.len() as u64));
-    for (name, digests) in [("digests_off", false), ("digests_on", true)] {
-        let cfg = FrameConfig {
-            header_digest: digests,
-            data_digest: digests,
-            max_data_segment: 262_144,
-        };
-        let params = SessionParams {
-            initiator_max_recv_data_segment: 65_536,
-            ..SessionParams::default()
-        };
-        let port = Arc::new(TargetPort::new("iqn.bench", 1));
-        let mut ffp = FullFeature::new(
-            Arc::new(FfpSettings::default()),
-            &LoginOutcome {
-                params,
-                isid: [0; 6],
-                tsih: 1,
-                cid: 0,
-                exp_cmd_sn: 0,
-                next_stat_sn: 0,
-                target_visible: true,
-            },
-            luns.clone(),
-            port,
-            Arc::new(Vec::new()),
-            Instant::now(),
+    for (name, digests) in [("digests_off", "None"), ("digests_on", "CRC32C")] {
+        let mut pair = Pair::logged_in(
+            SessionSettings::default(),
+            Bytes::from(vec![7u8; 4 << 20]),
+            &[
+                ("HeaderDigest", digests),
+                ("DataDigest", digests),
+                ("MaxRecvDataSegmentLength", "65536"),
+            ],
         );
-        let mut out = Outbox::default();
-        let mut writer = Writer::default();
+        let cfg = pair.framing();
+        let env = std::mem::take(&mut pair.env);
+        let conn = &mut pair.conn;
+        let mut rx = BytesMut::with_capacity(4096);
+        let mut frames = VecDeque::new();
         let mut sink = tokio::io::sink();
-        let mut itt = 0u32;
+        let mut itt = 1000u32;
         g.bench_function(name, |b| {
             b.iter(|| {
                 itt = itt.wrapping_add(1);
                 let mut read = ScsiCommand::read10(itt, 0, 0, 256);
                 read.immediate = true;
-                let cmd = Header::ScsiCommand(read);
-                let mut raw = [0u8; BHS_LEN];
-                cmd.encode(0, 0, &mut raw);
-                ffp.handle(
-                    Pdu {
-                        header: cmd,
-                        raw_bhs: raw,
-                        ahs: Bytes::new(),
-                        data: Bytes::new(),
-                    },
-                    Instant::now(),
-                    &mut out,
-                );
-                out.reads.clear();
-                ffp.read_done(itt, Ok(payload.clone()), &mut out);
-                futures::executor::block_on(writer.flush(&mut sink, &mut out.frames, cfg))
-                    .expect("flush");
+                let cmd = Frame::new(&Header::ScsiCommand(read), Bytes::new(), &cfg);
+                rx.extend_from_slice(cmd.head());
+                conn.handle_input(&mut rx, &env, Instant::now());
+                while let Some(ev) = conn.poll_event() {
+                    if let Event::Read(r) = ev {
+                        conn.read_done(r.itt, Ok(payload.clone()));
+                    }
+                }
+                conn.drain_transmits(&mut frames);
+                futures::executor::block_on(write_frames(&mut sink, &mut frames)).expect("write");
             })
         });
     }

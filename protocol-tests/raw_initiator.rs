@@ -168,7 +168,7 @@ fn every_negotiation_rule() {
         sns.push(d.data_sn);
         got.extend_from_slice(&pdu.data);
         if let Some(st) = d.status {
-            assert_eq!(st, 0);
+            assert_eq!(u8::from(st), 0);
             assert!(d.final_);
             break;
         }
@@ -192,7 +192,7 @@ fn bad_opcode_is_rejected_and_the_session_goes_on() {
     let Header::Reject(rej) = pdu.header else {
         panic!("expected Reject, got {:?}", pdu.header)
     };
-    assert_eq!(rej.reason, reject_reason::COMMAND_NOT_SUPPORTED);
+    assert_eq!(rej.reason, RejectReason::CommandNotSupported);
     assert_eq!(
         &pdu.data[..],
         &bhs[..],
@@ -241,7 +241,7 @@ fn oversized_data_segment_is_rejected_and_closed() {
     let Header::Reject(rej) = pdu.header else {
         panic!("expected Reject, got {:?}", pdu.header)
     };
-    assert_eq!(rej.reason, reject_reason::PROTOCOL_ERROR);
+    assert_eq!(rej.reason, RejectReason::ProtocolError);
     r.expect_closed();
     // The same during login: closed, nothing else.
     let mut r = Raw::connect(srv.port);

@@ -257,10 +257,10 @@ fn drain_answers(s: TcpStream, expected: usize) -> std::thread::JoinHandle<(usiz
         while rejects + full + r2ts < expected {
             let Some(p) = r.recv() else { break };
             match p.header {
-                Header::Reject(j) if j.reason == reject_reason::IMMEDIATE_COMMAND_REJECT => {
+                Header::Reject(j) if j.reason == RejectReason::ImmediateCommandReject => {
                     rejects += 1
                 }
-                Header::ScsiResponse(s) if s.status == TASK_SET_FULL => full += 1,
+                Header::ScsiResponse(s) if u8::from(s.status) == TASK_SET_FULL => full += 1,
                 Header::R2t(_) => r2ts += 1,
                 _ => {}
             }
@@ -788,7 +788,7 @@ fn send_corrupt(r: &mut Raw, h: &Header, data: &[u8]) {
     r.send_raw(&wire);
 }
 
-fn expect_reject(r: &mut Raw, reason: u8) {
+fn expect_reject(r: &mut Raw, reason: RejectReason) {
     let p = r.recv().expect("Reject");
     let Header::Reject(j) = p.header else {
         panic!("expected a Reject, got {:?}", p.header)
@@ -812,7 +812,7 @@ fn data_digest_errors_answer_the_command_and_keep_numbering() {
     let c = next_command(&mut r, false, verify_bytchk(1), 512);
     let itt = c.itt;
     send_corrupt(&mut r, &Header::ScsiCommand(c), &image[..512]);
-    expect_reject(&mut r, reject_reason::DATA_DIGEST_ERROR);
+    expect_reject(&mut r, RejectReason::DataDigestError);
     let (_, st, s) = r.collect(itt);
     assert_eq!((st, sense(&s)), (CHECK_CONDITION, (0x0b, 0x47)));
     // The next command runs without any retry.
@@ -835,7 +835,7 @@ fn data_digest_errors_answer_the_command_and_keep_numbering() {
         buffer_offset: 0,
     });
     send_corrupt(&mut r, &d, &image[..512]);
-    expect_reject(&mut r, reject_reason::DATA_DIGEST_ERROR);
+    expect_reject(&mut r, RejectReason::DataDigestError);
     let (_, st, s) = r.collect(itt);
     assert_eq!((st, sense(&s)), (CHECK_CONDITION, (0x0b, 0x47)));
     // And the same VERIFY with good data compares.

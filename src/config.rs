@@ -2,7 +2,6 @@
 //! the lab case: listen on every address at port 3260, target name from the hostname.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -12,11 +11,9 @@ use crate::catalog::CatalogConfig;
 use crate::login::{ChapPolicy, Credentials, LoginSettings, NegotiationPrefs};
 use crate::server::{ConnLimits, SessionLimits};
 use crate::session::budget::{self, TargetBudget};
-use crate::session::FfpSettings;
-use crate::store::cache::{CacheSettings, CachedStore, ChunkCache};
-use crate::store::key::{content_key, ContentKey};
-use crate::store::s3::{parse_url, ObjectInfo, S3Client, S3Object, S3Settings, S3Store};
-use crate::store::{BlockStore, LocalFile};
+use crate::session::SessionSettings;
+use crate::store::cache::CacheSettings;
+use crate::store::s3::S3Settings;
 
 pub const DEFAULT_PORT: u16 = 3260;
 
@@ -324,13 +321,6 @@ impl S3Config {
     }
 }
 
-/// What LUNs are opened with: one S3 client and one cache for the whole target.
-#[derive(Debug, Clone)]
-pub struct Backends {
-    pub s3: Option<S3Client>,
-    pub cache: Arc<ChunkCache>,
-}
-
 impl Default for Config {
     fn default() -> Self {
         let prefs = NegotiationPrefs::default();
@@ -354,8 +344,8 @@ impl Default for Config {
             login_timeout_secs: 15,
             idle_timeout_secs: 0,
             discovery_idle_timeout_secs: 60,
-            max_text_keys: FfpSettings::default().max_keys,
-            max_text_bytes: FfpSettings::default().max_text_bytes,
+            max_text_keys: SessionSettings::default().max_keys,
+            max_text_bytes: SessionSettings::default().max_text_bytes,
             max_sessions: SessionLimits::default().total,
             max_sessions_per_initiator: SessionLimits::default().per_initiator,
             max_connections: ConnLimits::default().total,
@@ -461,8 +451,8 @@ impl Config {
         Ok(s)
     }
 
-    pub fn ffp_settings(&self) -> FfpSettings {
-        FfpSettings {
+    pub fn session_settings(&self) -> SessionSettings {
+        SessionSettings {
             cmd_window: self.cmd_window,
             phase_collapse: self.phase_collapse,
             nop_interval: secs_or_never(self.nop_interval_secs),
@@ -490,97 +480,6 @@ impl Config {
             total: self.max_connections,
             per_address: self.max_connections_per_address,
         }
-    }
-
-    /// The S3 client and cache, built once per process.
-    pub fn backends(&self) -> anyhow::Result<Backends> {
-        let needs_s3 = self.luns.iter().any(|l| l.s3.is_some()) || !self.catalog.is_empty();
-        let s3 = match (&self.s3, needs_s3) {
-            (Some(c), _) => Some(S3Client::new(&c.settings()?)),
-            (None, true) => Some(S3Client::new(&S3Config::default().settings()?)),
-            (None, false) => None,
-        };
-        let mut cache = self.cache.settings();
-        if s3.is_none() {
-            // Local files need no cache: do not create a directory for nothing.
-            cache.dir = None;
-        }
-        Ok(Backends {
-            s3,
-            cache: ChunkCache::new(cache),
-        })
-    }
-}
-
-/// Open an S3 image already HEADed: guarded by the ETag seen then, read through the
-/// cache under its content key.
-pub fn open_s3(
-    url: &str,
-    info: &ObjectInfo,
-    ck: &ContentKey,
-    identity: String,
-    b: &Backends,
-) -> anyhow::Result<Opened> {
-    let (bucket, key) = parse_url(url).with_context(|| format!("bad S3 URL {url:?}"))?;
-    let client = b.s3.clone().context("an s3 LUN needs an [s3] section")?;
-    if info.size == 0 {
-        bail!("{url} is empty");
-    }
-    tracing::info!(object = %url, content_key = %ck.key, source = ?ck.source, size = info.size, "S3 image");
-    let object: Arc<dyn BlockStore> = Arc::new(S3Store(S3Object::new(client, &bucket, &key, info)));
-    let store = Arc::new(CachedStore::new(object, &ck.key, Arc::clone(&b.cache)));
-    Ok(Opened {
-        identity,
-        version: ck.key.clone(),
-        store: store.clone(),
-        cached: Some(store),
-    })
-}
-
-/// An opened image.
-pub struct Opened {
-    pub identity: String,
-    /// Content key (S3) or path (file): see [`Lun::version`].
-    pub version: String,
-    pub store: Arc<dyn BlockStore>,
-    /// The cache view of an S3 image.
-    pub cached: Option<Arc<CachedStore>>,
-}
-
-/// Open one image.
-pub async fn open_lun(l: &LunConfig, b: &Backends) -> anyhow::Result<Opened> {
-    match (&l.path, &l.s3) {
-        (Some(path), None) => {
-            let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
-            let identity = l
-                .identity
-                .clone()
-                .unwrap_or_else(|| format!("file://{}", abs.display()));
-            let store = LocalFile::open(path)
-                .with_context(|| format!("opening image {}", path.display()))?;
-            Ok(Opened {
-                identity,
-                version: abs.display().to_string(),
-                store: Arc::new(store),
-                cached: None,
-            })
-        }
-        (None, Some(url)) => {
-            let (bucket, key) = parse_url(url).with_context(|| format!("bad S3 URL {url:?}"))?;
-            let client = b.s3.clone().context("an s3 LUN needs an [s3] section")?;
-            let info = client
-                .head(&bucket, &key)
-                .await
-                .with_context(|| format!("opening {url}"))?;
-            let ck = content_key(l.etag.as_deref(), l.md5.as_deref(), &info)
-                .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
-            if let Some(why) = &ck.stale_manifest {
-                tracing::warn!(object = %url, "stale manifest: {why}; using the object's ETag");
-            }
-            let identity = l.identity.clone().unwrap_or_else(|| url.clone());
-            open_s3(url, &info, &ck, identity, b)
-        }
-        _ => bail!("a [[lun]] needs exactly one of path or s3"),
     }
 }
 
@@ -632,9 +531,9 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.luns.len(), 3);
         assert_eq!(c.cache.settings().chunk_size, 2 << 20);
-        assert!(c.backends().unwrap().s3.is_some());
+        assert!(crate::assemble::Backends::build(&c).unwrap().s3.is_some());
         assert_eq!(c.luns[0].lun, Some(4));
-        assert_eq!(c.ffp_settings().nop_interval, None);
+        assert_eq!(c.session_settings().nop_interval, None);
         assert_eq!(
             c.login_settings().unwrap().prefs.header_digests,
             vec!["CRC32C"]

@@ -1,16 +1,15 @@
 //! s3lun: a userspace iSCSI target serving read-only images as LUNs.
 //!
-//! The wire protocol lives in sans-IO modules ([`pdu`], [`login`], [`session`],
-//! [`scsi`]) that tests drive directly; [`server`] is the tokio edge that moves bytes.
+//! The protocol is the sans-IO crate `s3lun-proto` (re-exported here as [`pdu`],
+//! [`login`], [`session`], [`scsi`] and [`lun_table`]); this crate is the I/O around
+//! it: [`server`] moves bytes and runs reads, [`store`] and its cache fetch image
+//! bytes, [`catalog`] finds the images, [`config`] and [`assemble`] build a target.
 
+pub use s3lun_proto::{login, lun_table, pair, pdu, scsi, session};
+
+pub mod assemble;
 pub mod catalog;
 pub mod config;
-pub mod login;
-pub mod lun;
-pub mod lunmap;
-pub mod pdu;
-pub mod scsi;
 pub mod server;
-pub mod session;
 pub mod store;
 pub mod tools;

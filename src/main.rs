@@ -11,13 +11,14 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing::{error, info};
 
+use s3lun::assemble::Backends;
+use s3lun::catalog::lun_numbers::LunMap;
 use s3lun::catalog::{self, live::Builder};
 use s3lun::config::{Config, LunConfig};
-use s3lun::lun::LunTable;
-use s3lun::lunmap::LunMap;
 use s3lun::scsi::exec::TargetPort;
 use s3lun::server::metrics::CatalogStats;
 use s3lun::server::{self, Registry, Target};
+use s3lun::store::ServedLuns;
 use std::time::Duration;
 
 /// The demo image: a tiny squashfs with a README and a marker file.
@@ -236,8 +237,8 @@ fn announce(line: &str) {
     let _ = out.flush();
 }
 
-fn log_luns(luns: &LunTable) {
-    for l in luns.iter() {
+fn log_luns(luns: &ServedLuns) {
+    for l in luns.table.iter() {
         info!(lun = l.info.lun, size = l.info.size_bytes, wwid = %l.info.identity.wwid(), identity = %l.info.identity.source, "LUN");
     }
 }
@@ -270,7 +271,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(p) => LunMap::load(p)?,
         None => LunMap::ephemeral(),
     };
-    let backends = cfg.backends()?;
+    let backends = Backends::build(&cfg)?;
     // Static LUNs plus the catalog as last known: never an empty set at start-up.
     let mut builder = Builder::new(map, backends.clone());
     let luns = builder.build(&cfg, None).await?;
@@ -280,7 +281,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (luns_tx, luns_rx) = watch::channel(Arc::new(luns));
     let target = Arc::new(Target {
         login,
-        ffp: Arc::new(cfg.ffp_settings()),
+        session: Arc::new(cfg.session_settings()),
         port: Arc::new(TargetPort::new(target_name.clone(), cfg.portal_group_tag)),
         advertise: cfg.advertise.clone(),
         luns: luns_rx,
@@ -359,7 +360,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         match builder.build(&cfg, Some(&current)).await {
             Ok(new) => {
                 catalog_stats.set_luns(new.len());
-                if current.same_as(&new) {
+                if current.table.same_as(&new.table) {
                     info!("LUNs unchanged");
                 } else {
                     info!("LUNs changed");

@@ -10,7 +10,8 @@ use anyhow::{bail, Context};
 use futures::stream::{self, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::config::{open_lun, Config, LunConfig};
+use crate::assemble::{open_lun, Backends};
+use crate::config::{Config, LunConfig};
 use crate::store::cache::ChunkCache;
 
 /// Fill the cache for every S3 image of `cfg` (or just `images`, by URL or identity).
@@ -46,7 +47,7 @@ pub async fn warm(cfg: &Config, images: &[String], parallel: usize) -> anyhow::R
     }
     let mut with_s3 = cfg.clone();
     with_s3.luns = luns.clone();
-    let backends = with_s3.backends()?;
+    let backends = Backends::build(&with_s3)?;
     for l in &luns {
         let url = l.s3.clone().unwrap_or_default();
         let opened = open_lun(l, &backends).await?;
@@ -156,7 +157,7 @@ fn remove_dir(p: &Path) -> anyhow::Result<()> {
 /// Print what the catalog would serve, without starting the target: the tool to run
 /// when a node fails to boot.
 pub async fn catalog(cfg: &Config) -> anyhow::Result<()> {
-    let backends = cfg.backends()?;
+    let backends = Backends::build(cfg)?;
     let client = backends
         .s3
         .clone()
@@ -166,8 +167,8 @@ pub async fn catalog(cfg: &Config) -> anyhow::Result<()> {
     }
     // Numbers as the running target would give them; the state file is not written.
     let mut map = match &cfg.state_file {
-        Some(p) => crate::lunmap::LunMap::load(p)?,
-        None => crate::lunmap::LunMap::ephemeral(),
+        Some(p) => crate::catalog::lun_numbers::LunMap::load(p)?,
+        None => crate::catalog::lun_numbers::LunMap::ephemeral(),
     };
     let previous = map
         .known

@@ -7,14 +7,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::BytesMut;
-use s3lun::login::{LoginOutcome, SessionParams};
-use s3lun::lun::LunTable;
-use s3lun::pdu::framing::encode_to_vec;
-use s3lun::pdu::{decode, FrameConfig, Header, ScsiCommand};
-use s3lun::scsi::exec::TargetPort;
-use s3lun::server::writer::Writer;
-use s3lun::session::{FfpSettings, FullFeature, Outbox};
+use bytes::{Bytes, BytesMut};
+use s3lun::pair::Pair;
+use s3lun::pdu::Frame;
+use s3lun::pdu::{Header, ScsiCommand};
+use s3lun::server::wire::write_frames;
+use s3lun::session::{Event, SessionSettings};
 use s3lun::store::{read_padded, BlockStore, LocalFile, ReadFuture};
 
 struct Counting;
@@ -42,74 +40,53 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-fn read10(itt: u32, cmd_sn: u32, lba: u32, blocks: u16) -> Vec<u8> {
-    let h = Header::ScsiCommand(ScsiCommand::read10(itt, cmd_sn, lba, blocks));
-    encode_to_vec(&h, &[], &FrameConfig::LOGIN)
-}
-
 #[test]
 fn a_warm_read_allocates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("img");
     std::fs::write(&path, vec![7u8; 8 << 20]).unwrap();
     let store: Arc<dyn BlockStore> = Arc::new(LocalFile::open(&path).unwrap());
-    let luns = Arc::new(LunTable::single(store, "alloc-test"));
-    let params = SessionParams {
-        initiator_max_recv_data_segment: 262_144,
-        ..SessionParams::default()
-    };
-    let port = Arc::new(TargetPort::new("iqn.test", 1));
-    let mut ffp = FullFeature::new(
-        Arc::new(FfpSettings::default()),
-        &LoginOutcome {
-            params,
-            isid: [0; 6],
-            tsih: 1,
-            cid: 0,
-            exp_cmd_sn: 0,
-            next_stat_sn: 0,
-            target_visible: true,
-        },
-        luns.clone(),
-        port,
-        Arc::new(Vec::new()),
-        Instant::now(),
+    // A real login over the connection's byte path, digests on.
+    let mut pair = Pair::logged_in(
+        SessionSettings::default(),
+        Bytes::from(vec![7u8; 8 << 20]),
+        &[
+            ("HeaderDigest", "CRC32C"),
+            ("DataDigest", "CRC32C"),
+            ("MaxRecvDataSegmentLength", "262144"),
+        ],
     );
-    let cfg = FrameConfig {
-        header_digest: true,
-        data_digest: true,
-        max_data_segment: 262_144,
-    };
+    let cfg = pair.framing();
+    assert!(cfg.header_digest && cfg.data_digest);
     let n = 300u32;
-    let mut wire = Vec::new();
-    for i in 0..n {
-        wire.extend(read10(i, i, (i % 64) * 256, 256));
-    }
-    // Digests are on: re-encode with them.
-    let cfg_plain = FrameConfig::LOGIN;
-    let mut rx = BytesMut::from(&wire[..]);
-    let mut framed = Vec::new();
-    while let Some(p) = decode(&mut rx, &cfg_plain).unwrap() {
-        framed.extend(encode_to_vec(&p.header, &[], &cfg));
-    }
-    let mut rx = BytesMut::from(&framed[..]);
-    let mut out = Outbox::default();
-    let mut writer = Writer::default();
+    let commands: Vec<Frame> = (0..n)
+        .map(|i| {
+            let sn = pair.cmd_sn.wrapping_add(i);
+            let h = Header::ScsiCommand(ScsiCommand::read10(1000 + i, sn, (i % 64) * 256, 256));
+            Frame::new(&h, Bytes::new(), &cfg)
+        })
+        .collect();
+    let env = std::mem::take(&mut pair.env);
+    let conn = &mut pair.conn;
+    let mut rx = BytesMut::with_capacity(4096);
+    let mut frames = std::collections::VecDeque::new();
     let mut sink = tokio::io::sink();
-    let mut spare = Vec::new();
-    let mut run = |rx: &mut BytesMut, out: &mut Outbox, writer: &mut Writer, count: u32| {
-        for _ in 0..count {
-            let pdu = decode(rx, &cfg).unwrap().unwrap();
-            ffp.handle(pdu, Instant::now(), out);
-            std::mem::swap(&mut out.reads, &mut spare);
-            for r in spare.drain(..) {
-                let lun = luns.get(r.lun).unwrap();
-                match read_padded(&*lun.store, r.offset, r.len as usize) {
-                    ReadFuture::Ready(res) => ffp.read_done(r.itt, res, out),
+    let mut next = commands.iter();
+    let mut run = |rx: &mut BytesMut, count: u32| {
+        for f in next.by_ref().take(count as usize) {
+            rx.extend_from_slice(f.head());
+            conn.handle_input(rx, &env, Instant::now());
+            while let Some(ev) = conn.poll_event() {
+                let Event::Read(r) = ev else {
+                    panic!("unexpected {ev:?}")
+                };
+                match read_padded(&*store, r.offset, r.len as usize) {
+                    ReadFuture::Ready(res) => conn.read_done(r.itt, res.map_err(|e| e.sense())),
                     ReadFuture::Pending(_) => panic!("local reads are ready at once"),
                 }
             }
-            futures::executor::block_on(writer.flush(&mut sink, &mut out.frames, cfg)).unwrap();
+            conn.drain_transmits(&mut frames);
+            futures::executor::block_on(write_frames(&mut sink, &mut frames)).unwrap();
         }
     };
     // The counter sees allocations at all.
@@ -122,10 +99,10 @@ fn a_warm_read_allocates_nothing() {
     );
     drop(probe);
     // Warm up: buffers, maps and queues reach their working capacity.
-    run(&mut rx, &mut out, &mut writer, 100);
+    run(&mut rx, 100);
     ALLOCS.store(0, Ordering::SeqCst);
     COUNTING.store(true, Ordering::SeqCst);
-    run(&mut rx, &mut out, &mut writer, n - 100);
+    run(&mut rx, n - 100);
     COUNTING.store(false, Ordering::SeqCst);
     let allocs = ALLOCS.load(Ordering::SeqCst);
     println!(

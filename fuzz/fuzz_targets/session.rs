@@ -1,13 +1,14 @@
 //! The whole connection state machine (login, then full feature phase) fed an
-//! arbitrary initiator byte stream, exactly as the tokio layer feeds it: framing
-//! switches to the negotiated digests after login, reads complete at once from an
-//! in-memory image, the clock ticks between PDUs. Everything the target sends must
-//! itself be a valid PDU.
+//! arbitrary initiator byte stream through the same calls the tokio layer makes:
+//! `handle_input` with whatever bytes arrived, events taken before frames, reads
+//! completed at once from an in-memory image, timers run when `poll_timeout` says
+//! (time moves 700 ms per step). Everything the target transmits must itself be a
+//! valid PDU.
 //!
-//! Three sessions take the same stream, a PDU each in turn, and share one small
-//! target-wide buffer budget: after every step each session's budget charge equals
-//! what it actually buffers and stays under its limit, and the sessions together
-//! stay under the target's.
+//! Three sessions take the same stream in different slice sizes (so PDUs also
+//! arrive split across reads) and share one small target-wide buffer budget: after
+//! every step each session's budget charge equals what it actually buffers and stays
+//! under its limit, and the sessions together stay under the target's.
 #![no_main]
 
 use std::sync::Arc;
@@ -15,56 +16,70 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use s3lun::login::{LoginEnv, LoginSettings};
-use s3lun::lun::LunTable;
+use s3lun::login::LoginSettings;
+use s3lun::lun_table::LunTable;
+use s3lun::pair::NoRegistry;
 use s3lun::pdu::framing::frame_len;
-use s3lun::pdu::{decode, FrameConfig, Header, BHS_LEN};
+use s3lun::pdu::{FrameConfig, Header, BHS_LEN};
 use s3lun::scsi::exec::TargetPort;
 use s3lun::session::budget::TargetBudget;
-use s3lun::session::{Connection, Event, FfpSettings, Outbox};
+use s3lun::session::{Connection, ConnectionConfig, Event, SessionSettings};
 use s3lun::store::{read_padded, BlockStore, MemStore, ReadFuture};
 
 /// The name the protocol tests (and so the captured seeds) log in to.
 const TARGET: &str = "iqn.2023-06.csm.iscsi:s3lun-test";
-const SESSIONS: usize = 3;
-
-struct Env;
-impl LoginEnv for Env {
-    fn new_tsih(&self) -> u16 {
-        1
-    }
-    fn session_exists(&self, _tsih: u16) -> bool {
-        false
-    }
-}
+/// Bytes each session takes from the stream per step.
+const SLICES: [usize; 3] = [48, 100, 4096];
 
 /// Every frame the target queued must be a PDU it could parse itself: a valid BHS
 /// whose lengths describe the data that follows (checked on the header alone: the
 /// data segment is opaque to framing, and copying megabytes of Data-In per input
 /// would only slow the fuzzer down).
-fn check_sent(out: &mut Outbox) {
+fn check_sent(side: &mut Side, store: &dyn BlockStore) {
     let plain = FrameConfig {
         header_digest: false,
         data_digest: false,
         max_data_segment: 16_777_215,
     };
-    for f in out.frames.drain(..) {
-        let want = BHS_LEN + f.data.len().div_ceil(4) * 4;
-        match frame_len(&f.bhs, &plain) {
-            Ok(Some(n)) if n == want => {}
-            other => panic!("the target sent a frame whose lengths are wrong: {other:?}"),
+    loop {
+        let mut acted = false;
+        while let Some(ev) = side.conn.poll_event() {
+            acted = true;
+            match ev {
+                Event::LoggedIn(_) => {}
+                Event::Read(r) => {
+                    let res = match read_padded(store, r.offset, r.len as usize) {
+                        ReadFuture::Ready(res) => res,
+                        ReadFuture::Pending(_) => unreachable!("memory reads are ready"),
+                    };
+                    side.conn.read_done(r.itt, res.map_err(|e| e.sense()));
+                }
+                Event::Close { .. } => side.closed = true,
+            }
         }
-        if let Err(e) = Header::parse(&f.bhs) {
-            panic!("the target sent a PDU it cannot parse: {e}");
+        while let Some(f) = side.conn.poll_transmit() {
+            acted = true;
+            let want = BHS_LEN + f.data.len().div_ceil(4) * 4;
+            match frame_len(f.bhs(), &plain) {
+                Ok(Some(n)) if n == want => {}
+                other => panic!("the target sent a frame whose lengths are wrong: {other:?}"),
+            }
+            let bhs: &[u8; BHS_LEN] = f.bhs().try_into().expect("a frame starts with a BHS");
+            if let Err(e) = Header::parse(bhs) {
+                panic!("the target sent a PDU it cannot parse: {e}");
+            }
+        }
+        if !acted {
+            break;
         }
     }
 }
 
 struct Side {
     conn: Connection,
-    cfg: FrameConfig,
+    stream: Bytes,
+    slice: usize,
     rbuf: BytesMut,
-    out: Outbox,
     closed: bool,
 }
 
@@ -84,83 +99,55 @@ fn check_budgets(sides: &[Side], target: &TargetBudget) {
 
 fuzz_target!(|data: &[u8]| {
     let store: Arc<dyn BlockStore> = Arc::new(MemStore(Bytes::from(vec![0x5a; 1 << 16])));
-    let luns = Arc::new(LunTable::single(Arc::clone(&store), "fuzz"));
-    let port = Arc::new(TargetPort::new(TARGET, 1));
+    let luns = Arc::new(LunTable::single(store.size(), "fuzz"));
     let target = TargetBudget::new(96 << 10);
-    let ffp = Arc::new(FfpSettings {
-        session_buffer_bytes: 64 << 10,
-        target_budget: Arc::clone(&target),
-        ..FfpSettings::default()
-    });
-    let login = Arc::new(LoginSettings::new(TARGET));
-    let mut sides: Vec<Side> = (0..SESSIONS)
-        .map(|_| Side {
-            conn: Connection::new(
-                Arc::clone(&login),
-                Arc::clone(&ffp),
-                Arc::clone(&luns),
-                Arc::clone(&port),
-                Arc::new(vec!["127.0.0.1:3260,1".into()]),
-            ),
-            cfg: FrameConfig::LOGIN,
-            rbuf: BytesMut::from(data),
-            out: Outbox::default(),
+    let config = ConnectionConfig {
+        login: Arc::new(LoginSettings::new(TARGET)),
+        session: Arc::new(SessionSettings {
+            session_buffer_bytes: 64 << 10,
+            target_budget: Arc::clone(&target),
+            ..SessionSettings::default()
+        }),
+        port: Arc::new(TargetPort::new(TARGET, 1)),
+        portals: Arc::new(vec!["127.0.0.1:3260,1".into()]),
+    };
+    let env = NoRegistry::default();
+    let mut now = Instant::now();
+    let stream = Bytes::copy_from_slice(data);
+    let mut sides: Vec<Side> = SLICES
+        .iter()
+        .map(|&slice| Side {
+            conn: Connection::new(config.clone(), Arc::clone(&luns), now),
+            stream: stream.clone(),
+            slice,
+            rbuf: BytesMut::new(),
             closed: false,
         })
         .collect();
-    let mut now = Instant::now();
-    loop {
-        let mut progressed = false;
+    while sides.iter().any(|s| !s.closed && !s.stream.is_empty()) {
         for side in sides.iter_mut().filter(|s| !s.closed) {
-            let before = side.rbuf.len();
-            let raw: Option<[u8; BHS_LEN]> =
-                side.rbuf.get(..BHS_LEN).and_then(|b| b.try_into().ok());
-            match decode(&mut side.rbuf, &side.cfg) {
-                Ok(Some(pdu)) => side.conn.handle(pdu, &Env, now, &mut side.out),
-                Ok(None) => {}
-                Err(e) => side.conn.pdu_error(&e, raw, now, &mut side.out),
-            }
-            let out = &mut side.out;
-            while !out.reads.is_empty() || !out.events.is_empty() {
-                for ev in std::mem::take(&mut out.events) {
-                    match ev {
-                        Event::LoggedIn(o) => {
-                            side.cfg = FrameConfig {
-                                header_digest: o.params.header_digest,
-                                data_digest: o.params.data_digest,
-                                max_data_segment: o.params.target_max_recv_data_segment,
-                            };
-                        }
-                        Event::Close { .. } => side.closed = true,
-                    }
-                }
-                for r in std::mem::take(&mut out.reads) {
-                    let res = match read_padded(&*store, r.offset, r.len as usize) {
-                        ReadFuture::Ready(res) => res,
-                        ReadFuture::Pending(_) => unreachable!("memory reads are ready"),
-                    };
-                    side.conn.read_done(r.itt, res, out);
-                }
-            }
-            check_sent(out);
-            progressed |= side.rbuf.len() != before && !side.closed;
+            let n = side.slice.min(side.stream.len());
+            let chunk = side.stream.split_to(n);
+            side.rbuf.extend_from_slice(&chunk);
+            side.conn.handle_input(&mut side.rbuf, &env, now);
+            check_sent(side, &*store);
         }
         check_budgets(&sides, &target);
-        if !progressed {
-            break;
-        }
         now += Duration::from_millis(700);
         for side in &mut sides {
-            side.conn.tick(now, &mut side.out);
-            check_sent(&mut side.out);
+            if side.conn.poll_timeout().is_some_and(|t| t <= now) {
+                side.conn.handle_timeout(now);
+                check_sent(side, &*store);
+            }
         }
     }
     now += Duration::from_secs(30);
     for side in &mut sides {
-        side.conn.tick(now, &mut side.out);
-        check_sent(&mut side.out);
+        side.conn.handle_timeout(now);
+        check_sent(side, &*store);
         side.conn.end();
     }
+    check_budgets(&sides, &target);
     drop(sides);
     assert_eq!(target.used(), 0, "ended sessions gave their budget back");
 });

@@ -261,12 +261,12 @@ impl Raw {
                     assert_eq!(d.buffer_offset as usize, data.len());
                     data.extend_from_slice(&pdu.data);
                     if let Some(st) = d.status {
-                        return (data, st, Vec::new());
+                        return (data, st.into(), Vec::new());
                     }
                 }
                 Header::ScsiResponse(r) => {
                     assert_eq!(r.itt, itt);
-                    return (data, r.status, pdu.data.to_vec());
+                    return (data, r.status.into(), pdu.data.to_vec());
                 }
                 Header::NopIn(n) => self.answer_ping(&n),
                 other => panic!("unexpected {other:?}"),
@@ -317,7 +317,7 @@ impl Raw {
         let itt = self.next_itt();
         let h = Header::TaskMgmtRequest(TaskMgmtRequest {
             immediate: true,
-            function,
+            function: function.into(),
             lun: lun << 48,
             itt,
             ref_task_tag,
@@ -332,7 +332,7 @@ impl Raw {
             match pdu.header {
                 Header::TaskMgmtResponse(t) => {
                     assert_eq!(t.itt, itt);
-                    return t.response;
+                    return t.response.into();
                 }
                 Header::NopIn(n) => self.answer_ping(&n),
                 other => panic!("expected TMF response, got {other:?}"),

@@ -9,13 +9,15 @@ use anyhow::bail;
 use tracing::{info, warn};
 
 use super::scan::{Entry, Scan};
-use crate::config::{open_lun, open_s3, Backends, Config};
-use crate::lun::{Lun, LunTable};
-use crate::lunmap::{KnownImage, LunMap, MAX_LUN};
+use crate::assemble::{open_lun, open_s3, Backends};
+use crate::catalog::lun_numbers::{KnownImage, LunMap, MAX_LUN};
+use crate::config::Config;
+use crate::lun_table::Lun;
 use crate::scsi::{Identity, LunInfo};
 use crate::store::key::{ContentKey, KeySource};
 use crate::store::s3::ObjectInfo;
 use crate::store::BlockStore;
+use crate::store::ServedLuns;
 
 /// Builds LUN tables; keeps what must persist between builds.
 pub struct Builder {
@@ -102,8 +104,8 @@ impl Builder {
     pub async fn build(
         &mut self,
         cfg: &Config,
-        current: Option<&LunTable>,
-    ) -> anyhow::Result<LunTable> {
+        current: Option<&ServedLuns>,
+    ) -> anyhow::Result<ServedLuns> {
         // (identity, version, pinned number, store, from the catalog, reservations)
         type Item = (String, String, Option<u64>, Arc<dyn BlockStore>, bool, bool);
         let mut items: Vec<Item> = Vec::new();
@@ -128,7 +130,7 @@ impl Builder {
                 }
             }
         }
-        let mut luns: Vec<Arc<Lun>> = Vec::new();
+        let mut luns: Vec<(Arc<Lun>, Arc<dyn BlockStore>)> = Vec::new();
         let mut identities = Vec::new();
         for (identity, version, pinned, store, from_catalog, reservations) in items {
             let number = match self.map.assign(&identity, pinned) {
@@ -140,17 +142,20 @@ impl Builder {
                 }
                 Err(e) => return Err(e),
             };
-            let reuse = current.and_then(|t| t.get(number)).filter(|l| {
-                l.info.identity.source == identity
-                    && l.version == version
-                    && l.info.reservations == reservations
-            });
+            let reuse = current
+                .and_then(|t| Some((t.table.get(number)?, t.store(number)?)))
+                .filter(|(l, _)| {
+                    l.info.identity.source == identity
+                        && l.version == version
+                        && l.info.reservations == reservations
+                });
             let lun = match reuse {
-                Some(l) => Arc::clone(l),
+                // The same LUN object (reservations and all) and the same store.
+                Some((l, s)) => (Arc::clone(l), Arc::clone(s)),
                 None => {
                     let mut info = LunInfo::new(number, store.size(), Identity::lio(&identity));
                     info.reservations = reservations;
-                    Arc::new(Lun::new(info, store, version))
+                    (Arc::new(Lun::new(info, version)), store)
                 }
             };
             luns.push(lun);
@@ -159,6 +164,6 @@ impl Builder {
         self.map.retire_others(&identities);
         self.map.save()?;
         info!(luns = luns.len(), "LUN table built");
-        Ok(LunTable::new(luns))
+        Ok(ServedLuns::new(luns))
     }
 }

@@ -3,6 +3,7 @@
 //! a bad manifest is skipped with a log line and a counter and never stops the rest.
 
 pub mod live;
+pub mod lun_numbers;
 pub mod manifest;
 pub mod scan;
 

@@ -1,13 +1,16 @@
-//! One connection's task: read bytes, decode PDUs, feed the state machine, perform the
-//! reads it asks for, and hand what it sends to the connection's writer task (see
-//! [`super::wire`]). Timers, reinstatement and shutdown act whatever the writer is
-//! doing. Errors end this connection only.
+//! One connection's task, a byte pump around the sans-IO [`Connection`]: received
+//! bytes go in, the reads it asks for run against the LUN's store, what it transmits
+//! goes to the connection's writer task (see [`super::wire`]), and its timers are
+//! armed at the deadline it reports. Reinstatement, LUN table changes and shutdown
+//! act whatever the writer is doing. Errors end this connection only.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
@@ -16,6 +19,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
+use tokio::time::Instant as TokioInstant;
 use tracing::{debug, info, warn, Instrument};
 
 use super::limits::ConnGuard;
@@ -23,11 +27,9 @@ use super::registry::SessionSlot;
 use super::wire::Wire;
 use super::{Registry, Target};
 use crate::login::{LoginEnv, LoginError};
-use crate::pdu::{decode, FrameConfig, BHS_LEN};
-use crate::session::{Connection, Event, Outbox};
-use crate::store::{read_padded, ReadFuture, StoreError};
-
-type ReadDone = (u32, Result<Bytes, StoreError>);
+use crate::pdu::Frame;
+use crate::session::{Connection, ConnectionConfig, Event, ReadRequest};
+use crate::store::{read_padded, ReadFuture, ServedLuns, StoreError};
 
 /// How long a closing connection waits for its last response to be written.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -65,80 +67,86 @@ struct Registered {
     kill: Arc<Notify>,
 }
 
+type ReadDone = (u32, u64, Result<Bytes, StoreError>);
+
 struct Task {
     target: Arc<Target>,
     conn: Connection,
     env: ConnEnv,
-    out: Outbox,
     wire: Arc<Wire>,
-    /// Framing of what we read; switches as soon as the login completes (what we
-    /// write switches in the writer, after the final login response).
-    cfg: FrameConfig,
+    /// The stores behind the LUN table the connection presents.
+    served: Arc<ServedLuns>,
     pending: FuturesUnordered<BoxFuture<'static, ReadDone>>,
     registered: Option<Registered>,
     /// Why the connection ends, once it does, and whether queued frames still go out
     /// first (a logout or login response) or it just ends.
     close: Option<(String, bool)>,
-    spare_reads: Vec<crate::session::ReadRequest>,
+    /// Frames on their way from the connection to the wire (capacity reused).
+    frames: VecDeque<Frame>,
+    commands_counted: u64,
 }
 
 impl Task {
-    /// Act on the events the state machine raised, queue what it sends and start the
-    /// reads it asks for, until nothing is left to do without new input.
+    /// Act on the connection's events (registering a new session before its login
+    /// response is queued, starting the reads it wants) and hand what it transmits
+    /// to the writer, until it has nothing more without new input.
     fn settle(&mut self) {
         loop {
-            for ev in std::mem::take(&mut self.out.events) {
+            let mut acted = false;
+            while let Some(ev) = self.conn.poll_event() {
+                acted = true;
                 match ev {
                     Event::LoggedIn(o) => self.logged_in(&o),
+                    Event::Read(r) => self.start_read(r),
                     Event::Close { reason, flush } => {
                         self.close.get_or_insert((reason, flush));
                     }
                 }
             }
-            self.wire.send(&mut self.out.frames);
-            if self.close.is_some() || self.out.reads.is_empty() {
-                return;
+            self.conn.drain_transmits(&mut self.frames);
+            self.wire.send(&mut self.frames);
+            if !acted {
+                break;
             }
-            // Swap with a spare list so both keep their capacity: no allocation per read.
-            std::mem::swap(&mut self.out.reads, &mut self.spare_reads);
-            for r in self.spare_reads.drain(..) {
-                let store = self
-                    .conn
-                    .full_feature()
-                    .and_then(|f| f.luns().get(r.lun).map(|l| Arc::clone(&l.store)));
-                let Some(store) = store else {
-                    self.conn.read_done(
-                        r.itt,
-                        Err(StoreError::Empty(format!("LUN {}", r.lun))),
-                        &mut self.out,
-                    );
-                    continue;
-                };
-                let len = usize::try_from(r.len).unwrap_or(usize::MAX);
-                match read_padded(&*store, r.offset, len) {
-                    ReadFuture::Ready(res) => self.conn.read_done(r.itt, res, &mut self.out),
-                    ReadFuture::Pending(f) => {
-                        let itt = r.itt;
-                        self.pending.push(Box::pin(async move { (itt, f.await) }));
-                    }
-                }
+        }
+        let n = self.conn.scsi_commands();
+        let new = n - self.commands_counted;
+        if new > 0 {
+            self.target.stats.commands.fetch_add(new, Ordering::Relaxed);
+            self.commands_counted = n;
+        }
+    }
+
+    /// Read what a command wants from the LUN's store: a cache or mmap hit answers
+    /// at once, anything else runs alongside the connection.
+    fn start_read(&mut self, r: ReadRequest) {
+        let Some(store) = self.served.store(r.lun) else {
+            let e = StoreError::Empty(format!("LUN {}", r.lun));
+            return self.read_done(r.itt, r.lun, Err(e));
+        };
+        let len = usize::try_from(r.len).unwrap_or(usize::MAX);
+        match read_padded(&**store, r.offset, len) {
+            ReadFuture::Ready(res) => self.read_done(r.itt, r.lun, res),
+            ReadFuture::Pending(f) => {
+                let (itt, lun) = (r.itt, r.lun);
+                self.pending
+                    .push(Box::pin(async move { (itt, lun, f.await) }));
             }
         }
     }
 
+    fn read_done(&mut self, itt: u32, lun: u64, result: Result<Bytes, StoreError>) {
+        let result = result.map_err(|e| {
+            warn!(lun, error = %e, "read failed");
+            e.sense()
+        });
+        self.conn.read_done(itt, result);
+    }
+
     /// Register the new session before its login response can reach the initiator
-    /// (so a second login with the same ISID always finds it), and switch framing:
-    /// ours for reading now, the writer's after that response.
+    /// (so a second login with the same ISID always finds it).
     fn logged_in(&mut self, o: &crate::login::LoginOutcome) {
         let p = &o.params;
-        let cfg = FrameConfig {
-            header_digest: p.header_digest,
-            data_digest: p.data_digest,
-            max_data_segment: p.target_max_recv_data_segment,
-        };
-        self.wire.send(&mut self.out.frames);
-        self.wire.set_framing(cfg);
-        self.cfg = cfg;
         let span = tracing::Span::current();
         span.record("initiator", p.initiator_name.as_str());
         span.record("tsih", o.tsih);
@@ -156,32 +164,14 @@ impl Task {
         });
     }
 
-    /// Decode and handle every complete PDU in `rbuf`.
-    fn drain_input(&mut self, rbuf: &mut BytesMut) {
-        loop {
-            let raw: Option<[u8; BHS_LEN]> = rbuf.get(..BHS_LEN).and_then(|b| b.try_into().ok());
-            match decode(rbuf, &self.cfg) {
-                Ok(Some(pdu)) => {
-                    if matches!(pdu.header, crate::pdu::Header::ScsiCommand(_)) {
-                        self.target.stats.commands.fetch_add(1, Ordering::Relaxed);
-                    }
-                    self.conn
-                        .handle(pdu, &self.env, Instant::now(), &mut self.out)
-                }
-                Ok(None) => return,
-                Err(e) => self.conn.pdu_error(&e, raw, Instant::now(), &mut self.out),
-            }
-            // The next PDU's framing may depend on this one (end of login).
-            self.settle();
-            if self.close.is_some() {
-                return;
-            }
-        }
-    }
-
     fn abrupt(&mut self, reason: impl Into<String>) {
         self.close.get_or_insert_with(|| (reason.into(), false));
     }
+}
+
+/// A timer that is never due, for a connection with none running.
+fn far_future() -> TokioInstant {
+    TokioInstant::now() + Duration::from_secs(365 * 24 * 3600)
 }
 
 pub async fn run(
@@ -204,16 +194,16 @@ pub async fn run(
     debug!(%local, %peer, "connected");
     let (mut rd, wr) = stream.into_split();
     let mut luns_rx = target.luns.clone();
-    let luns = luns_rx.borrow_and_update().clone();
-    let conn = Connection::new(
-        Arc::clone(&target.login),
-        Arc::clone(&target.ffp),
-        luns,
-        Arc::clone(&target.port),
-        Arc::new(target.portals_for(local)),
-    );
+    let served = luns_rx.borrow_and_update().clone();
+    let config = ConnectionConfig {
+        login: Arc::clone(&target.login),
+        session: Arc::clone(&target.session),
+        port: Arc::clone(&target.port),
+        portals: Arc::new(target.portals_for(local)),
+    };
+    let conn = Connection::new(config, Arc::clone(&served.table), Instant::now());
     let wire = Arc::new(Wire::default());
-    let stall = target.ffp.write_timeout;
+    let stall = target.session.write_timeout;
     let mut writer: JoinHandle<std::io::Result<()>> = tokio::spawn(
         Arc::clone(&wire)
             .write_loop(wr, stall, Arc::clone(&target.stats))
@@ -228,36 +218,46 @@ pub async fn run(
         target,
         conn,
         env,
-        out: Outbox::default(),
         wire,
-        cfg: FrameConfig::LOGIN,
+        served,
         pending: FuturesUnordered::new(),
         registered: None,
         close: None,
-        spare_reads: Vec::new(),
+        frames: VecDeque::new(),
+        commands_counted: 0,
     };
     let mut rbuf = BytesMut::with_capacity(64 * 1024);
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let never = Arc::new(Notify::new());
-    let login_deadline = tokio::time::sleep(t.target.ffp.login_timeout);
-    tokio::pin!(login_deadline);
+    // The connection's own timers (login deadline, pings, idle): armed at the
+    // earliest deadline it reports; firing early is harmless (it re-reports).
+    let timer = tokio::time::sleep_until(far_future());
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
     let mut writer_done = false;
     while t.close.is_none() {
+        if let Some(due) = t.conn.poll_timeout() {
+            if armed.is_none_or(|a| due < a) {
+                timer.as_mut().reset(TokioInstant::from_std(due));
+                armed = Some(due);
+            }
+        }
         let kill = t
             .registered
             .as_ref()
             .map_or_else(|| Arc::clone(&never), |r| Arc::clone(&r.kill));
-        let logged_in = t.registered.is_some();
         // Read commands (and finish reads) only while the writer keeps up.
         let room = t.wire.has_room();
         tokio::select! {
             r = rd.read_buf(&mut rbuf), if room => match r {
                 Ok(0) => t.abrupt("initiator closed the connection"),
-                Ok(_) => t.drain_input(&mut rbuf),
+                Ok(_) => {
+                    t.conn.handle_input(&mut rbuf, &t.env, Instant::now());
+                    t.settle();
+                }
                 Err(e) => t.abrupt(format!("read error: {e}")),
             },
-            Some((itt, result)) = t.pending.next(), if room && !t.pending.is_empty() => {
-                t.conn.read_done(itt, result, &mut t.out);
+            Some((itt, lun, result)) = t.pending.next(), if room && !t.pending.is_empty() => {
+                t.read_done(itt, lun, result);
                 t.settle();
             }
             _ = t.wire.room(), if !room => {}
@@ -269,18 +269,19 @@ pub async fn run(
                     Err(e) => t.abrupt(format!("writer task ended: {e}")),
                 }
             }
-            _ = ticker.tick() => {
-                t.conn.tick(Instant::now(), &mut t.out);
+            _ = &mut timer, if armed.is_some() => {
+                armed = None;
+                t.conn.handle_timeout(Instant::now());
                 t.settle();
             }
-            _ = &mut login_deadline, if !logged_in => t.abrupt("login timed out"),
             _ = kill.notified() => {
                 t.abrupt("reinstated by a new login from the same initiator");
             }
             r = luns_rx.changed() => {
                 if r.is_ok() {
-                    let luns = luns_rx.borrow_and_update().clone();
-                    t.conn.set_luns(luns);
+                    let served = luns_rx.borrow_and_update().clone();
+                    t.conn.set_luns(Arc::clone(&served.table));
+                    t.served = served;
                 }
             }
             _ = shutdown.changed() => t.abrupt("target shutting down"),

@@ -8,7 +8,6 @@ pub mod limits;
 pub mod metrics;
 pub mod registry;
 pub mod wire;
-pub mod writer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,9 +18,9 @@ use tokio::sync::watch;
 use tracing::{info, warn, Instrument};
 
 use crate::login::LoginSettings;
-use crate::lun::LunTable;
 use crate::scsi::exec::TargetPort;
-use crate::session::FfpSettings;
+use crate::session::SessionSettings;
+use crate::store::ServedLuns;
 
 pub use limits::{ConnGate, ConnLimits};
 pub use registry::{Registry, SessionLimits};
@@ -38,12 +37,12 @@ pub struct ServeStats {
 #[derive(Debug)]
 pub struct Target {
     pub login: Arc<LoginSettings>,
-    pub ffp: Arc<FfpSettings>,
+    pub session: Arc<SessionSettings>,
     pub port: Arc<TargetPort>,
     /// Advertised portals (`host:port`); empty means "the address the initiator
     /// connected to".
     pub advertise: Vec<String>,
-    pub luns: watch::Receiver<Arc<LunTable>>,
+    pub luns: watch::Receiver<Arc<ServedLuns>>,
     pub registry: Arc<Registry>,
     pub gate: Arc<ConnGate>,
     pub stats: Arc<ServeStats>,

@@ -1,5 +1,7 @@
-//! The send side of one connection. The connection task queues frames here and a
-//! writer task of their own puts them on the socket, so a peer that stops reading
+//! The send side of one connection. The connection task queues the frames its
+//! connection machine transmits (already framed: digests and padding included) and a
+//! writer task of their own puts them on the socket as vectored writes of header,
+//! payload slice and tail, never copying a payload, so a peer that stops reading
 //! never stops the connection's timers (NOP-In, idle), reinstatement or shutdown.
 //! The connection task stops reading commands while the backlog is above a high
 //! water mark (what a peer can make us buffer stays bounded), and a write that makes
@@ -7,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -18,10 +20,10 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
-use super::writer::Writer;
+use smallvec::SmallVec;
+
 use super::ServeStats;
-use crate::pdu::{FrameConfig, BHS_LEN};
-use crate::session::Frame;
+use crate::pdu::Frame;
 
 /// Above this backlog the connection reads no more commands; below the low mark it
 /// reads again. Data-In payloads are slices of the image or of cached chunks, so the
@@ -32,15 +34,9 @@ const LOW_WATER: usize = 2 << 20;
 /// Frames written per vectored batch before the queue is looked at again.
 const BATCH: usize = 64;
 
-enum Item {
-    Frame(Frame),
-    /// Digests negotiated at login apply from here on.
-    Framing(FrameConfig),
-}
-
 #[derive(Default)]
 struct Queue {
-    items: VecDeque<Item>,
+    items: VecDeque<Frame>,
     bytes: usize,
     finishing: bool,
 }
@@ -53,8 +49,41 @@ pub struct Wire {
     room: Notify,
 }
 
-fn frame_bytes(f: &Frame) -> usize {
-    BHS_LEN + f.data.len()
+/// Slices per vectored write (well under IOV_MAX): three per frame.
+const MAX_SLICES: usize = 3 * 21;
+
+/// Write every frame of `frames` (left empty) with vectored writes; returns the bytes
+/// written. The slice list lives on the stack: a write allocates nothing.
+pub async fn write_frames<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    frames: &mut VecDeque<Frame>,
+) -> io::Result<u64> {
+    let mut total = 0u64;
+    while !frames.is_empty() {
+        let n = frames.len().min(MAX_SLICES / 3);
+        {
+            let mut slices: SmallVec<[IoSlice<'_>; MAX_SLICES]> = SmallVec::new();
+            for f in frames.iter().take(n) {
+                for part in [f.head(), &f.data[..], f.tail()] {
+                    if !part.is_empty() {
+                        slices.push(IoSlice::new(part));
+                    }
+                }
+            }
+            let mut bufs: &mut [IoSlice<'_>] = &mut slices;
+            while !bufs.is_empty() {
+                let written = w.write_vectored(bufs).await?;
+                if written == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                total += written as u64;
+                IoSlice::advance_slices(&mut bufs, written);
+            }
+        }
+        frames.drain(..n);
+    }
+    w.flush().await?;
+    Ok(total)
 }
 
 impl Wire {
@@ -69,16 +98,10 @@ impl Wire {
         }
         let mut q = self.lock();
         for f in frames.drain(..) {
-            q.bytes += frame_bytes(&f);
-            q.items.push_back(Item::Frame(f));
+            q.bytes += f.wire_len();
+            q.items.push_back(f);
         }
         drop(q);
-        self.work.notify_one();
-    }
-
-    /// Frames queued after this use `cfg`.
-    pub fn set_framing(&self, cfg: FrameConfig) {
-        self.lock().items.push_back(Item::Framing(cfg));
         self.work.notify_one();
     }
 
@@ -106,38 +129,23 @@ impl Wire {
         stats: Arc<ServeStats>,
     ) -> io::Result<()> {
         let mut wr = Stalled::new(wr, stall);
-        let mut writer = Writer::default();
-        let mut cfg = FrameConfig::LOGIN;
         let mut batch: VecDeque<Frame> = VecDeque::with_capacity(BATCH);
         loop {
-            let mut next_cfg = None;
             let finishing = {
                 let mut q = self.lock();
-                while batch.len() < BATCH {
-                    match q.items.pop_front() {
-                        Some(Item::Frame(f)) => batch.push_back(f),
-                        Some(Item::Framing(c)) => {
-                            next_cfg = Some(c);
-                            break;
-                        }
-                        None => break,
-                    }
-                }
+                let n = q.items.len().min(BATCH);
+                batch.extend(q.items.drain(..n));
                 q.finishing && q.items.is_empty()
             };
             if !batch.is_empty() {
-                let sent: usize = batch.iter().map(frame_bytes).sum();
-                let n = writer.flush(&mut wr, &mut batch, cfg).await?;
+                let sent: usize = batch.iter().map(Frame::wire_len).sum();
+                let n = write_frames(&mut wr, &mut batch).await?;
                 stats.bytes_sent.fetch_add(n, Ordering::Relaxed);
                 let mut q = self.lock();
                 q.bytes = q.bytes.saturating_sub(sent);
                 if q.bytes < LOW_WATER {
                     self.room.notify_one();
                 }
-            }
-            if let Some(c) = next_cfg {
-                cfg = c;
-                continue;
             }
             if finishing {
                 return wr.shutdown().await;
@@ -228,10 +236,14 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Stalled<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pdu::{Header, NopIn, RESERVED_TAG};
+    use crate::pdu::{FrameConfig, Header, NopIn, RESERVED_TAG};
     use tokio::io::AsyncReadExt;
 
     fn nop(data: usize) -> Frame {
+        nop_framed(data, &FrameConfig::LOGIN)
+    }
+
+    fn nop_framed(data: usize, cfg: &FrameConfig) -> Frame {
         let h = Header::NopIn(NopIn {
             lun: 0,
             itt: RESERVED_TAG,
@@ -240,7 +252,7 @@ mod tests {
             exp_cmd_sn: 0,
             max_cmd_sn: 0,
         });
-        Frame::new(&h, bytes::Bytes::from(vec![0u8; data]))
+        Frame::new(&h, bytes::Bytes::from(vec![0u8; data]), cfg)
     }
 
     #[tokio::test]
@@ -268,7 +280,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn frames_and_framing_go_out_in_order_then_finish() {
+    async fn frames_go_out_in_order_with_their_framing_then_finish() {
         let (ours, mut theirs) = tokio::io::duplex(1 << 20);
         let wire = Arc::new(Wire::default());
         let task = tokio::spawn(Arc::clone(&wire).write_loop(
@@ -277,12 +289,12 @@ mod tests {
             Arc::default(),
         ));
         wire.send(&mut VecDeque::from([nop(4)]));
-        wire.set_framing(FrameConfig {
+        let digests = FrameConfig {
             header_digest: true,
             data_digest: false,
             max_data_segment: 8192,
-        });
-        wire.send(&mut VecDeque::from([nop(4)]));
+        };
+        wire.send(&mut VecDeque::from([nop_framed(4, &digests)]));
         wire.finish();
         task.await.unwrap().unwrap();
         let mut all = Vec::new();

@@ -1,6 +1,8 @@
-//! Errors of the storage layer, mapped by the session to SCSI sense.
+//! Errors of the storage layer, and the SCSI sense each becomes for the initiator.
 
 use thiserror::Error;
+
+use crate::scsi::Sense;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum StoreError {
@@ -16,4 +18,18 @@ pub enum StoreError {
     NotFound(String),
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+}
+
+impl StoreError {
+    /// What the initiator is told when a read fails this way.
+    pub fn sense(&self) -> Sense {
+        match self {
+            StoreError::OutOfRange { .. } => Sense::LBA_OUT_OF_RANGE,
+            // The object changed: refuse rather than mix versions.
+            StoreError::Stale(_) => Sense::NOT_READY_CAUSE_UNKNOWN,
+            // S3 slow or down past the deadline: worth retrying.
+            StoreError::Unavailable(_) => Sense::NOT_READY_BECOMING_READY,
+            _ => Sense::UNRECOVERED_READ_ERROR,
+        }
+    }
 }

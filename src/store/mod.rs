@@ -7,6 +7,7 @@ pub mod key;
 pub mod local;
 pub mod mem;
 pub mod s3;
+pub mod served;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,6 +17,7 @@ use bytes::Bytes;
 pub use error::StoreError;
 pub use local::LocalFile;
 pub use mem::MemStore;
+pub use served::ServedLuns;
 
 /// A read that is either already done (a cache or mmap hit: no allocation, no task) or
 /// still running.
