@@ -165,13 +165,16 @@ fn cache(c: &mut Criterion) {
     let path = dir.path().join("img");
     std::fs::write(&path, vec![3u8; 16 << 20]).expect("image");
     let inner: Arc<dyn BlockStore> = Arc::new(LocalFile::open(&path).expect("open"));
-    let cache = ChunkCache::new(CacheSettings {
-        dir: None,
-        memory_bytes: 64 << 20,
-        chunk_size: 1 << 20,
-        readahead: 0,
-        ..CacheSettings::default()
-    });
+    let cache = ChunkCache::new(
+        CacheSettings {
+            dir: None,
+            memory_bytes: 64 << 20,
+            chunk_size: 1 << 20,
+            readahead: 0,
+            ..CacheSettings::default()
+        },
+        rt.handle().clone(),
+    );
     let store = Arc::new(CachedStore::new(inner.clone(), "bench", cache.clone()));
     rt.block_on(async { store.read_at(0, 16 << 20).wait().await.expect("fill") });
     let mut g = c.benchmark_group("cache");
@@ -187,12 +190,15 @@ fn cache(c: &mut Criterion) {
     g.bench_function("single_flight_16_readers", |b| {
         b.iter_batched(
             || {
-                let cache = ChunkCache::new(CacheSettings {
-                    dir: None,
-                    chunk_size: 1 << 20,
-                    readahead: 0,
-                    ..CacheSettings::default()
-                });
+                let cache = ChunkCache::new(
+                    CacheSettings {
+                        dir: None,
+                        chunk_size: 1 << 20,
+                        readahead: 0,
+                        ..CacheSettings::default()
+                    },
+                    rt.handle().clone(),
+                );
                 Arc::new(CachedStore::new(inner.clone(), "cold", cache))
             },
             |store| {

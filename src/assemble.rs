@@ -21,8 +21,9 @@ pub struct Backends {
 }
 
 impl Backends {
-    /// The S3 client and cache of `cfg`, built once per process.
-    pub fn build(cfg: &Config) -> anyhow::Result<Backends> {
+    /// The S3 client and cache of `cfg`, built once per process; the cache runs its
+    /// fetches and disk work on `runtime`.
+    pub fn build(cfg: &Config, runtime: tokio::runtime::Handle) -> anyhow::Result<Backends> {
         let needs_s3 = cfg.luns.iter().any(|l| l.s3.is_some()) || !cfg.catalog.is_empty();
         let s3 = match (&cfg.s3, needs_s3) {
             (Some(c), _) => Some(S3Client::new(&c.settings()?)),
@@ -36,7 +37,7 @@ impl Backends {
         }
         Ok(Backends {
             s3,
-            cache: ChunkCache::new(cache),
+            cache: ChunkCache::new(cache, runtime),
         })
     }
 }

@@ -531,7 +531,11 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.luns.len(), 3);
         assert_eq!(c.cache.settings().chunk_size, 2 << 20);
-        assert!(crate::assemble::Backends::build(&c).unwrap().s3.is_some());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let b = crate::assemble::Backends::build(&c, rt.handle().clone()).unwrap();
+        assert!(b.s3.is_some());
         assert_eq!(c.luns[0].lun, Some(4));
         assert_eq!(c.session_settings().nop_interval, None);
         assert_eq!(

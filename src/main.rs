@@ -271,7 +271,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(p) => LunMap::load(p)?,
         None => LunMap::ephemeral(),
     };
-    let backends = Backends::build(&cfg)?;
+    let backends = Backends::build(&cfg, tokio::runtime::Handle::current())?;
     // Static LUNs plus the catalog as last known: never an empty set at start-up.
     let mut builder = Builder::new(map, backends.clone());
     let luns = builder.build(&cfg, None).await?;
@@ -408,7 +408,7 @@ fn main() -> anyhow::Result<()> {
             let cfg = load(&config)?;
             match op {
                 CacheOp::Stats => s3lun::tools::cache_stats(&cfg),
-                CacheOp::Verify => s3lun::tools::cache_verify(&cfg),
+                CacheOp::Verify => s3lun::tools::cache_verify(&cfg, rt.handle().clone()),
                 CacheOp::Purge { key } => s3lun::tools::cache_purge(&cfg, key.as_deref()),
             }
         }

@@ -47,7 +47,7 @@ pub async fn warm(cfg: &Config, images: &[String], parallel: usize) -> anyhow::R
     }
     let mut with_s3 = cfg.clone();
     with_s3.luns = luns.clone();
-    let backends = Backends::build(&with_s3)?;
+    let backends = Backends::build(&with_s3, tokio::runtime::Handle::current())?;
     for l in &luns {
         let url = l.s3.clone().unwrap_or_default();
         let opened = open_lun(l, &backends).await?;
@@ -128,8 +128,8 @@ pub fn cache_stats(cfg: &Config) -> anyhow::Result<()> {
 }
 
 /// Check every chunk's CRC; drop the bad ones.
-pub fn cache_verify(cfg: &Config) -> anyhow::Result<()> {
-    let cache = ChunkCache::new(cfg.cache.settings());
+pub fn cache_verify(cfg: &Config, runtime: tokio::runtime::Handle) -> anyhow::Result<()> {
+    let cache = ChunkCache::new(cfg.cache.settings(), runtime);
     let (good, bad) = cache.verify();
     println!("verified: {good} good chunks, {bad} bad chunks removed");
     Ok(())
@@ -157,7 +157,7 @@ fn remove_dir(p: &Path) -> anyhow::Result<()> {
 /// Print what the catalog would serve, without starting the target: the tool to run
 /// when a node fails to boot.
 pub async fn catalog(cfg: &Config) -> anyhow::Result<()> {
-    let backends = Backends::build(cfg)?;
+    let backends = Backends::build(cfg, tokio::runtime::Handle::current())?;
     let client = backends
         .s3
         .clone()
