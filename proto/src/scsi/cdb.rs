@@ -60,6 +60,22 @@ pub mod op {
     pub const SA_REPORT_SUPPORTED_OPCODES: u8 = 0x0c;
 }
 
+/// MODE SENSE(6) and (10): which pages, in which form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModeSenseCdb {
+    /// MODE SENSE(10) (longer header, long LBA descriptors allowed).
+    pub ten: bool,
+    /// Disable block descriptors.
+    pub dbd: bool,
+    /// Long LBA block descriptor accepted.
+    pub llbaa: bool,
+    /// Page control: current, changeable, default, saved.
+    pub pc: u8,
+    pub page: u8,
+    pub subpage: u8,
+    pub alloc: usize,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     TestUnitReady,
@@ -84,15 +100,7 @@ pub enum Command {
         lba: u64,
         blocks: u64,
     },
-    ModeSense {
-        ten: bool,
-        dbd: bool,
-        llbaa: bool,
-        pc: u8,
-        page: u8,
-        subpage: u8,
-        alloc: usize,
-    },
+    ModeSense(ModeSenseCdb),
     ReportSupportedOpcodes {
         rctd: bool,
         options: u8,
@@ -305,7 +313,7 @@ pub(super) fn read(c: &[u8; 16]) -> Result<Command, Sense> {
 
 pub(super) fn mode_sense(c: &[u8; 16]) -> Result<Command, Sense> {
     let ten = c[0] == op::MODE_SENSE_10;
-    Ok(Command::ModeSense {
+    Ok(Command::ModeSense(ModeSenseCdb {
         ten,
         dbd: c[1] & 0x08 != 0,
         llbaa: ten && c[1] & 0x10 != 0,
@@ -313,7 +321,7 @@ pub(super) fn mode_sense(c: &[u8; 16]) -> Result<Command, Sense> {
         page: c[2] & 0x3f,
         subpage: c[3],
         alloc: if ten { be16(c, 7) } else { c[4] as u64 } as usize,
-    })
+    }))
 }
 
 pub(super) fn report_supported_opcodes(c: &[u8; 16]) -> Result<Command, Sense> {

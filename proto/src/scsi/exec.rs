@@ -141,18 +141,7 @@ fn exec(cmd: Command, ctx: &ExecCtx) -> Result<Outcome, Sense> {
                 }
             }
         }
-        Command::ModeSense {
-            ten,
-            dbd,
-            llbaa,
-            pc,
-            page,
-            subpage,
-            alloc,
-        } => Outcome::Data(truncate(
-            mode::mode_sense(lu, ten, dbd, llbaa, pc, page, subpage)?,
-            alloc,
-        )),
+        Command::ModeSense(m) => Outcome::Data(truncate(mode::mode_sense(lu, &m)?, m.alloc)),
         Command::ReportSupportedOpcodes {
             rctd,
             options,

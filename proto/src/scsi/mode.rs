@@ -1,6 +1,7 @@
 //! MODE SENSE(6) and MODE SENSE(10) (SPC-4 section 6.11/6.12): header with the
 //! write-protect bit, optional block descriptor, and the pages a read-only disk has.
 
+use super::cdb::ModeSenseCdb;
 use super::{LunInfo, Sense};
 
 /// Read-write error recovery, caching, control, informational exceptions.
@@ -32,16 +33,16 @@ fn page_body(code: u8, changeable: bool) -> Vec<u8> {
     p
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn mode_sense(
-    lu: &LunInfo,
-    ten: bool,
-    dbd: bool,
-    llbaa: bool,
-    pc: u8,
-    page: u8,
-    subpage: u8,
-) -> Result<Vec<u8>, Sense> {
+pub fn mode_sense(lu: &LunInfo, cdb: &ModeSenseCdb) -> Result<Vec<u8>, Sense> {
+    let ModeSenseCdb {
+        ten,
+        dbd,
+        llbaa,
+        pc,
+        page,
+        subpage,
+        ..
+    } = *cdb;
     if pc == 3 {
         return Err(Sense::SAVING_PARAMETERS_UNSUPPORTED);
     }

@@ -1,78 +1,29 @@
 //! NOP-Out and NOP-In (RFC 7143 sections 11.18 and 11.19): pings in both directions.
-//! Each header's parse and encode sit side by side.
 
-use super::{bit, flag, put32, put64, u32_at, u64_at, Bhs, F};
-use crate::pdu::{Opcode, BHS_LEN};
+use super::{bhs, F, I};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NopOut {
-    pub immediate: bool,
-    pub lun: u64,
-    pub itt: u32,
-    pub ttt: u32,
-    pub cmd_sn: u32,
-    pub exp_stat_sn: u32,
+bhs! {
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct NopOut(NopOut) {
+        pub immediate: bool = bit(0, I),
+        pub lun: u64 = at(8),
+        pub itt: u32 = at(16),
+        pub ttt: u32 = at(20),
+        pub cmd_sn: u32 = at(24),
+        pub exp_stat_sn: u32 = at(28),
+    }
+    always(b) { b[1] |= F; }
 }
 
-impl Bhs for NopOut {
-    const OPCODE: Opcode = Opcode::NopOut;
-
-    fn parse(b: &[u8; BHS_LEN]) -> NopOut {
-        let imm = bit(b[0], 0x40);
-        NopOut {
-            immediate: imm,
-            lun: u64_at(b, 8),
-            itt: u32_at(b, 16),
-            ttt: u32_at(b, 20),
-            cmd_sn: u32_at(b, 24),
-            exp_stat_sn: u32_at(b, 28),
-        }
+bhs! {
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct NopIn(NopIn) {
+        pub lun: u64 = at(8),
+        pub itt: u32 = at(16),
+        pub ttt: u32 = at(20),
+        pub stat_sn: u32 = at(24),
+        pub exp_cmd_sn: u32 = at(28),
+        pub max_cmd_sn: u32 = at(32),
     }
-
-    fn encode(&self, b: &mut [u8; BHS_LEN]) {
-        let h = self;
-        b[0] |= flag(h.immediate, 0x40);
-        b[1] = F;
-        put64(b, 8, h.lun);
-        put32(b, 16, h.itt);
-        put32(b, 20, h.ttt);
-        put32(b, 24, h.cmd_sn);
-        put32(b, 28, h.exp_stat_sn);
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NopIn {
-    pub lun: u64,
-    pub itt: u32,
-    pub ttt: u32,
-    pub stat_sn: u32,
-    pub exp_cmd_sn: u32,
-    pub max_cmd_sn: u32,
-}
-
-impl Bhs for NopIn {
-    const OPCODE: Opcode = Opcode::NopIn;
-
-    fn parse(b: &[u8; BHS_LEN]) -> NopIn {
-        NopIn {
-            lun: u64_at(b, 8),
-            itt: u32_at(b, 16),
-            ttt: u32_at(b, 20),
-            stat_sn: u32_at(b, 24),
-            exp_cmd_sn: u32_at(b, 28),
-            max_cmd_sn: u32_at(b, 32),
-        }
-    }
-
-    fn encode(&self, b: &mut [u8; BHS_LEN]) {
-        let h = self;
-        b[1] = F;
-        put64(b, 8, h.lun);
-        put32(b, 16, h.itt);
-        put32(b, 20, h.ttt);
-        put32(b, 24, h.stat_sn);
-        put32(b, 28, h.exp_cmd_sn);
-        put32(b, 32, h.max_cmd_sn);
-    }
+    always(b) { b[1] |= F; }
 }

@@ -1,22 +1,24 @@
 //! SCSI Command and SCSI Response (RFC 7143 sections 11.3 and 11.4).
-//! Each header's parse and encode sit side by side.
 
-use super::{bit, flag, put32, put64, u32_at, u64_at, Bhs, F};
-use crate::pdu::{Opcode, ScsiStatus, BHS_LEN};
+use super::{bhs, F, I};
+use crate::pdu::ScsiStatus;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScsiCommand {
-    pub immediate: bool,
-    pub final_: bool,
-    pub read: bool,
-    pub write: bool,
-    pub attr: u8,
-    pub lun: u64,
-    pub itt: u32,
-    pub expected_len: u32,
-    pub cmd_sn: u32,
-    pub exp_stat_sn: u32,
-    pub cdb: [u8; 16],
+bhs! {
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct ScsiCommand(ScsiCommand) {
+        pub immediate: bool = bit(0, I),
+        pub final_: bool = bit(1, F),
+        pub read: bool = bit(1, 0x40),
+        pub write: bool = bit(1, 0x20),
+        /// Task attribute (SAM: simple, ordered, head of queue, ACA).
+        pub attr: u8 = bits(1, 0x07),
+        pub lun: u64 = at(8),
+        pub itt: u32 = at(16),
+        pub expected_len: u32 = at(20),
+        pub cmd_sn: u32 = at(24),
+        pub exp_stat_sn: u32 = at(28),
+        pub cdb: [u8; 16] = at(32),
+    }
 }
 
 impl ScsiCommand {
@@ -48,99 +50,23 @@ impl ScsiCommand {
     }
 }
 
-impl Bhs for ScsiCommand {
-    const OPCODE: Opcode = Opcode::ScsiCommand;
-
-    fn parse(b: &[u8; BHS_LEN]) -> ScsiCommand {
-        let imm = bit(b[0], 0x40);
-        let f1 = b[1];
-        let mut cdb = [0u8; 16];
-        cdb.copy_from_slice(&b[32..48]);
-        ScsiCommand {
-            immediate: imm,
-            final_: bit(f1, F),
-            read: bit(f1, 0x40),
-            write: bit(f1, 0x20),
-            attr: f1 & 0x07,
-            lun: u64_at(b, 8),
-            itt: u32_at(b, 16),
-            expected_len: u32_at(b, 20),
-            cmd_sn: u32_at(b, 24),
-            exp_stat_sn: u32_at(b, 28),
-            cdb,
-        }
+bhs! {
+    #[derive(Debug, Clone, PartialEq, Eq, Default)]
+    pub struct ScsiResponse(ScsiResponse) {
+        pub bidi_overflow: bool = bit(1, 0x10),
+        pub bidi_underflow: bool = bit(1, 0x08),
+        pub overflow: bool = bit(1, 0x04),
+        pub underflow: bool = bit(1, 0x02),
+        pub response: u8 = at(2),
+        pub status: ScsiStatus = at(3),
+        pub itt: u32 = at(16),
+        pub snack_tag: u32 = at(20),
+        pub stat_sn: u32 = at(24),
+        pub exp_cmd_sn: u32 = at(28),
+        pub max_cmd_sn: u32 = at(32),
+        pub exp_data_sn: u32 = at(36),
+        pub bidi_residual: u32 = at(40),
+        pub residual: u32 = at(44),
     }
-
-    fn encode(&self, b: &mut [u8; BHS_LEN]) {
-        let h = self;
-        b[0] |= flag(h.immediate, 0x40);
-        b[1] = flag(h.final_, F) | flag(h.read, 0x40) | flag(h.write, 0x20) | (h.attr & 0x07);
-        put64(b, 8, h.lun);
-        put32(b, 16, h.itt);
-        put32(b, 20, h.expected_len);
-        put32(b, 24, h.cmd_sn);
-        put32(b, 28, h.exp_stat_sn);
-        b[32..48].copy_from_slice(&h.cdb);
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ScsiResponse {
-    pub bidi_overflow: bool,
-    pub bidi_underflow: bool,
-    pub overflow: bool,
-    pub underflow: bool,
-    pub response: u8,
-    pub status: ScsiStatus,
-    pub itt: u32,
-    pub snack_tag: u32,
-    pub stat_sn: u32,
-    pub exp_cmd_sn: u32,
-    pub max_cmd_sn: u32,
-    pub exp_data_sn: u32,
-    pub bidi_residual: u32,
-    pub residual: u32,
-}
-
-impl Bhs for ScsiResponse {
-    const OPCODE: Opcode = Opcode::ScsiResponse;
-
-    fn parse(b: &[u8; BHS_LEN]) -> ScsiResponse {
-        let f1 = b[1];
-        ScsiResponse {
-            bidi_overflow: bit(f1, 0x10),
-            bidi_underflow: bit(f1, 0x08),
-            overflow: bit(f1, 0x04),
-            underflow: bit(f1, 0x02),
-            response: b[2],
-            status: b[3].into(),
-            itt: u32_at(b, 16),
-            snack_tag: u32_at(b, 20),
-            stat_sn: u32_at(b, 24),
-            exp_cmd_sn: u32_at(b, 28),
-            max_cmd_sn: u32_at(b, 32),
-            exp_data_sn: u32_at(b, 36),
-            bidi_residual: u32_at(b, 40),
-            residual: u32_at(b, 44),
-        }
-    }
-
-    fn encode(&self, b: &mut [u8; BHS_LEN]) {
-        let h = self;
-        b[1] = F
-            | flag(h.bidi_overflow, 0x10)
-            | flag(h.bidi_underflow, 0x08)
-            | flag(h.overflow, 0x04)
-            | flag(h.underflow, 0x02);
-        b[2] = h.response;
-        b[3] = h.status.into();
-        put32(b, 16, h.itt);
-        put32(b, 20, h.snack_tag);
-        put32(b, 24, h.stat_sn);
-        put32(b, 28, h.exp_cmd_sn);
-        put32(b, 32, h.max_cmd_sn);
-        put32(b, 36, h.exp_data_sn);
-        put32(b, 40, h.bidi_residual);
-        put32(b, 44, h.residual);
-    }
+    always(b) { b[1] |= F; }
 }
