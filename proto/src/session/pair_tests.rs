@@ -476,3 +476,50 @@ fn a_new_text_request_discards_an_abandoned_one() {
     assert_eq!(keys[0], ("TargetName".into(), crate::pair::TARGET.into()));
     assert_eq!(budget(&p).0, 0);
 }
+
+/// What the I/O layer does when a new login reinstates this session: abort the
+/// connection, then end it. Nothing it held stays held: its buffers go back to the
+/// target budget and no timer is left to run.
+#[test]
+fn a_reinstated_session_gives_back_what_it_held() {
+    let target = TargetBudget::new(8 << 20);
+    let mut p = Pair::logged_in(
+        SessionSettings {
+            target_budget: Arc::clone(&target),
+            ..SessionSettings::default()
+        },
+        image(),
+        &[],
+    );
+    p.command(false, verify10(64), 32 << 10);
+    assert_eq!(target.used(), 32 << 10);
+    p.conn
+        .abort("reinstated by a new login from the same initiator");
+    p.pump();
+    assert_eq!(
+        p.closed,
+        Some((
+            "reinstated by a new login from the same initiator".into(),
+            false
+        ))
+    );
+    assert_eq!(p.conn.poll_timeout(), None);
+    p.conn.end();
+    assert_eq!(target.used(), 0);
+}
+
+/// Every deadline the connection reports lies ahead once its timers have run, so
+/// the I/O layer never spins on a timer that is already due.
+#[test]
+fn timers_never_report_a_deadline_already_handled() {
+    let mut p = pair();
+    for _ in 0..40 {
+        p.advance(SECOND);
+        if p.closed.is_some() {
+            break;
+        }
+        let next = p.conn.poll_timeout().expect("a session always has a timer");
+        assert!(next > p.now, "deadline {next:?} is not after {:?}", p.now);
+    }
+    assert_eq!(p.closed, Some(("NOP-In ping not answered".into(), false)));
+}
