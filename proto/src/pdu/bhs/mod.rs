@@ -58,12 +58,14 @@ macro_rules! bhs {
         impl $crate::pdu::bhs::Bhs for $name {
             const OPCODE: $crate::pdu::Opcode = $crate::pdu::Opcode::$op;
 
+            #[inline]
             fn parse(b: &[u8; $crate::pdu::BHS_LEN]) -> $name {
                 $name {
                     $($field: $crate::pdu::bhs::field::$kind::get(b, $($arg),*),)*
                 }
             }
 
+            #[inline]
             fn encode(&self, b: &mut [u8; $crate::pdu::BHS_LEN]) {
                 $($crate::pdu::bhs::field::$kind::put(b, self.$field, $($arg),*);)*
                 $({
@@ -82,19 +84,23 @@ pub(crate) mod field {
 
     /// A value stored big-endian (or as raw bytes) at a byte offset.
     pub trait Wire: Copy {
+        #[inline]
         fn get(b: &[u8; BHS_LEN], off: usize) -> Self;
+        #[inline]
         fn put(self, b: &mut [u8; BHS_LEN], off: usize);
     }
 
     macro_rules! wire_int {
         ($($t:ty),*) => {$(
             impl Wire for $t {
+                #[inline]
                 fn get(b: &[u8; BHS_LEN], off: usize) -> $t {
                     const N: usize = std::mem::size_of::<$t>();
                     let mut v = [0u8; N];
                     v.copy_from_slice(&b[off..off + N]);
                     <$t>::from_be_bytes(v)
                 }
+                #[inline]
                 fn put(self, b: &mut [u8; BHS_LEN], off: usize) {
                     let v = self.to_be_bytes();
                     b[off..off + v.len()].copy_from_slice(&v);
@@ -105,11 +111,13 @@ pub(crate) mod field {
     wire_int!(u8, u16, u32, u64);
 
     impl<const N: usize> Wire for [u8; N] {
+        #[inline]
         fn get(b: &[u8; BHS_LEN], off: usize) -> [u8; N] {
             let mut v = [0u8; N];
             v.copy_from_slice(&b[off..off + N]);
             v
         }
+        #[inline]
         fn put(self, b: &mut [u8; BHS_LEN], off: usize) {
             b[off..off + N].copy_from_slice(&self);
         }
@@ -118,9 +126,11 @@ pub(crate) mod field {
     macro_rules! wire_code {
         ($($t:ty),*) => {$(
             impl Wire for $t {
+                #[inline]
                 fn get(b: &[u8; BHS_LEN], off: usize) -> $t {
                     b[off].into()
                 }
+                #[inline]
                 fn put(self, b: &mut [u8; BHS_LEN], off: usize) {
                     b[off] = self.into();
                 }
@@ -132,9 +142,11 @@ pub(crate) mod field {
     /// A whole field at a byte offset.
     pub mod at {
         use super::{Wire, BHS_LEN};
+        #[inline]
         pub fn get<T: Wire>(b: &[u8; BHS_LEN], off: usize) -> T {
             T::get(b, off)
         }
+        #[inline]
         pub fn put<T: Wire>(b: &mut [u8; BHS_LEN], v: T, off: usize) {
             v.put(b, off)
         }
@@ -143,9 +155,11 @@ pub(crate) mod field {
     /// One flag bit of a byte.
     pub mod bit {
         use super::BHS_LEN;
+        #[inline]
         pub fn get(b: &[u8; BHS_LEN], byte: usize, mask: u8) -> bool {
             b[byte] & mask != 0
         }
+        #[inline]
         pub fn put(b: &mut [u8; BHS_LEN], v: bool, byte: usize, mask: u8) {
             if v {
                 b[byte] |= mask;
@@ -157,9 +171,11 @@ pub(crate) mod field {
     /// and reason codes).
     pub mod bits {
         use super::BHS_LEN;
+        #[inline]
         pub fn get<T: From<u8>>(b: &[u8; BHS_LEN], byte: usize, mask: u8) -> T {
             ((b[byte] & mask) >> mask.trailing_zeros()).into()
         }
+        #[inline]
         pub fn put<T: Into<u8>>(b: &mut [u8; BHS_LEN], v: T, byte: usize, mask: u8) {
             b[byte] |= (v.into() << mask.trailing_zeros()) & mask;
         }
@@ -169,9 +185,11 @@ pub(crate) mod field {
     /// a Data-In, with the S bit).
     pub mod flagged {
         use super::{Wire, BHS_LEN};
+        #[inline]
         pub fn get<T: Wire>(b: &[u8; BHS_LEN], byte: usize, mask: u8, off: usize) -> Option<T> {
             (b[byte] & mask != 0).then(|| T::get(b, off))
         }
+        #[inline]
         pub fn put<T: Wire>(
             b: &mut [u8; BHS_LEN],
             v: Option<T>,
