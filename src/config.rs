@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
-use crate::catalog::CatalogConfig;
 use crate::login::{ChapPolicy, Credentials, LoginSettings, NegotiationPrefs};
 use crate::server::{ConnLimits, SessionLimits};
 use crate::session::budget::{self, TargetBudget};
@@ -480,6 +479,29 @@ impl Config {
             total: self.max_connections,
             per_address: self.max_connections_per_address,
         }
+    }
+}
+
+/// The `[catalog]` section: where images are found besides the `[[lun]]` entries.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogConfig {
+    /// Buckets whose `<image-id>/manifest.json` objects are projected.
+    pub manifest_buckets: Vec<String>,
+    /// Prefixes (`s3://bucket/PE/`) whose every object is projected.
+    pub prefixes: Vec<String>,
+    /// Seconds between scans (SIGHUP scans at once); 0: only at start and on SIGHUP.
+    pub refresh_secs: u64,
+    /// An IMS-style endpoint listing images with their manifest links; only images
+    /// tagged `sbps-project=true` are projected.
+    pub ims_url: Option<String>,
+    /// File holding the bearer token for `ims_url`.
+    pub ims_token_file: Option<std::path::PathBuf>,
+}
+
+impl CatalogConfig {
+    pub fn is_empty(&self) -> bool {
+        self.manifest_buckets.is_empty() && self.prefixes.is_empty() && self.ims_url.is_none()
     }
 }
 

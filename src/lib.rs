@@ -10,6 +10,7 @@ pub use s3lun_proto::{login, lun_table, pair, pdu, scsi, session};
 pub mod assemble;
 pub mod catalog;
 pub mod config;
+pub mod metrics;
 pub mod server;
 pub mod store;
 pub mod tools;

@@ -15,8 +15,8 @@ use s3lun::assemble::Backends;
 use s3lun::catalog::lun_numbers::LunMap;
 use s3lun::catalog::{self, live::Builder};
 use s3lun::config::{Config, LunConfig};
-use s3lun::scsi::exec::TargetPort;
-use s3lun::server::metrics::CatalogStats;
+use s3lun::metrics::{self, CatalogStats};
+use s3lun::scsi::TargetPort;
 use s3lun::server::{self, Registry, Target};
 use s3lun::store::ServedLuns;
 use std::time::Duration;
@@ -248,14 +248,14 @@ fn raise_fd_limit(cfg: &Config) -> anyhow::Result<()> {
     let s3_pool = cfg.s3.as_ref().map_or(0, |s| s.max_parallel);
     let need = cfg.max_connections
         + cfg.listen.len()
-        + server::metrics::MAX_CONNECTIONS
+        + metrics::MAX_CONNECTIONS
         + s3_pool
         + server::fds::RESERVE as usize;
     let why = format!(
         "max_connections {} + {} listeners + {} metrics + {s3_pool} S3 + {} reserve",
         cfg.max_connections,
         cfg.listen.len(),
-        server::metrics::MAX_CONNECTIONS,
+        metrics::MAX_CONNECTIONS,
         server::fds::RESERVE
     );
     let soft = server::fds::raise_nofile_limit(need as u64, &why)?;
@@ -295,14 +295,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding metrics {addr}"))?;
         announce(&format!("s3lun: metrics on {}", l.local_addr()?));
-        let m = server::metrics::Metrics {
+        let m = metrics::Metrics {
             registry: Arc::clone(&target.registry),
             cache: Arc::clone(&backends.cache),
             s3: backends.s3.as_ref().map(|c| Arc::clone(&c.stats)),
             catalog: Arc::clone(&catalog_stats),
             serve: Arc::clone(&target.stats),
         };
-        tokio::spawn(server::metrics::serve(l, m));
+        tokio::spawn(metrics::serve(l, m));
     }
     let mut listeners = Vec::new();
     for addr in &cfg.listen {

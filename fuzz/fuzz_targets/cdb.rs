@@ -3,8 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use s3lun::scsi::cdb;
-use s3lun::scsi::exec::{execute, ExecCtx, Outcome, TargetPort};
+use s3lun::scsi::commands;
+use s3lun::scsi::exec::{execute, ExecCtx, Outcome};
+use s3lun::scsi::TargetPort;
 use s3lun::scsi::{Identity, LunInfo};
 
 const SIZE: u64 = 1 << 20;
@@ -13,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     let mut c = [0u8; 16];
     let n = data.len().min(16);
     c[..n].copy_from_slice(&data[..n]);
-    let _ = cdb::decode(&c);
+    let _ = commands::decode(&c);
     let lu = LunInfo::new(0, SIZE, Identity::lio("fuzz"));
     let port = TargetPort::new("iqn.2023-06.csm.iscsi:fuzz", 1);
     let ctx = ExecCtx {

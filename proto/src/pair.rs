@@ -16,8 +16,8 @@ use crate::lun_table::LunTable;
 use crate::pdu::framing::encode_to_vec;
 use crate::pdu::ScsiStatus;
 use crate::pdu::{decode, FrameConfig, Header, LoginRequest, Pdu, ScsiCommand};
-use crate::scsi::exec::TargetPort;
 use crate::scsi::Sense;
+use crate::scsi::TargetPort;
 use crate::session::{Connection, ConnectionConfig, Event, ReadRequest, SessionSettings};
 
 pub const TARGET: &str = "iqn.2023-06.example:pair";

@@ -7,4 +7,4 @@ pub mod lun_numbers;
 pub mod manifest;
 pub mod scan;
 
-pub use scan::{scan, CatalogConfig, Entry, Problem, Scan};
+pub use scan::{scan, Entry, Problem, Scan};

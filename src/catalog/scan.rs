@@ -6,34 +6,13 @@ use serde::Deserialize;
 use tracing::warn;
 
 use super::manifest;
+use crate::config::CatalogConfig;
 use crate::store::key::{content_key, ContentKey};
 use crate::store::s3::{parse_url, ObjectInfo, S3Client};
 use crate::store::StoreError;
 
 /// Manifests are small; anything bigger is not one.
 const MAX_MANIFEST: u64 = 1 << 20;
-
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct CatalogConfig {
-    /// Buckets whose `<image-id>/manifest.json` objects are projected.
-    pub manifest_buckets: Vec<String>,
-    /// Prefixes (`s3://bucket/PE/`) whose every object is projected.
-    pub prefixes: Vec<String>,
-    /// Seconds between scans (SIGHUP scans at once); 0: only at start and on SIGHUP.
-    pub refresh_secs: u64,
-    /// An IMS-style endpoint listing images with their manifest links; only images
-    /// tagged `sbps-project=true` are projected.
-    pub ims_url: Option<String>,
-    /// File holding the bearer token for `ims_url`.
-    pub ims_token_file: Option<std::path::PathBuf>,
-}
-
-impl CatalogConfig {
-    pub fn is_empty(&self) -> bool {
-        self.manifest_buckets.is_empty() && self.prefixes.is_empty() && self.ims_url.is_none()
-    }
-}
 
 /// One image as an IMS-style API lists it.
 #[derive(Debug, Deserialize)]

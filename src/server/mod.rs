@@ -5,7 +5,6 @@
 pub mod conn;
 pub mod fds;
 pub mod limits;
-pub mod metrics;
 pub mod registry;
 pub mod wire;
 
@@ -18,7 +17,7 @@ use tokio::sync::watch;
 use tracing::{info, warn, Instrument};
 
 use crate::login::LoginSettings;
-use crate::scsi::exec::TargetPort;
+use crate::scsi::TargetPort;
 use crate::session::SessionSettings;
 use crate::store::ServedLuns;
 

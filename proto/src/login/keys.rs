@@ -4,7 +4,7 @@
 //! maximum; boolean AND or OR; declarations, which are never answered). Adding a key
 //! is a row here. Keys with no row are answered `NotUnderstood`.
 
-use super::negotiate::{NegotiationPrefs, SessionParams, SessionType};
+use super::params::{NegotiationPrefs, SessionParams, SessionType};
 use super::LoginError;
 
 pub enum Rule {

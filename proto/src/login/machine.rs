@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use super::chap::{self, ChapPolicy, ChapState};
 use super::key_value::{encode_pairs, parse_pairs};
-use super::negotiate::{NegotiationPrefs, Negotiator, SessionParams, SessionType};
+use super::negotiate::Negotiator;
+use super::params::{NegotiationPrefs, SessionParams, SessionType};
 use super::{LoginError, LoginStatus};
 use crate::pdu::{LoginRequest, LoginResponse};
 

@@ -9,9 +9,11 @@ pub mod key_value;
 pub mod keys;
 pub mod machine;
 pub mod negotiate;
+pub mod params;
 
 pub use chap::{ChapPolicy, Credentials};
 pub use error::{LoginError, LoginStatus};
 pub use key_value::{encode_pairs, parse_pairs, TextError};
 pub use machine::{LoginEnv, LoginMachine, LoginOutcome, LoginSettings, LoginStep};
-pub use negotiate::{NegotiationPrefs, Negotiator, SessionParams, SessionType};
+pub use negotiate::Negotiator;
+pub use params::{NegotiationPrefs, SessionParams, SessionType};

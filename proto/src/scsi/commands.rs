@@ -405,12 +405,25 @@ pub static COMMANDS: &[CommandSpec] = &[
     },
 ];
 
+/// Decode a CDB (at least 16 bytes are always available from the BHS) with the
+/// decoder its row names; an opcode with no row is [`Command::Unsupported`].
+pub fn decode(cdb: &[u8; 16]) -> Result<Command, Sense> {
+    match lookup(cdb) {
+        Some(spec) => (spec.decode)(cdb),
+        None => Ok(Command::Unsupported { opcode: cdb[0] }),
+    }
+}
+
 /// The row for `cdb`, if this target knows the command.
 pub fn lookup(cdb: &[u8; 16]) -> Option<&'static CommandSpec> {
     COMMANDS
         .iter()
         .find(|c| c.opcode == cdb[0] && c.service_action.is_none_or(|sa| sa == cdb[1] & 0x1f))
 }
+
+#[cfg(test)]
+#[path = "decode_tests.rs"]
+mod decode_tests;
 
 #[cfg(test)]
 mod tests {

@@ -1,34 +1,11 @@
 //! Command dispatch: one CDB in, one [`Outcome`] out. Unit attentions and task
 //! bookkeeping are the session's; reading image bytes is the caller's.
 
-use super::cdb::{decode, op, Command};
-use super::commands::Attention;
+use super::cdb::{op, Command};
+use super::commands::{decode, Attention};
 use super::inquiry::{self, MAX_TRANSFER_BLOCKS};
 use super::logical_unit::encode_lun;
-use super::{mode, opcodes, truncate, LunInfo, Sense};
-
-/// The port through which the command arrived (for VPD 0x83 and ALUA).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TargetPort {
-    pub target_name: String,
-    pub portal_group_tag: u16,
-    pub relative_port: u16,
-    /// ALUA target port group identifier.
-    pub group_id: u16,
-}
-
-impl TargetPort {
-    /// The one port of a target with one portal group: relative port 1, in ALUA
-    /// target port group 0.
-    pub fn new(target_name: impl Into<String>, portal_group_tag: u16) -> TargetPort {
-        TargetPort {
-            target_name: target_name.into(),
-            portal_group_tag,
-            relative_port: 1,
-            group_id: 0,
-        }
-    }
-}
+use super::{mode, opcodes, truncate, LunInfo, Sense, TargetPort};
 
 pub struct ExecCtx<'a> {
     /// The addressed LU, or `None` when the LUN names nothing.

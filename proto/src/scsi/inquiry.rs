@@ -2,7 +2,7 @@
 //! 0x00, 0x80, 0x83 (with ALUA target port group and relative port designators),
 //! 0xB0, 0xB1, 0xB2.
 
-use super::{exec::TargetPort, LunInfo, Sense};
+use super::{LunInfo, Sense, TargetPort};
 
 /// Peripheral qualifier 0, device type 0 (direct access block device).
 const DISK: u8 = 0x00;

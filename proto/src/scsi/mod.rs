@@ -13,12 +13,14 @@ pub mod inquiry;
 pub mod logical_unit;
 pub mod mode;
 pub mod opcodes;
+pub mod port;
 pub mod reservation;
 pub mod sense;
 
 pub use exec::{execute, ExecCtx, Outcome};
 pub use identity::Identity;
 pub use logical_unit::LunInfo;
+pub use port::TargetPort;
 pub use sense::Sense;
 
 /// SCSI status travels in iSCSI headers, so its enum lives with them.

@@ -16,8 +16,8 @@ use super::outbox::{Event, Outbox};
 use crate::login::{LoginEnv, LoginMachine, LoginSettings, LoginStep};
 use crate::lun_table::LunTable;
 use crate::pdu::{decode, Frame, FrameConfig, Header, Pdu, PduError, RejectReason, BHS_LEN};
-use crate::scsi::exec::TargetPort;
 use crate::scsi::Sense;
+use crate::scsi::TargetPort;
 
 #[derive(Debug)]
 enum Phase {

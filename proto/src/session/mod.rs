@@ -11,7 +11,6 @@ pub mod outbox;
 mod pair_tests;
 pub mod seq;
 pub mod task;
-pub mod text_exchange;
 
 pub use connection::{Connection, ConnectionConfig};
 pub use full_feature::{FullFeature, SessionSettings};

@@ -84,9 +84,7 @@ pub(crate) mod field {
 
     /// A value stored big-endian (or as raw bytes) at a byte offset.
     pub trait Wire: Copy {
-        #[inline]
         fn get(b: &[u8; BHS_LEN], off: usize) -> Self;
-        #[inline]
         fn put(self, b: &mut [u8; BHS_LEN], off: usize);
     }
 

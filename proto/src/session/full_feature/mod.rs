@@ -6,7 +6,7 @@
 
 mod scsi;
 mod task_mgmt;
-mod text;
+mod text_exchange;
 mod timers;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -20,7 +20,6 @@ use super::budget::{self, SessionBudget, TargetBudget};
 use super::outbox::{Outbox, ReadRequest};
 use super::seq;
 use super::task::{Collect, Held, Residual, State, Task};
-use super::text_exchange::{self, Discovery, PendingText, TextExchange};
 use crate::login::{LoginOutcome, SessionParams, SessionType};
 use crate::lun_table::LunTable;
 use crate::pdu::{
@@ -29,10 +28,12 @@ use crate::pdu::{
     TmfFunction, TmfResponse, RESERVED_TAG,
 };
 use crate::scsi::cdb::op;
-use crate::scsi::exec::{bypasses_unit_attention, TargetPort};
+use crate::scsi::exec::bypasses_unit_attention;
 use crate::scsi::logical_unit::decode_lun;
 use crate::scsi::reservation;
+use crate::scsi::TargetPort;
 use crate::scsi::{execute, ExecCtx, Outcome, Sense};
+use text_exchange::TextExchange;
 
 #[derive(Debug, Clone)]
 pub struct SessionSettings {

@@ -16,8 +16,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tracing::{debug, warn};
 
-use super::Registry as Sessions;
 use crate::catalog::Scan;
+use crate::server::{self, Registry as Sessions};
 use crate::store::cache::ChunkCache;
 use crate::store::s3::S3Stats;
 
@@ -56,7 +56,7 @@ pub struct Metrics {
     pub cache: Arc<ChunkCache>,
     pub s3: Option<Arc<S3Stats>>,
     pub catalog: Arc<CatalogStats>,
-    pub serve: Arc<super::ServeStats>,
+    pub serve: Arc<server::ServeStats>,
 }
 
 fn counter(r: &mut Registry, name: &str, help: &str, v: u64) {
@@ -274,7 +274,7 @@ async fn answer(mut sock: TcpStream, metrics: Metrics) -> std::io::Result<()> {
 pub async fn serve(listener: TcpListener, metrics: Metrics) {
     let open = Arc::new(AtomicUsize::new(0));
     loop {
-        let (sock, peer) = super::accept(&listener).await;
+        let (sock, peer) = server::accept(&listener).await;
         if open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
             open.fetch_sub(1, Ordering::AcqRel);
             debug!(%peer, "metrics connection refused: {MAX_CONNECTIONS} open");
