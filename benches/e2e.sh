@@ -24,6 +24,9 @@ pids=()
 cleanup() {
   fusermount -u "$work/s3fs" 2>/dev/null || true
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 1
+  # tgtd may ignore SIGTERM while it still has a target: nothing outlives the run.
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
 }

@@ -69,7 +69,7 @@ struct Registered {
 
 type ReadDone = (u32, u64, Result<Bytes, StoreError>);
 
-struct Task {
+struct Pump {
     target: Arc<Target>,
     conn: Connection,
     env: ConnEnv,
@@ -86,7 +86,7 @@ struct Task {
     commands_counted: u64,
 }
 
-impl Task {
+impl Pump {
     /// Act on the connection's events (registering a new session before its login
     /// response is queued, starting the reads it wants) and hand what it transmits
     /// to the writer, until it has nothing more without new input.
@@ -214,7 +214,7 @@ pub async fn run(
         refuse,
         slot: RefCell::new(None),
     };
-    let mut t = Task {
+    let mut t = Pump {
         target,
         conn,
         env,

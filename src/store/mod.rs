@@ -1,5 +1,6 @@
 //! Where image bytes come from: a `read_at`-style trait with a memory-mapped local
-//! file implementation. S3 and the block cache implement the same trait.
+//! file implementation. S3 and the block cache implement the same trait; the LUN
+//! number -> store map the connections read through is [`served::ServedLuns`].
 
 pub mod cache;
 pub mod error;
