@@ -84,6 +84,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Images projected from S3 manifests and prefixes.
     pub catalog: CatalogConfig,
+    /// The fleet's shared LUN numbers.
+    pub lunmap: LunMapConfig,
     #[serde(rename = "lun")]
     pub luns: Vec<LunConfig>,
 }
@@ -360,6 +362,7 @@ impl Default for Config {
             s3: None,
             cache: CacheConfig::default(),
             catalog: CatalogConfig::default(),
+            lunmap: LunMapConfig::default(),
             luns: Vec::new(),
         }
     }
@@ -419,6 +422,14 @@ impl Config {
         }
         if self.listen.is_empty() {
             bail!("nothing to listen on");
+        }
+        if let Some(url) = &self.lunmap.s3 {
+            if self.s3.is_none() {
+                bail!("[lunmap] s3 = {url:?} needs an [s3] section");
+            }
+            if crate::store::s3::parse_url(url).is_none_or(|(_, k)| k.is_empty()) {
+                bail!("[lunmap] s3 = {url:?} is not s3://bucket/key");
+            }
         }
         Ok(())
     }
@@ -482,8 +493,21 @@ impl Config {
     }
 }
 
-/// The `[catalog]` section: where images are found besides the `[[lun]]` entries.
+/// The `[lunmap]` section: where the fleet keeps its LUN numbers.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct LunMapConfig {
+    /// `s3://bucket/key` of the shared map object (needs `[s3]` and a server that
+    /// honours conditional writes). Unset: numbers are this instance's own.
+    pub s3: Option<String>,
+}
+
+/// A day: boot nodes keep their root mounted for weeks and read it rarely once
+/// their page cache is warm; a day of silence is a node that has moved on.
+pub const DEFAULT_RETIRE_AFTER_SECS: u64 = 24 * 3600;
+
+/// The `[catalog]` section: where images are found besides the `[[lun]]` entries.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CatalogConfig {
     /// Buckets whose `<image-id>/manifest.json` objects are projected.
@@ -497,6 +521,22 @@ pub struct CatalogConfig {
     pub ims_url: Option<String>,
     /// File holding the bearer token for `ims_url`.
     pub ims_token_file: Option<std::path::PathBuf>,
+    /// An image that leaves the catalog keeps its LUN while any session has read it
+    /// within this many seconds; then it goes (REPORTED LUNS DATA HAS CHANGED).
+    pub retire_after_secs: u64,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> CatalogConfig {
+        CatalogConfig {
+            manifest_buckets: Vec::new(),
+            prefixes: Vec::new(),
+            refresh_secs: 0,
+            ims_url: None,
+            ims_token_file: None,
+            retire_after_secs: DEFAULT_RETIRE_AFTER_SECS,
+        }
+    }
 }
 
 impl CatalogConfig {

@@ -9,11 +9,15 @@ use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use s3lun::assemble::Backends;
 use s3lun::catalog::lun_numbers::LunMap;
-use s3lun::catalog::{self, live::Builder};
+use s3lun::catalog::shared_map::{MapError, MapStats, SharedMap};
+use s3lun::catalog::{
+    self,
+    live::{Builder, Shared},
+};
 use s3lun::config::{Config, LunConfig};
 use s3lun::metrics::{self, CatalogStats};
 use s3lun::scsi::TargetPort;
@@ -263,6 +267,34 @@ fn raise_fd_limit(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The shared LUN map, probed: a server that ignores conditional writes is refused
+/// here, before anything is served. S3 out of reach: the probe waits for the first
+/// scan that reaches it, and the state file's numbers serve meanwhile.
+async fn shared_map(cfg: &Config, backends: &Backends) -> anyhow::Result<Option<Shared>> {
+    let Some(url) = &cfg.lunmap.s3 else {
+        return Ok(None);
+    };
+    let client = backends
+        .s3
+        .clone()
+        .context("[lunmap] s3 needs an [s3] section")?;
+    let map = SharedMap::new(client, url)?;
+    let stats = Arc::new(MapStats::default());
+    let probed = match map.probe().await {
+        Ok(()) => {
+            info!(map = %url, "shared LUN map: the server honours conditional writes");
+            true
+        }
+        Err(e @ MapError::Unreachable(_)) => {
+            stats.error(e.kind());
+            warn!(map = %url, error = %e, "shared LUN map: S3 out of reach, serving the last known numbers");
+            false
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Some(Shared { map, probed, stats }))
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = effective_config(&args)?;
     raise_fd_limit(&cfg)?;
@@ -272,8 +304,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => LunMap::ephemeral(),
     };
     let backends = Backends::build(&cfg, tokio::runtime::Handle::current())?;
+    let shared = shared_map(&cfg, &backends).await?;
+    let lunmap_stats = shared.as_ref().map(|s| Arc::clone(&s.stats));
     // Static LUNs plus the catalog as last known: never an empty set at start-up.
-    let mut builder = Builder::new(map, backends.clone());
+    let mut builder = Builder::new(map, backends.clone(), shared);
     let luns = builder.build(&cfg, None).await?;
     log_luns(&luns);
     let catalog_stats = Arc::new(CatalogStats::default());
@@ -301,6 +335,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             s3: backends.s3.as_ref().map(|c| Arc::clone(&c.stats)),
             catalog: Arc::clone(&catalog_stats),
             serve: Arc::clone(&target.stats),
+            lunmap: lunmap_stats,
         };
         tokio::spawn(metrics::serve(l, m));
     }
@@ -359,7 +394,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let current = luns_tx.borrow().clone();
         match builder.build(&cfg, Some(&current)).await {
             Ok(new) => {
-                catalog_stats.set_luns(new.len());
+                catalog_stats.set_luns(new.len(), new.retiring.len());
                 if current.table.same_as(&new.table) {
                     info!("LUNs unchanged");
                 } else {

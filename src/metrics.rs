@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tracing::{debug, warn};
 
+use crate::catalog::shared_map::MapStats;
 use crate::catalog::Scan;
 use crate::server::{self, Registry as Sessions};
 use crate::store::cache::ChunkCache;
@@ -28,6 +29,8 @@ pub struct CatalogStats {
     pub images: AtomicU64,
     pub luns: AtomicU64,
     pub skipped: AtomicU64,
+    /// LUNs kept for their readers after their image left the catalog.
+    pub retiring: AtomicU64,
     /// Problems by kind, over all scans.
     pub problems: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -45,8 +48,10 @@ impl CatalogStats {
         }
     }
 
-    pub fn set_luns(&self, n: usize) {
+    /// What the last build serves, and how many of those are retiring.
+    pub fn set_luns(&self, n: usize, retiring: usize) {
         self.luns.store(n as u64, Ordering::Relaxed);
+        self.retiring.store(retiring as u64, Ordering::Relaxed);
     }
 }
 
@@ -57,6 +62,8 @@ pub struct Metrics {
     pub s3: Option<Arc<S3Stats>>,
     pub catalog: Arc<CatalogStats>,
     pub serve: Arc<server::ServeStats>,
+    /// The shared LUN map, when one is configured.
+    pub lunmap: Option<Arc<MapStats>>,
 }
 
 fn counter(r: &mut Registry, name: &str, help: &str, v: u64) {
@@ -69,6 +76,17 @@ fn gauge(r: &mut Registry, name: &str, help: &str, v: u64) {
         help,
         ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)),
     );
+}
+
+/// A counter family labelled by kind.
+fn by_kind(r: &mut Registry, name: &str, help: &str, counts: &Mutex<BTreeMap<&'static str, u64>>) {
+    let family = Family::<Vec<(String, String)>, Counter>::default();
+    for (kind, n) in counts.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        family
+            .get_or_create(&vec![("kind".to_string(), kind.to_string())])
+            .inc_by(*n);
+    }
+    r.register(name, help, family);
 }
 
 impl Metrics {
@@ -167,22 +185,32 @@ impl Metrics {
             ld(&cat.skipped),
         );
         gauge(&mut r, "s3lun_luns", "LUNs served", ld(&cat.luns));
-        let problems = Family::<Vec<(String, String)>, Counter>::default();
-        for (kind, n) in cat
-            .problems
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            problems
-                .get_or_create(&vec![("kind".to_string(), kind.to_string())])
-                .inc_by(*n);
-        }
-        r.register(
+        gauge(
+            &mut r,
+            "s3lun_retiring_luns",
+            "LUNs kept for their readers after their image left the catalog",
+            ld(&cat.retiring),
+        );
+        by_kind(
+            &mut r,
             "s3lun_catalog_problems",
             "Manifest and image problems by kind",
-            problems,
+            &cat.problems,
         );
+        if let Some(m) = &self.lunmap {
+            counter(
+                &mut r,
+                "s3lun_lunmap_syncs",
+                "Reads (and writes) of the shared LUN map that succeeded",
+                ld(&m.syncs),
+            );
+            by_kind(
+                &mut r,
+                "s3lun_lunmap_errors",
+                "Shared LUN map failures by kind (unreachable, invalid_json, duplicate_number, ...)",
+                &m.errors,
+            );
+        }
         if let Some(s) = &self.s3 {
             counter(
                 &mut r,

@@ -175,10 +175,26 @@ pub async fn catalog(cfg: &Config) -> anyhow::Result<()> {
         .iter()
         .map(|k| (k.url.clone(), (k.content_key.clone(), k.size)))
         .collect();
+    // With a shared map, its numbers (read, never written here); "new" for an image
+    // the next write will number.
+    let shared = match &cfg.lunmap.s3 {
+        Some(url) => {
+            let m = crate::catalog::shared_map::SharedMap::new(client.clone(), url)?;
+            let (numbers, _) = m.read().await?;
+            map.adopt(&numbers);
+            true
+        }
+        None => false,
+    };
     let scan = crate::catalog::scan(&client, &cfg.catalog, &previous).await;
     println!("IMAGE\tORIGIN\tLUN\tSIZE\tCONTENT KEY (SOURCE)\tWWID\tOBJECT");
     for e in &scan.entries {
-        let lun = map.assign(&e.identity, None)?;
+        let lun = match shared {
+            true => map
+                .lookup(&e.identity, None)
+                .map_or_else(|_| "new".to_string(), |n| n.to_string()),
+            false => map.assign(&e.identity, None)?.to_string(),
+        };
         let wwid = crate::scsi::Identity::lio(&e.identity).wwid();
         println!(
             "{}\t{}\t{lun}\t{}\t{} ({:?})\t{wwid}\t{}",
@@ -191,6 +207,15 @@ pub async fn catalog(cfg: &Config) -> anyhow::Result<()> {
     }
     for f in &scan.failed_sources {
         println!("UNREADABLE\t{f}");
+    }
+    // As the running target last saved them: LUNs kept for their readers.
+    let now = crate::store::served::unix_now();
+    for r in &map.retiring {
+        let idle = now.saturating_sub(r.last_read);
+        println!(
+            "RETIRING\t{}\tLUN {}\tlast read {idle} s ago",
+            r.identity, r.lun
+        );
     }
     let skipped = scan.problems.iter().filter(|p| p.skipped).count();
     println!("{} images served, {skipped} skipped", scan.entries.len());

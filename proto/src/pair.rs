@@ -170,8 +170,16 @@ impl Pair {
 
     /// A SCSI command with the next ITT and (unless immediate) the next CmdSN.
     pub fn command(&mut self, immediate: bool, cdb: [u8; 16], edtl: u32) -> u32 {
+        self.command_lun(0, immediate, cdb, edtl)
+    }
+
+    /// A command to LUN `lun` (flat addressing above 255, as the target reports).
+    pub fn command_lun(&mut self, lun: u64, immediate: bool, cdb: [u8; 16], edtl: u32) -> u32 {
         let itt = self.itt();
-        let h = self.scsi_header(immediate, itt, cdb, edtl);
+        let mut h = self.scsi_header(immediate, itt, cdb, edtl);
+        if let Header::ScsiCommand(c) = &mut h {
+            c.lun = crate::scsi::logical_unit::encode_lun(lun);
+        }
         self.send(&h, &[]);
         itt
     }

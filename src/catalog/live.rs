@@ -6,17 +6,19 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::bail;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::scan::{Entry, Scan};
 use crate::assemble::{open_lun, open_s3, Backends};
-use crate::catalog::lun_numbers::{KnownImage, LunMap, MAX_LUN};
+use super::shared_map::{MapError, MapStats, Numbers, SharedMap};
+use crate::catalog::lun_numbers::{KnownImage, LunMap, Retiring, MAX_LUN};
 use crate::config::Config;
 use crate::lun_table::Lun;
 use crate::scsi::{Identity, LunInfo};
 use crate::store::key::{ContentKey, KeySource};
 use crate::store::s3::ObjectInfo;
 use crate::store::BlockStore;
+use crate::store::served::{unix_now, Backing};
 use crate::store::ServedLuns;
 
 /// Builds LUN tables; keeps what must persist between builds.
@@ -25,6 +27,27 @@ pub struct Builder {
     pub backends: Backends,
     /// The last scan's images (or the state file's, before the first scan).
     pub catalog: Vec<Entry>,
+    /// The fleet's map in S3, when configured: numbers come only from it.
+    pub shared: Option<Shared>,
+}
+
+/// The shared map and what this instance knows of the server behind it.
+pub struct Shared {
+    pub map: SharedMap,
+    /// The conditional-write probe passed (it runs at the first contact).
+    pub probed: bool,
+    pub stats: Arc<MapStats>,
+}
+
+impl Shared {
+    /// Probe once, then make sure every identity in `wanted` has a number.
+    async fn sync(&mut self, wanted: &[(String, Option<u64>)]) -> Result<Numbers, MapError> {
+        if !self.probed {
+            self.map.probe().await?;
+            self.probed = true;
+        }
+        self.map.ensure(wanted).await
+    }
 }
 
 fn entry_of(k: &KnownImage) -> Entry {
@@ -52,12 +75,13 @@ fn entry_of(k: &KnownImage) -> Entry {
 }
 
 impl Builder {
-    pub fn new(map: LunMap, backends: Backends) -> Builder {
+    pub fn new(map: LunMap, backends: Backends, shared: Option<Shared>) -> Builder {
         let catalog = map.known.iter().map(entry_of).collect();
         Builder {
             map,
             backends,
             catalog,
+            shared,
         }
     }
 
@@ -100,70 +124,148 @@ impl Builder {
     }
 
     /// The table for `cfg` plus the catalog. LUNs whose image and version did not
-    /// change are carried over from `current` (reservations and all).
+    /// change are carried over from `current` (reservations, read clock and all);
+    /// catalog images that left it stay while read within `retire_after_secs`.
     pub async fn build(
         &mut self,
         cfg: &Config,
         current: Option<&ServedLuns>,
     ) -> anyhow::Result<ServedLuns> {
-        // (identity, version, pinned number, store, from the catalog, reservations)
-        type Item = (String, String, Option<u64>, Arc<dyn BlockStore>, bool, bool);
+        let items = self.items(cfg).await?;
+        if let Some(shared) = &mut self.shared {
+            let wanted: Vec<_> = items.iter().map(|i| (i.identity.clone(), i.pinned)).collect();
+            match shared.sync(&wanted).await {
+                Ok(numbers) => {
+                    shared.stats.synced();
+                    self.map.adopt(&numbers);
+                }
+                Err(e) => {
+                    shared.stats.error(e.kind());
+                    error!(map = %shared.map.url(), error = %e, "shared LUN map: serving the last known numbers, assigning none");
+                }
+            }
+        }
+        let shared = self.shared.is_some();
+        let mut luns: Vec<(Arc<Lun>, Backing)> = Vec::new();
+        let mut identities = Vec::new();
+        for it in items {
+            let number = if shared {
+                self.map.lookup(&it.identity, it.pinned)
+            } else {
+                self.map.assign(&it.identity, it.pinned)
+            };
+            let number = match number {
+                Ok(n) if n <= MAX_LUN => n,
+                Ok(n) => bail!("LUN {n} is above {MAX_LUN}"),
+                Err(e) if it.from_catalog => {
+                    warn!(image = %it.identity, error = format!("{e:#}"), "catalog image skipped");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let before = current.and_then(|t| Some((t.table.get(number)?, t.backing(number)?)));
+            let lun = match before {
+                // The same LUN object (reservations and all) and the same store.
+                Some((l, b))
+                    if l.info.identity.source == it.identity
+                        && l.version == it.version
+                        && l.info.reservations == it.reservations =>
+                {
+                    (Arc::clone(l), b.clone())
+                }
+                _ => {
+                    if let Some((l, _)) = before.filter(|(l, _)| l.info.identity.source == it.identity && l.version != it.version) {
+                        warn!(lun = number, image = %it.identity, old = %l.version, new = %it.version, "content changed under the same identity: sessions are told the medium may have changed");
+                    }
+                    let mut info = LunInfo::new(number, it.store.size(), Identity::lio(&it.identity));
+                    info.reservations = it.reservations;
+                    (Arc::new(Lun::new(info, it.version)), Backing::new(it.store, it.from_catalog))
+                }
+            };
+            luns.push(lun);
+            identities.push(it.identity);
+        }
+        let mut retiring = Vec::new();
+        if let Some(cur) = current {
+            let now = unix_now();
+            let window = cfg.catalog.retire_after_secs;
+            for l in cur.table.iter() {
+                let n = l.info.lun;
+                let Some(b) = cur.backing(n) else { continue };
+                if !b.from_catalog || luns.iter().any(|(x, _)| x.info.lun == n) || identities.contains(&l.info.identity.source) {
+                    continue;
+                }
+                let idle = now.saturating_sub(b.last_read());
+                if b.last_read() > 0 && idle < window {
+                    if !cur.retiring.contains(&n) {
+                        info!(lun = n, image = %l.info.identity.source, idle_secs = idle, retire_after_secs = window, "image left the catalog: kept while sessions read it");
+                    }
+                    retiring.push(Retiring { lun: n, identity: l.info.identity.source.clone(), last_read: b.last_read() });
+                    identities.push(l.info.identity.source.clone());
+                    luns.push((Arc::clone(l), b.clone()));
+                } else {
+                    info!(lun = n, image = %l.info.identity.source, idle_secs = idle, "image left the catalog and is not being read: retired");
+                }
+            }
+        }
+        if !shared {
+            self.map.retire_others(&identities);
+        }
+        self.map.retiring = retiring;
+        self.map.save()?;
+        info!(luns = luns.len(), "LUN table built");
+        let mut served = ServedLuns::new(luns);
+        served.retiring = self.map.retiring.iter().map(|r| r.lun).collect();
+        Ok(served)
+    }
+
+    /// What the configuration and the catalog ask to serve, opened.
+    async fn items(&self, cfg: &Config) -> anyhow::Result<Vec<Item>> {
         let mut items: Vec<Item> = Vec::new();
         for l in &cfg.luns {
             let o = open_lun(l, &self.backends).await?;
-            if items.iter().any(|i| i.0 == o.identity) {
+            if items.iter().any(|i| i.identity == o.identity) {
                 bail!("image {} is configured twice", o.identity);
             }
-            let reservations = l.reservations.unwrap_or(false);
-            items.push((o.identity, o.version, l.lun, o.store, false, reservations));
+            items.push(Item {
+                identity: o.identity,
+                version: o.version,
+                pinned: l.lun,
+                store: o.store,
+                from_catalog: false,
+                reservations: l.reservations.unwrap_or(false),
+            });
         }
         for e in &self.catalog {
-            if items.iter().any(|i| i.0 == e.identity) {
+            if items.iter().any(|i| i.identity == e.identity) {
                 warn!(image = %e.image_id, "also configured statically: the [[lun]] entry wins");
                 continue;
             }
             match open_s3(&e.url, &e.info, &e.key, e.identity.clone(), &self.backends) {
                 // Catalog images are the shared boot images: never reservable.
-                Ok(o) => items.push((o.identity, o.version, None, o.store, true, false)),
+                Ok(o) => items.push(Item {
+                    identity: o.identity,
+                    version: o.version,
+                    pinned: None,
+                    store: o.store,
+                    from_catalog: true,
+                    reservations: false,
+                }),
                 Err(err) => {
                     warn!(image = %e.image_id, error = format!("{err:#}"), "catalog image skipped")
                 }
             }
         }
-        let mut luns: Vec<(Arc<Lun>, Arc<dyn BlockStore>)> = Vec::new();
-        let mut identities = Vec::new();
-        for (identity, version, pinned, store, from_catalog, reservations) in items {
-            let number = match self.map.assign(&identity, pinned) {
-                Ok(n) if n <= MAX_LUN => n,
-                Ok(n) => bail!("LUN {n} is above {MAX_LUN}"),
-                Err(e) if from_catalog => {
-                    warn!(image = %identity, error = format!("{e:#}"), "catalog image skipped");
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            let reuse = current
-                .and_then(|t| Some((t.table.get(number)?, t.store(number)?)))
-                .filter(|(l, _)| {
-                    l.info.identity.source == identity
-                        && l.version == version
-                        && l.info.reservations == reservations
-                });
-            let lun = match reuse {
-                // The same LUN object (reservations and all) and the same store.
-                Some((l, s)) => (Arc::clone(l), Arc::clone(s)),
-                None => {
-                    let mut info = LunInfo::new(number, store.size(), Identity::lio(&identity));
-                    info.reservations = reservations;
-                    (Arc::new(Lun::new(info, version)), store)
-                }
-            };
-            luns.push(lun);
-            identities.push(identity);
-        }
-        self.map.retire_others(&identities);
-        self.map.save()?;
-        info!(luns = luns.len(), "LUN table built");
-        Ok(ServedLuns::new(luns))
+        Ok(items)
     }
+}
+
+/// One image to serve, opened, before it has a number.
+struct Item {
+    identity: String,
+    version: String,
+    pinned: Option<u64>,
+    store: Arc<dyn BlockStore>,
+    from_catalog: bool,
+    reservations: bool,
 }

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use super::shared_map::Numbers;
+
 /// A catalog image as last seen, so a restart can serve it before the first scan.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KnownImage {
@@ -21,6 +23,15 @@ pub struct KnownImage {
     pub content_key: String,
 }
 
+/// A LUN kept for its readers after its image left the catalog.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Retiring {
+    pub lun: u64,
+    pub identity: String,
+    /// Unix seconds of the last read a session made of it.
+    pub last_read: u64,
+}
+
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LunMap {
     /// Identity string -> LUN number.
@@ -30,6 +41,9 @@ pub struct LunMap {
     /// The catalog's images at its last successful scan.
     #[serde(default)]
     pub known: Vec<KnownImage>,
+    /// Images that left the catalog and are kept while sessions read them.
+    #[serde(default)]
+    pub retiring: Vec<Retiring>,
     #[serde(skip)]
     path: Option<PathBuf>,
 }
@@ -83,6 +97,37 @@ impl LunMap {
             .context("no free LUN numbers left")?;
         self.assigned.insert(identity.to_string(), n);
         Ok(n)
+    }
+
+    /// Take the fleet's numbers (the shared map) as ours: the state file then holds
+    /// the last known copy of the shared map.
+    pub fn adopt(&mut self, shared: &Numbers) {
+        self.assigned = shared.assigned.clone();
+        self.retired = shared.retired.clone();
+    }
+
+    /// The number the shared map gives `identity`, checked against its pin. Never
+    /// a new number: only a write to the shared map makes those.
+    pub fn lookup(&self, identity: &str, pinned: Option<u64>) -> anyhow::Result<u64> {
+        let have = self.assigned.get(identity).copied();
+        match (have, pinned) {
+            (Some(n), None) => Ok(n),
+            (Some(n), Some(p)) if n == p => Ok(n),
+            (Some(n), Some(p)) => {
+                anyhow::bail!("{identity} is pinned to LUN {p} but the shared LUN map gives it {n}")
+            }
+            (None, Some(p)) if self.used(p) => {
+                let owner = self
+                    .assigned
+                    .iter()
+                    .find(|(_, &v)| v == p)
+                    .map_or("a retired number", |(k, _)| k.as_str());
+                anyhow::bail!("LUN {p} is pinned for {identity} but the shared LUN map gives it to {owner}")
+            }
+            (None, _) => anyhow::bail!(
+                "{identity} has no number in the shared LUN map yet (not served until it can be written)"
+            ),
+        }
     }
 
     /// Retire every identity not in `live`: its number stays reserved.

@@ -6,5 +6,6 @@ pub mod live;
 pub mod lun_numbers;
 pub mod manifest;
 pub mod scan;
+pub mod shared_map;
 
 pub use scan::{scan, Entry, Problem, Scan};

@@ -120,10 +120,13 @@ impl Pump {
     /// Read what a command wants from the LUN's store: a cache or mmap hit answers
     /// at once, anything else runs alongside the connection.
     fn start_read(&mut self, r: ReadRequest) {
-        let Some(store) = self.served.store(r.lun) else {
+        let Some(backing) = self.served.backing(r.lun) else {
             let e = StoreError::Empty(format!("LUN {}", r.lun));
             return self.read_done(r.itt, r.lun, Err(e));
         };
+        // Retirement keeps an image that left the catalog while it is being read.
+        backing.touch();
+        let store = &backing.store;
         let len = usize::try_from(r.len).unwrap_or(usize::MAX);
         match read_padded(&**store, r.offset, len) {
             ReadFuture::Ready(res) => self.read_done(r.itt, r.lun, res),

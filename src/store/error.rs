@@ -29,6 +29,9 @@ impl StoreError {
             StoreError::Stale(_) => Sense::NOT_READY_CAUSE_UNKNOWN,
             // S3 slow or down past the deadline: worth retrying.
             StoreError::Unavailable(_) => Sense::NOT_READY_BECOMING_READY,
+            // The object was deleted: what the cache holds is still served, the rest
+            // is not there (never other bytes).
+            StoreError::NotFound(_) => Sense::MEDIUM_NOT_PRESENT,
             _ => Sense::UNRECOVERED_READ_ERROR,
         }
     }

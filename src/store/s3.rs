@@ -281,24 +281,92 @@ impl S3Client {
 
     /// A whole small object (a manifest), refused above `max` bytes.
     pub async fn get_small(&self, bucket: &str, key: &str, max: u64) -> Result<Bytes, StoreError> {
+        Ok(self.get_small_tagged(bucket, key, max).await?.0)
+    }
+
+    /// A whole small object and the ETag it was read at (the GET is guarded by it,
+    /// so the bytes are that version's).
+    pub async fn get_small_tagged(
+        &self,
+        bucket: &str,
+        key: &str,
+        max: u64,
+    ) -> Result<(Bytes, Option<String>), StoreError> {
         let info = self.head(bucket, key).await?;
         if info.size > max {
             return Err(StoreError::Unavailable(format!(
-                "s3://{bucket}/{key} is {} bytes, more than the {max} a manifest may have",
+                "s3://{bucket}/{key} is {} bytes, more than the {max} allowed",
                 info.size
             )));
         }
         if info.size == 0 {
-            return Ok(Bytes::new());
+            return Ok((Bytes::new(), info.etag));
         }
-        self.get(&Ranged::new(
-            bucket,
-            key,
-            info.etag.as_deref(),
-            0,
-            info.size as usize,
-        ))
-        .await
+        let etag = info.etag.as_deref();
+        let bytes = self
+            .get(&Ranged::new(bucket, key, etag, 0, info.size as usize))
+            .await?;
+        Ok((bytes, info.etag))
+    }
+
+    /// Write a small object only if `cond` holds at the server; returns its new ETag.
+    /// A failed precondition (412, or 409 for a conditional write racing another)
+    /// is `Stale`; an `If-Match` on a missing object is `NotFound`.
+    pub async fn put_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        cond: PutCondition<'_>,
+    ) -> Result<Option<String>, StoreError> {
+        let name = format!("s3://{bucket}/{key}");
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(body.into());
+        req = match cond {
+            PutCondition::IfMatch(etag) => req.if_match(format!("\"{etag}\"")),
+            PutCondition::IfNoneMatch => req.if_none_match("*"),
+            PutCondition::Always => req,
+        };
+        match tokio::time::timeout(self.deadline, req.send()).await {
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "PUT {name}: deadline passed"
+            ))),
+            Ok(Err(e)) => {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                Err(match status(&e) {
+                    Some(412 | 409) => StoreError::Stale(name),
+                    Some(404) => StoreError::NotFound(name),
+                    _ => StoreError::Unavailable(format!("PUT {name}: {}", describe(&e))),
+                })
+            }
+            Ok(Ok(out)) => Ok(out.e_tag().map(unquote)),
+        }
+    }
+
+    /// Delete an object (missing is fine).
+    pub async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
+        let name = format!("s3://{bucket}/{key}");
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let req = self.client.delete_object().bucket(bucket).key(key).send();
+        match tokio::time::timeout(self.deadline, req).await {
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "DELETE {name}: deadline passed"
+            ))),
+            Ok(Err(e)) => {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                Err(StoreError::Unavailable(format!(
+                    "DELETE {name}: {}",
+                    describe(&e)
+                )))
+            }
+            Ok(Ok(_)) => Ok(()),
+        }
     }
 
     async fn get(&self, r: &Ranged<'_>) -> Result<Bytes, StoreError> {
@@ -350,6 +418,17 @@ fn describe<E: std::fmt::Debug>(e: &SdkError<E, aws_sdk_s3::config::http::HttpRe
         SdkError::ServiceError(s) => format!("HTTP {}", s.raw().status().as_u16()),
         other => format!("{other:?}"),
     }
+}
+
+/// The precondition of a conditional PUT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutCondition<'a> {
+    /// `If-Match: "<etag>"`: replace exactly the version that was read.
+    IfMatch(&'a str),
+    /// `If-None-Match: *`: create, never overwrite.
+    IfNoneMatch,
+    /// No precondition (the probe's first write only).
+    Always,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

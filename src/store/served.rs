@@ -1,33 +1,76 @@
-//! What a target serves: the protocol's LUN table and the store behind each LUN.
-//! Sessions see only the table and ask for bytes by LUN number; the connection tasks
-//! look the store up here. Published whole: a change is a new `ServedLuns`.
+//! What a target serves: the protocol's LUN table and, for each LUN, the store behind
+//! it and when a session last read it. Sessions see only the table and ask for bytes
+//! by LUN number; the connection tasks look the store up here. Published whole: a
+//! change is a new `ServedLuns`.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::BlockStore;
 use crate::lun_table::{Lun, LunTable};
 
+/// Seconds since the epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The store behind one LUN and what retirement needs to know about it. Carried
+/// over whole when a LUN is unchanged, so its read clock survives rebuilds.
+#[derive(Debug, Clone)]
+pub struct Backing {
+    pub store: Arc<dyn BlockStore>,
+    /// Unix seconds of the last read a session made of this LUN (0: never).
+    pub last_read: Arc<AtomicU64>,
+    /// A catalog image (retires when it leaves the catalog) rather than a `[[lun]]`.
+    pub from_catalog: bool,
+}
+
+impl Backing {
+    pub fn new(store: Arc<dyn BlockStore>, from_catalog: bool) -> Backing {
+        Backing {
+            store,
+            last_read: Arc::new(AtomicU64::new(0)),
+            from_catalog,
+        }
+    }
+
+    /// A session read this LUN now.
+    pub fn touch(&self) {
+        self.last_read.store(unix_now(), Ordering::Relaxed);
+    }
+
+    pub fn last_read(&self) -> u64 {
+        self.last_read.load(Ordering::Relaxed)
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct ServedLuns {
     pub table: Arc<LunTable>,
-    stores: BTreeMap<u64, Arc<dyn BlockStore>>,
+    backing: BTreeMap<u64, Backing>,
+    /// LUN numbers of images that left the catalog and are kept for their readers.
+    pub retiring: Vec<u64>,
 }
 
 impl ServedLuns {
     /// The LUNs and their stores; of two with one number, the first wins.
-    pub fn new(luns: Vec<(Arc<Lun>, Arc<dyn BlockStore>)>) -> ServedLuns {
-        let mut stores = BTreeMap::new();
+    pub fn new(luns: Vec<(Arc<Lun>, Backing)>) -> ServedLuns {
+        let mut backing = BTreeMap::new();
         let mut table = Vec::with_capacity(luns.len());
-        for (lun, store) in luns {
-            if let std::collections::btree_map::Entry::Vacant(e) = stores.entry(lun.info.lun) {
-                e.insert(store);
+        for (lun, b) in luns {
+            if let std::collections::btree_map::Entry::Vacant(e) = backing.entry(lun.info.lun) {
+                e.insert(b);
                 table.push(lun);
             }
         }
         ServedLuns {
             table: Arc::new(LunTable::new(table)),
-            stores,
+            backing,
+            retiring: Vec::new(),
         }
     }
 
@@ -36,19 +79,24 @@ impl ServedLuns {
         let table = LunTable::single(store.size(), identity);
         ServedLuns {
             table: Arc::new(table),
-            stores: BTreeMap::from([(0, store)]),
+            backing: BTreeMap::from([(0, Backing::new(store, false))]),
+            retiring: Vec::new(),
         }
     }
 
     pub fn store(&self, lun: u64) -> Option<&Arc<dyn BlockStore>> {
-        self.stores.get(&lun)
+        self.backing.get(&lun).map(|b| &b.store)
+    }
+
+    pub fn backing(&self, lun: u64) -> Option<&Backing> {
+        self.backing.get(&lun)
     }
 
     /// Every LUN with its store, by LUN number.
     pub fn iter(&self) -> impl Iterator<Item = (&Arc<Lun>, &Arc<dyn BlockStore>)> {
         self.table
             .iter()
-            .filter_map(|l| Some((l, self.stores.get(&l.info.lun)?)))
+            .filter_map(|l| Some((l, &self.backing.get(&l.info.lun)?.store)))
     }
 
     pub fn len(&self) -> usize {

@@ -44,6 +44,10 @@ impl Sense {
     pub const POWER_ON_RESET: Sense = Sense::new(key::UNIT_ATTENTION, 0x29, 0x00);
     pub const BUS_DEVICE_RESET: Sense = Sense::new(key::UNIT_ATTENTION, 0x29, 0x03);
     pub const REPORTED_LUNS_CHANGED: Sense = Sense::new(key::UNIT_ATTENTION, 0x3f, 0x0e);
+    /// NOT READY TO READY CHANGE, MEDIUM MAY HAVE CHANGED: new content, same LUN.
+    pub const MEDIUM_MAY_HAVE_CHANGED: Sense = Sense::new(key::UNIT_ATTENTION, 0x28, 0x00);
+    /// The image's object is gone and these blocks were never cached.
+    pub const MEDIUM_NOT_PRESENT: Sense = Sense::new(key::NOT_READY, 0x3a, 0x00);
     pub const UNRECOVERED_READ_ERROR: Sense = Sense::new(key::MEDIUM_ERROR, 0x11, 0x00);
     pub const NOT_READY_CAUSE_UNKNOWN: Sense = Sense::new(key::NOT_READY, 0x04, 0x00);
     pub const NOT_READY_BECOMING_READY: Sense = Sense::new(key::NOT_READY, 0x04, 0x01);

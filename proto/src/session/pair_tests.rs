@@ -9,7 +9,8 @@ use bytes::Bytes;
 
 use super::budget::TargetBudget;
 use super::full_feature::{SessionSettings, MAX_IMMEDIATE_TASKS};
-use crate::lun_table::LunTable;
+use crate::lun_table::{Lun, LunTable};
+use crate::scsi::{Identity, LunInfo};
 use crate::pair::{read10, verify10, Pair, Reads, SECOND};
 use crate::pdu::*;
 
@@ -427,18 +428,46 @@ fn logout_is_answered_then_the_connection_closes_after_sending_it() {
     assert_eq!(p.closed, Some(("logout".into(), true)));
 }
 
+fn lun(number: u64, identity: &str, version: &str) -> Arc<Lun> {
+    let info = LunInfo::new(number, 1 << 20, Identity::lio(identity));
+    Arc::new(Lun::new(info, version.into()))
+}
+
+/// The sense of every unit attention queued for `lun`, in order, then a good read.
+fn attentions(p: &mut Pair, lun: u64) -> Vec<(u8, u8, u8)> {
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let itt = p.command_lun(lun, false, read10(0, 1), 512);
+        match p.status_of(itt) {
+            (ScsiStatus::Good, None) => return seen,
+            (ScsiStatus::CheckCondition, Some(s)) => seen.push(s),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    panic!("no good read after {seen:?}")
+}
+
 #[test]
-fn a_new_lun_table_raises_a_unit_attention_once() {
+fn a_new_lun_table_raises_each_unit_attention_once() {
     let mut p = pair();
-    let luns = Arc::new(LunTable::single(1 << 20, "pair"));
-    p.conn.set_luns(luns);
-    let itt = p.command(false, read10(0, 1), 512);
-    assert_eq!(
-        p.status_of(itt),
-        (ScsiStatus::CheckCondition, Some((0x06, 0x3f, 0x0e)))
-    );
-    let itt = p.command(false, read10(0, 1), 512);
-    assert_eq!(p.status_of(itt), (ScsiStatus::Good, None));
+    let a1 = lun(0, "a", "v1");
+    p.conn.set_luns(Arc::new(LunTable::new(vec![Arc::clone(&a1)])));
+    assert_eq!(attentions(&mut p, 0), [(0x06, 0x28, 0x00)], "new image at 0");
+    // The same table again is not an event.
+    p.conn.set_luns(Arc::new(LunTable::new(vec![Arc::clone(&a1)])));
+    assert_eq!(attentions(&mut p, 0), []);
+    // A LUN added: the others hear the inventory changed, the new one a power-on.
+    let b = lun(1, "b", "v1");
+    p.conn
+        .set_luns(Arc::new(LunTable::new(vec![Arc::clone(&a1), Arc::clone(&b)])));
+    assert_eq!(attentions(&mut p, 0), [(0x06, 0x3f, 0x0e)]);
+    assert_eq!(attentions(&mut p, 1), [(0x06, 0x29, 0x00)]);
+    // New content under the same identity and number: medium changed, only there.
+    let a2 = lun(0, "a", "v2");
+    p.conn
+        .set_luns(Arc::new(LunTable::new(vec![a2, Arc::clone(&b)])));
+    assert_eq!(attentions(&mut p, 1), []);
+    assert_eq!(attentions(&mut p, 0), [(0x06, 0x28, 0x00)]);
 }
 
 #[test]

@@ -163,19 +163,37 @@ impl FullFeature {
         }
     }
 
-    /// Publish a new LUN table: existing LUNs get REPORTED LUNS DATA HAS CHANGED,
-    /// new ones a power-on unit attention.
+    /// Publish a new LUN table. A LUN whose content changed under its number (a new
+    /// version of the image, or another image) reports MEDIUM MAY HAVE CHANGED before
+    /// any read of the new bytes; when the set of numbers changed, every LUN reports
+    /// REPORTED LUNS DATA HAS CHANGED; a new LUN reports a power-on.
     pub fn set_luns(&mut self, luns: Arc<LunTable>) {
         self.ua.retain(|l, _| luns.get(*l).is_some());
-        for &l in luns.numbers() {
-            let sense = if self.luns.get(l).is_some() {
-                Sense::REPORTED_LUNS_CHANGED
-            } else {
-                Sense::POWER_ON_RESET
-            };
+        let inventory_changed = self.luns.numbers() != luns.numbers();
+        for new in luns.iter() {
+            let l = new.info.lun;
+            let mut raise = Vec::with_capacity(2);
+            match self.luns.get(l) {
+                None => raise.push(Sense::POWER_ON_RESET),
+                Some(old) if Arc::ptr_eq(old, new) => {}
+                Some(old)
+                    if old.version != new.version
+                        || old.info.identity.source != new.info.identity.source
+                        || old.info.size_bytes != new.info.size_bytes =>
+                {
+                    raise.push(Sense::MEDIUM_MAY_HAVE_CHANGED)
+                }
+                // Same image, other settings (reservations): a change all the same.
+                Some(_) => raise.push(Sense::REPORTED_LUNS_CHANGED),
+            }
+            if inventory_changed && self.luns.get(l).is_some() {
+                raise.push(Sense::REPORTED_LUNS_CHANGED);
+            }
             let q = self.ua.entry(l).or_default();
-            if !q.contains(&sense) {
-                q.push_back(sense);
+            for sense in raise {
+                if !q.contains(&sense) {
+                    q.push_back(sense);
+                }
             }
         }
         self.luns = luns;
