@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::moto::{metric, Moto};
 use common::raw::{sense, Raw};
-use common::{free_port, pattern, run, Server, TARGET};
+use common::{free_port, pattern, report_luns, run, Server, TARGET};
 use s3lun::scsi::Identity;
 
 const FIXTURES: &str = concat!(
@@ -57,14 +57,6 @@ fn serial_of(srv: &Server, lun: u32) -> String {
         .and_then(|s| s.strip_suffix(']'))
         .unwrap_or_else(|| panic!("{out}"))
         .to_string()
-}
-
-fn luns(srv: &Server) -> Vec<u32> {
-    let ls = run("iscsi-ls", &["-s", &format!("iscsi://{}", srv.addr)]);
-    ls.lines()
-        .filter_map(|l| l.trim().strip_prefix("Lun:"))
-        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-        .collect()
 }
 
 #[test]
@@ -277,7 +269,7 @@ fn catalog_projects_every_fixture_and_follows_changes() {
         assert!(Instant::now() < deadline, "the first scan never completed");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let numbers = luns(&srv);
+    let numbers = report_luns(&srv);
     assert_eq!(numbers.len(), served.len(), "{numbers:?}");
     let mut serials = std::collections::HashMap::new();
     for n in &numbers {
@@ -320,7 +312,7 @@ fn catalog_projects_every_fixture_and_follows_changes() {
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let now = luns(&srv);
+        let now = report_luns(&srv);
         if !now.contains(&gone) && now.len() == served.len() {
             break;
         }
@@ -342,7 +334,7 @@ fn catalog_projects_every_fixture_and_follows_changes() {
         d0[..] == pattern(CHUNK + 11, 1)[..4096],
         "the kept LUN still serves its image"
     );
-    let now = luns(&srv);
+    let now = report_luns(&srv);
     assert!(!now.contains(&gone), "removed image still served");
     assert!(
         now.iter().all(|n| *n != gone),
@@ -467,7 +459,7 @@ fn ims_endpoint_projects_only_tagged_images() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(luns(&srv), vec![0]);
+    assert_eq!(report_luns(&srv), vec![0]);
 }
 
 #[test]
@@ -506,15 +498,15 @@ fn a_restart_serves_the_known_images_even_with_s3_down() {
             assert!(Instant::now() < deadline, "first scan");
             std::thread::sleep(Duration::from_millis(100));
         }
-        luns(&srv)
+        report_luns(&srv)
     };
     moto.stop();
     // S3 is gone: the scan fails, yet the known images are LUNs from the first moment.
     let srv = Server::start(&["--config", cfg.to_str().unwrap()]);
-    assert_eq!(luns(&srv), before);
+    assert_eq!(report_luns(&srv), before);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
-        luns(&srv),
+        report_luns(&srv),
         before,
         "a failed scan must not empty the LUN set"
     );

@@ -190,9 +190,10 @@ pub async fn catalog(cfg: &Config) -> anyhow::Result<()> {
     println!("IMAGE\tORIGIN\tLUN\tSIZE\tCONTENT KEY (SOURCE)\tWWID\tOBJECT");
     for e in &scan.entries {
         let lun = match shared {
-            true => map
-                .lookup(&e.identity, None)
-                .map_or_else(|_| "new".to_string(), |n| n.to_string()),
+            true => match map.lookup(&e.identity, None)? {
+                Some(n) => n.to_string(),
+                None => "new".to_string(),
+            },
             false => map.assign(&e.identity, None)?.to_string(),
         };
         let wwid = crate::scsi::Identity::lio(&e.identity).wwid();

@@ -16,7 +16,11 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn start(upstream: u16) -> Proxy {
-        let port = super::free_port();
+        Proxy::start_on(super::free_port(), upstream)
+    }
+
+    /// On a given port: a proxy stopped and started again is S3 going away and back.
+    pub fn start_on(port: u16, upstream: u16) -> Proxy {
         let script =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("protocol-tests/s3/faulty_proxy.py");
         let child = Command::new("python3")
@@ -45,7 +49,8 @@ impl Proxy {
         text.split("\r\n\r\n").nth(1).unwrap_or("").to_string()
     }
 
-    /// Break the next `count` ranged GETs with `mode` (0 disarms).
+    /// Break the next `count` ranged GETs (or PUTs, for `strip-conditions`) with
+    /// `mode` (0 disarms).
     pub fn arm(&self, mode: &str, count: u32) {
         assert_eq!(self.get(&format!("/__fault__/{mode}/{count}")), "ok");
     }

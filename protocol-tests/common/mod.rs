@@ -150,6 +150,15 @@ impl Drop for Server {
 }
 
 /// Fail loudly when a real peer is missing: the README's test command installs them.
+/// The LUN numbers a target reports, as libiscsi's iscsi-ls lists them.
+pub fn report_luns(srv: &Server) -> Vec<u32> {
+    let ls = run("iscsi-ls", &["-s", &format!("iscsi://{}", srv.addr)]);
+    ls.lines()
+        .filter_map(|l| l.trim().strip_prefix("Lun:"))
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
 pub fn tool(name: &str) -> PathBuf {
     for dir in ["/usr/bin", "/usr/local/bin", "/bin"] {
         let p = Path::new(dir).join(name);

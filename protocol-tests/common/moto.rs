@@ -97,6 +97,17 @@ impl Drop for Moto {
 
 /// Scrape one counter from s3lun's metrics endpoint.
 pub fn metric(port: u16, name: &str) -> u64 {
+    let (v, text) = metric_text(port, name);
+    v.unwrap_or_else(|| panic!("no {name} in metrics:\n{text}"))
+}
+
+/// One counter, 0 while the endpoint does not list it yet (a labelled counter
+/// appears with its first event).
+pub fn metric_or_zero(port: u16, name: &str) -> u64 {
+    metric_text(port, name).0.unwrap_or(0)
+}
+
+fn metric_text(port: u16, name: &str) -> (Option<u64>, String) {
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut s = loop {
         match TcpStream::connect(("127.0.0.1", port)) {
@@ -108,8 +119,9 @@ pub fn metric(port: u16, name: &str) -> u64 {
     s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
-    text.lines()
+    let v = text
+        .lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in metrics:\n{text}"))
+        .and_then(|v| v.trim().parse().ok());
+    (v, text)
 }

@@ -16,6 +16,10 @@ Modes:
   short      a consistent response whose Content-Length and body are half the range
   long       Content-Length and body 512 bytes longer than the range
   etag       the real body with a different ETag (a cache in the way ignoring If-Match)
+
+One mode applies to PUTs instead of ranged GETs:
+  strip-conditions   forward the next COUNT PUTs without If-Match / If-None-Match (a
+                     server that ignores conditional writes)
 """
 
 import http.client
@@ -30,9 +34,13 @@ STATE = {"mode": None, "left": 0, "served": 0}
 LOCK = threading.Lock()
 
 
-def take_fault():
+PUT_MODES = ("strip-conditions",)
+
+
+def take_fault(put):
+    """The armed mode, if it applies to this request (a PUT or a ranged GET)."""
     with LOCK:
-        if STATE["left"] <= 0:
+        if STATE["left"] <= 0 or (STATE["mode"] in PUT_MODES) != put:
             return None
         STATE["left"] -= 1
         STATE["served"] += 1
@@ -97,7 +105,13 @@ class Handler(socketserver.BaseRequestHandler):
                 respond(sock, 200, "OK", [], out)
                 return
             ranged = method == "GET" and any(k.lower() == "range" for k, _ in headers)
-            mode = take_fault() if ranged else None
+            mode = None
+            if ranged:
+                mode = take_fault(put=False)
+            elif method == "PUT":
+                mode = take_fault(put=True)
+            if mode == "strip-conditions":
+                headers = [(k, v) for k, v in headers if k.lower() not in ("if-match", "if-none-match")]
             if mode == "500":
                 s3_error(sock, 500, "InternalError")
                 continue

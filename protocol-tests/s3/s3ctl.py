@@ -2,6 +2,7 @@
 """Test helper: bucket and object operations against the S3 server under test (moto)."""
 import argparse
 import hashlib
+import sys
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -19,6 +20,9 @@ def main():
     put.add_argument("file")
     put.add_argument("--multipart", action="store_true", help="5 MiB parts: an ETag with a -N suffix")
     put.add_argument("--md5-metadata", action="store_true", help="store md5sum metadata as the boot service does")
+    get = sub.add_parser("get")
+    get.add_argument("bucket")
+    get.add_argument("key")
     rm = sub.add_parser("delete")
     rm.add_argument("bucket")
     rm.add_argument("key")
@@ -41,6 +45,8 @@ def main():
         cfg = TransferConfig(multipart_threshold=threshold, multipart_chunksize=5 * 1024 * 1024)
         s3.upload_file(a.file, a.bucket, a.key, ExtraArgs=extra, Config=cfg)
         print(s3.head_object(Bucket=a.bucket, Key=a.key)["ETag"].strip('"'))
+    elif a.op == "get":
+        sys.stdout.buffer.write(s3.get_object(Bucket=a.bucket, Key=a.key)["Body"].read())
     elif a.op == "delete":
         s3.delete_object(Bucket=a.bucket, Key=a.key)
 

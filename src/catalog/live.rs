@@ -9,16 +9,16 @@ use anyhow::bail;
 use tracing::{error, info, warn};
 
 use super::scan::{Entry, Scan};
-use crate::assemble::{open_lun, open_s3, Backends};
 use super::shared_map::{MapError, MapStats, Numbers, SharedMap};
+use crate::assemble::{open_lun, open_s3, Backends};
 use crate::catalog::lun_numbers::{KnownImage, LunMap, Retiring, MAX_LUN};
 use crate::config::Config;
 use crate::lun_table::Lun;
 use crate::scsi::{Identity, LunInfo};
 use crate::store::key::{ContentKey, KeySource};
 use crate::store::s3::ObjectInfo;
-use crate::store::BlockStore;
 use crate::store::served::{unix_now, Backing};
+use crate::store::BlockStore;
 use crate::store::ServedLuns;
 
 /// Builds LUN tables; keeps what must persist between builds.
@@ -133,7 +133,10 @@ impl Builder {
     ) -> anyhow::Result<ServedLuns> {
         let items = self.items(cfg).await?;
         if let Some(shared) = &mut self.shared {
-            let wanted: Vec<_> = items.iter().map(|i| (i.identity.clone(), i.pinned)).collect();
+            let wanted: Vec<_> = items
+                .iter()
+                .map(|i| (i.identity.clone(), i.pinned))
+                .collect();
             match shared.sync(&wanted).await {
                 Ok(numbers) => {
                     shared.stats.synced();
@@ -150,7 +153,14 @@ impl Builder {
         let mut identities = Vec::new();
         for it in items {
             let number = if shared {
-                self.map.lookup(&it.identity, it.pinned)
+                match self.map.lookup(&it.identity, it.pinned) {
+                    Ok(Some(n)) => Ok(n),
+                    Ok(None) => {
+                        warn!(image = %it.identity, "no number in the shared LUN map yet: not served until one can be written");
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                }
             } else {
                 self.map.assign(&it.identity, it.pinned)
             };
@@ -174,12 +184,18 @@ impl Builder {
                     (Arc::clone(l), b.clone())
                 }
                 _ => {
-                    if let Some((l, _)) = before.filter(|(l, _)| l.info.identity.source == it.identity && l.version != it.version) {
+                    if let Some((l, _)) = before.filter(|(l, _)| {
+                        l.info.identity.source == it.identity && l.version != it.version
+                    }) {
                         warn!(lun = number, image = %it.identity, old = %l.version, new = %it.version, "content changed under the same identity: sessions are told the medium may have changed");
                     }
-                    let mut info = LunInfo::new(number, it.store.size(), Identity::lio(&it.identity));
+                    let mut info =
+                        LunInfo::new(number, it.store.size(), Identity::lio(&it.identity));
                     info.reservations = it.reservations;
-                    (Arc::new(Lun::new(info, it.version)), Backing::new(it.store, it.from_catalog))
+                    (
+                        Arc::new(Lun::new(info, it.version)),
+                        Backing::new(it.store, it.from_catalog),
+                    )
                 }
             };
             luns.push(lun);
@@ -192,7 +208,10 @@ impl Builder {
             for l in cur.table.iter() {
                 let n = l.info.lun;
                 let Some(b) = cur.backing(n) else { continue };
-                if !b.from_catalog || luns.iter().any(|(x, _)| x.info.lun == n) || identities.contains(&l.info.identity.source) {
+                if !b.from_catalog
+                    || luns.iter().any(|(x, _)| x.info.lun == n)
+                    || identities.contains(&l.info.identity.source)
+                {
                     continue;
                 }
                 let idle = now.saturating_sub(b.last_read());
@@ -200,7 +219,11 @@ impl Builder {
                     if !cur.retiring.contains(&n) {
                         info!(lun = n, image = %l.info.identity.source, idle_secs = idle, retire_after_secs = window, "image left the catalog: kept while sessions read it");
                     }
-                    retiring.push(Retiring { lun: n, identity: l.info.identity.source.clone(), last_read: b.last_read() });
+                    retiring.push(Retiring {
+                        lun: n,
+                        identity: l.info.identity.source.clone(),
+                        last_read: b.last_read(),
+                    });
                     identities.push(l.info.identity.source.clone());
                     luns.push((Arc::clone(l), b.clone()));
                 } else {

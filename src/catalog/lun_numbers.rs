@@ -106,14 +106,12 @@ impl LunMap {
         self.retired = shared.retired.clone();
     }
 
-    /// The number the shared map gives `identity`, checked against its pin. Never
-    /// a new number: only a write to the shared map makes those.
-    pub fn lookup(&self, identity: &str, pinned: Option<u64>) -> anyhow::Result<u64> {
+    /// The number the shared map gives `identity` (None: none yet), checked against
+    /// its pin. Never a new number: only a write to the shared map makes those.
+    pub fn lookup(&self, identity: &str, pinned: Option<u64>) -> anyhow::Result<Option<u64>> {
         let have = self.assigned.get(identity).copied();
         match (have, pinned) {
-            (Some(n), None) => Ok(n),
-            (Some(n), Some(p)) if n == p => Ok(n),
-            (Some(n), Some(p)) => {
+            (Some(n), Some(p)) if n != p => {
                 anyhow::bail!("{identity} is pinned to LUN {p} but the shared LUN map gives it {n}")
             }
             (None, Some(p)) if self.used(p) => {
@@ -122,11 +120,11 @@ impl LunMap {
                     .iter()
                     .find(|(_, &v)| v == p)
                     .map_or("a retired number", |(k, _)| k.as_str());
-                anyhow::bail!("LUN {p} is pinned for {identity} but the shared LUN map gives it to {owner}")
+                anyhow::bail!(
+                    "LUN {p} is pinned for {identity} but the shared LUN map gives it to {owner}"
+                )
             }
-            (None, _) => anyhow::bail!(
-                "{identity} has no number in the shared LUN map yet (not served until it can be written)"
-            ),
+            (have, _) => Ok(have),
         }
     }
 

@@ -199,15 +199,22 @@ impl SharedMap {
 
     /// The map and the ETag it was read at; an absent map is empty (and no ETag).
     pub async fn read(&self) -> Result<(Numbers, Option<String>), MapError> {
-        match self
-            .client
-            .get_small_tagged(&self.bucket, &self.key, MAX_MAP)
-            .await
-        {
-            Ok((bytes, etag)) => Ok((Numbers::parse(&bytes)?, etag)),
-            Err(StoreError::NotFound(_)) => Ok((Numbers::default(), None)),
-            // Changed between HEAD and GET: a writer is at work; read again later.
-            Err(e) => Err(MapError::Unreachable(e)),
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self
+                .client
+                .get_small_tagged(&self.bucket, &self.key, MAX_MAP)
+                .await
+            {
+                Ok((bytes, etag)) => return Ok((Numbers::parse(&bytes)?, etag)),
+                Err(StoreError::NotFound(_)) => return Ok((Numbers::default(), None)),
+                // Rewritten between our HEAD and GET: a writer is at work; again.
+                Err(StoreError::Stale(_)) if tries < 8 => {
+                    tokio::time::sleep(jitter(50)).await;
+                }
+                Err(e) => return Err(MapError::Unreachable(e)),
+            }
         }
     }
 
@@ -254,16 +261,22 @@ impl SharedMap {
             }
             let body = match serde_json::to_vec_pretty(&next) {
                 Ok(b) => Bytes::from(b),
-                Err(e) => return Err(MapError::Unreachable(StoreError::Io {
-                    path: self.url(),
-                    msg: e.to_string(),
-                })),
+                Err(e) => {
+                    return Err(MapError::Unreachable(StoreError::Io {
+                        path: self.url(),
+                        msg: e.to_string(),
+                    }))
+                }
             };
             let cond = match &etag {
                 Some(e) => PutCondition::IfMatch(e),
                 None => PutCondition::IfNoneMatch,
             };
-            match self.client.put_if(&self.bucket, &self.key, body, cond).await {
+            match self
+                .client
+                .put_if(&self.bucket, &self.key, body, cond)
+                .await
+            {
                 Ok(_) => {
                     tokio::time::sleep(self.settle).await;
                     let (after, _) = self.read().await?;
@@ -294,7 +307,10 @@ mod tests {
     fn damaged_maps_are_named() {
         let kind = |b: &[u8]| Numbers::parse(b).err().map(|e| e.kind());
         assert_eq!(kind(b"{not json"), Some("invalid_json"));
-        assert_eq!(kind(br#"{"assigned":{"a":1,"b":1}}"#), Some("duplicate_number"));
+        assert_eq!(
+            kind(br#"{"assigned":{"a":1,"b":1}}"#),
+            Some("duplicate_number")
+        );
         assert_eq!(
             kind(br#"{"assigned":{"a":1},"retired":[1]}"#),
             Some("duplicate_number")
@@ -314,7 +330,10 @@ mod tests {
             ("d".into(), Some(7)),
         ]);
         assert_eq!(added, [("b".to_string(), 2), ("d".to_string(), 7)]);
-        assert!(!n.assigned.contains_key("c"), "0 belongs to a: the clash is the caller's");
+        assert!(
+            !n.assigned.contains_key("c"),
+            "0 belongs to a: the clash is the caller's"
+        );
         assert!(n.extend(&[("a".into(), None)]).is_empty());
     }
 }

@@ -10,9 +10,9 @@ use bytes::Bytes;
 use super::budget::TargetBudget;
 use super::full_feature::{SessionSettings, MAX_IMMEDIATE_TASKS};
 use crate::lun_table::{Lun, LunTable};
-use crate::scsi::{Identity, LunInfo};
 use crate::pair::{read10, verify10, Pair, Reads, SECOND};
 use crate::pdu::*;
+use crate::scsi::{Identity, LunInfo};
 
 fn image() -> Bytes {
     Bytes::from(
@@ -451,15 +451,23 @@ fn attentions(p: &mut Pair, lun: u64) -> Vec<(u8, u8, u8)> {
 fn a_new_lun_table_raises_each_unit_attention_once() {
     let mut p = pair();
     let a1 = lun(0, "a", "v1");
-    p.conn.set_luns(Arc::new(LunTable::new(vec![Arc::clone(&a1)])));
-    assert_eq!(attentions(&mut p, 0), [(0x06, 0x28, 0x00)], "new image at 0");
+    p.conn
+        .set_luns(Arc::new(LunTable::new(vec![Arc::clone(&a1)])));
+    assert_eq!(
+        attentions(&mut p, 0),
+        [(0x06, 0x28, 0x00)],
+        "new image at 0"
+    );
     // The same table again is not an event.
-    p.conn.set_luns(Arc::new(LunTable::new(vec![Arc::clone(&a1)])));
+    p.conn
+        .set_luns(Arc::new(LunTable::new(vec![Arc::clone(&a1)])));
     assert_eq!(attentions(&mut p, 0), []);
     // A LUN added: the others hear the inventory changed, the new one a power-on.
     let b = lun(1, "b", "v1");
-    p.conn
-        .set_luns(Arc::new(LunTable::new(vec![Arc::clone(&a1), Arc::clone(&b)])));
+    p.conn.set_luns(Arc::new(LunTable::new(vec![
+        Arc::clone(&a1),
+        Arc::clone(&b),
+    ])));
     assert_eq!(attentions(&mut p, 0), [(0x06, 0x3f, 0x0e)]);
     assert_eq!(attentions(&mut p, 1), [(0x06, 0x29, 0x00)]);
     // New content under the same identity and number: medium changed, only there.
@@ -468,6 +476,14 @@ fn a_new_lun_table_raises_each_unit_attention_once() {
         .set_luns(Arc::new(LunTable::new(vec![a2, Arc::clone(&b)])));
     assert_eq!(attentions(&mut p, 1), []);
     assert_eq!(attentions(&mut p, 0), [(0x06, 0x28, 0x00)]);
+    // A LUN that went: one attention there, then it is not supported.
+    p.conn
+        .set_luns(Arc::new(LunTable::new(vec![Arc::clone(&b)])));
+    for want in [(0x06, 0x3f, 0x0e), (0x05, 0x25, 0x00)] {
+        let itt = p.command_lun(0, false, read10(0, 1), 512);
+        assert_eq!(p.status_of(itt), (ScsiStatus::CheckCondition, Some(want)));
+    }
+    assert_eq!(attentions(&mut p, 1), [(0x06, 0x3f, 0x0e)]);
 }
 
 #[test]

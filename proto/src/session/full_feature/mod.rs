@@ -166,9 +166,18 @@ impl FullFeature {
     /// Publish a new LUN table. A LUN whose content changed under its number (a new
     /// version of the image, or another image) reports MEDIUM MAY HAVE CHANGED before
     /// any read of the new bytes; when the set of numbers changed, every LUN reports
-    /// REPORTED LUNS DATA HAS CHANGED; a new LUN reports a power-on.
+    /// REPORTED LUNS DATA HAS CHANGED (a LUN that went too, once); a new LUN reports
+    /// a power-on.
     pub fn set_luns(&mut self, luns: Arc<LunTable>) {
+        // A LUN that went keeps one attention, so an initiator still addressing it
+        // hears the inventory changed before LOGICAL UNIT NOT SUPPORTED.
         self.ua.retain(|l, _| luns.get(*l).is_some());
+        for &gone in self.luns.numbers() {
+            if luns.get(gone).is_none() {
+                self.ua
+                    .insert(gone, VecDeque::from([Sense::REPORTED_LUNS_CHANGED]));
+            }
+        }
         let inventory_changed = self.luns.numbers() != luns.numbers();
         for new in luns.iter() {
             let l = new.info.lun;

@@ -223,20 +223,19 @@ impl FullFeature {
             }
         }
         let lu = luns.get(lun).map(|l| &l.info);
-        if lu.is_some() {
-            if let Some(q) = self.ua.get_mut(&lun) {
-                if let Some(ua) = q.front().copied() {
-                    if cdb[0] == op::REQUEST_SENSE {
-                        q.pop_front();
-                        let alloc = cdb[4] as usize;
-                        let mut d = ua.fixed().to_vec();
-                        d.truncate(alloc);
-                        return Outcome::Data(d);
-                    }
-                    if !bypasses_unit_attention(cdb) {
-                        q.pop_front();
-                        return Outcome::Check(ua);
-                    }
+        // Attentions first, even for a LUN that just went (see `set_luns`).
+        if let Some(q) = self.ua.get_mut(&lun) {
+            if let Some(ua) = q.front().copied() {
+                if cdb[0] == op::REQUEST_SENSE {
+                    q.pop_front();
+                    let alloc = cdb[4] as usize;
+                    let mut d = ua.fixed().to_vec();
+                    d.truncate(alloc);
+                    return Outcome::Data(d);
+                }
+                if !bypasses_unit_attention(cdb) {
+                    q.pop_front();
+                    return Outcome::Check(ua);
                 }
             }
         }
