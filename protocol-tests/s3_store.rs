@@ -289,14 +289,14 @@ fn a_replaced_object_makes_the_lun_stale_never_mixed() {
     }
     r.nop(b"still up");
     // A reload picks up the new version under the same LUN number; the session is
-    // told the inventory changed, then reads the new bytes.
+    // told the medium changed, then reads the new bytes.
     srv.signal("HUP");
     std::thread::sleep(Duration::from_millis(500));
     let (_, st, s) = r.command(0, &[0x00], 0);
     assert_eq!(
         (st, sense(&s)),
-        (2, (6, 0x3f)),
-        "REPORTED LUNS DATA HAS CHANGED"
+        (2, (6, 0x28)),
+        "NOT READY TO READY CHANGE, MEDIUM MAY HAVE CHANGED"
     );
     let (d, st, _) = r.command(0, &cdb, 4096);
     assert_eq!(st, 0);
