@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 
 use crate::login::{ChapPolicy, Credentials, LoginSettings, NegotiationPrefs};
+use crate::scsi::AccessState;
 use crate::server::{ConnLimits, SessionLimits};
 use crate::session::budget::{self, TargetBudget};
 use crate::session::SessionSettings;
@@ -80,6 +81,17 @@ pub struct Config {
     pub discovery_chap: Option<ChapConfig>,
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9360).
     pub metrics_listen: Option<String>,
+    /// Unix socket for `s3lun admin` (ALUA state, drain); created mode 0600, so only
+    /// its owner (root on a worker) can steer the target. Never on the network.
+    pub admin_socket: Option<PathBuf>,
+    /// Where a draining target sends new logins (`host:port` of peer workers); empty:
+    /// they are refused as "service unavailable" and the initiator retries.
+    pub redirect_to: Vec<String>,
+    /// How long a drain (SIGTERM, `s3lun admin drain`) waits for sessions to log out
+    /// before closing the rest and exiting.
+    pub drain_timeout_secs: u64,
+    /// The ALUA state a drained port group settles in: "standby" or "unavailable".
+    pub drain_state: String,
     pub s3: Option<S3Config>,
     pub cache: CacheConfig,
     /// Images projected from S3 manifests and prefixes.
@@ -359,6 +371,10 @@ impl Default for Config {
             chap: None,
             discovery_chap: None,
             metrics_listen: None,
+            admin_socket: Some(PathBuf::from("/run/s3lun/admin.sock")),
+            redirect_to: Vec::new(),
+            drain_timeout_secs: 30,
+            drain_state: "standby".into(),
             s3: None,
             cache: CacheConfig::default(),
             catalog: CatalogConfig::default(),
@@ -423,6 +439,16 @@ impl Config {
         if self.listen.is_empty() {
             bail!("nothing to listen on");
         }
+        match AccessState::parse(&self.drain_state) {
+            Some(AccessState::Standby | AccessState::Unavailable) => {}
+            _ => bail!(
+                "drain_state = {:?}: \"standby\" or \"unavailable\"",
+                self.drain_state
+            ),
+        }
+        if self.drain_timeout_secs > u64::from(u16::MAX) {
+            bail!("drain_timeout_secs is at most {}", u16::MAX);
+        }
         if let Some(url) = &self.lunmap.s3 {
             if self.s3.is_none() {
                 bail!("[lunmap] s3 = {url:?} needs an [s3] section");
@@ -432,6 +458,22 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// `redirect_to` as TargetAddress values (with our portal group tag if none).
+    pub fn redirect_addresses(&self) -> Vec<String> {
+        self.redirect_to
+            .iter()
+            .map(|a| match a.contains(',') {
+                true => a.clone(),
+                false => format!("{a},{}", self.portal_group_tag),
+            })
+            .collect()
+    }
+
+    /// The ALUA state a drain ends in (validated by `validate`).
+    pub fn drain_access(&self) -> AccessState {
+        AccessState::parse(&self.drain_state).unwrap_or(AccessState::Standby)
     }
 
     pub fn login_settings(&self) -> anyhow::Result<LoginSettings> {

@@ -3,10 +3,12 @@
 //! The protocol is the sans-IO crate `s3lun-proto` (re-exported here as [`pdu`],
 //! [`login`], [`session`], [`scsi`] and [`lun_table`]); this crate is the I/O around
 //! it: [`server`] moves bytes and runs reads, [`store`] and its cache fetch image
-//! bytes, [`catalog`] finds the images, [`config`] and [`assemble`] build a target.
+//! bytes, [`catalog`] finds the images, [`config`] and [`assemble`] build a target,
+//! [`admin`] is the operator's socket.
 
 pub use s3lun_proto::{login, lun_table, pair, pdu, scsi, session};
 
+pub mod admin;
 pub mod assemble;
 pub mod catalog;
 pub mod config;

@@ -2,15 +2,17 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
+use s3lun::admin;
 use s3lun::assemble::Backends;
 use s3lun::catalog::lun_numbers::LunMap;
 use s3lun::catalog::shared_map::{MapError, MapStats, SharedMap};
@@ -20,7 +22,9 @@ use s3lun::catalog::{
 };
 use s3lun::config::{Config, LunConfig};
 use s3lun::metrics::{self, CatalogStats};
+use s3lun::scsi::AccessState;
 use s3lun::scsi::TargetPort;
+use s3lun::server::control::Control;
 use s3lun::server::{self, Registry, Target};
 use s3lun::store::ServedLuns;
 use std::time::Duration;
@@ -58,6 +62,16 @@ enum Cmd {
     Catalog {
         #[arg(short, long)]
         config: Option<PathBuf>,
+    },
+    /// Steer a running target through its admin socket: `alua <state>` (
+    /// active-optimized, active-non-optimized, standby, unavailable, transitioning),
+    /// `drain` (returns when the target has drained), `state`.
+    Admin {
+        /// The target's `admin_socket`.
+        #[arg(long, default_value = "/run/s3lun/admin.sock")]
+        socket: PathBuf,
+        #[arg(required = true)]
+        command: Vec<String>,
     },
     /// Inspect or clean the block cache.
     Cache {
@@ -135,6 +149,15 @@ struct ServeArgs {
     /// Most open TCP connections from one peer address.
     #[arg(long)]
     max_connections_per_address: Option<usize>,
+    /// Unix socket for `s3lun admin`.
+    #[arg(long)]
+    admin_socket: Option<PathBuf>,
+    /// Portal (`host:port`) a draining target sends new logins to (repeatable).
+    #[arg(long)]
+    redirect_to: Vec<String>,
+    /// Seconds a drain waits for sessions to log out.
+    #[arg(long)]
+    drain_timeout: Option<u64>,
 }
 
 fn parse_lun(spec: &str) -> anyhow::Result<LunConfig> {
@@ -214,6 +237,15 @@ fn effective_config(args: &ServeArgs) -> anyhow::Result<Config> {
     if args.state_file.is_some() {
         cfg.state_file = args.state_file.clone();
     }
+    if args.admin_socket.is_some() {
+        cfg.admin_socket = args.admin_socket.clone();
+    }
+    if !args.redirect_to.is_empty() {
+        cfg.redirect_to = args.redirect_to.clone();
+    }
+    if let Some(n) = args.drain_timeout {
+        cfg.drain_timeout_secs = n;
+    }
     for spec in &args.luns {
         cfg.luns.push(parse_lun(spec)?);
     }
@@ -267,6 +299,9 @@ fn raise_fd_limit(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long the start waits for the conditional-write probe.
+const PROBE_AT_START: Duration = Duration::from_secs(5);
+
 /// The shared LUN map, probed: a server that ignores conditional writes is refused
 /// here, before anything is served. S3 out of reach: the probe waits for the first
 /// scan that reaches it, and the state file's numbers serve meanwhile.
@@ -280,7 +315,15 @@ async fn shared_map(cfg: &Config, backends: &Backends) -> anyhow::Result<Option<
         .context("[lunmap] s3 needs an [s3] section")?;
     let map = SharedMap::new(client, url)?;
     let stats = Arc::new(MapStats::default());
-    let probed = match map.probe().await {
+    // Bounded: a slow S3 must not hold up the start (the probe then runs at the
+    // first scan that reaches S3).
+    let probe = tokio::time::timeout(PROBE_AT_START, map.probe()).await;
+    let probe = probe.unwrap_or_else(|_| {
+        Err(MapError::Unreachable(
+            s3lun::store::StoreError::Unavailable("no answer at start".into()),
+        ))
+    });
+    let probed = match probe {
         Ok(()) => {
             info!(map = %url, "shared LUN map: the server honours conditional writes");
             true
@@ -308,11 +351,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let lunmap_stats = shared.as_ref().map(|s| Arc::clone(&s.stats));
     // Static LUNs plus the catalog as last known: never an empty set at start-up.
     let mut builder = Builder::new(map, backends.clone(), shared);
-    let luns = builder.build(&cfg, None).await?;
+    // From the state file alone: the first scan (at once, below) reads the shared
+    // map, so a slow or absent S3 never holds up the first login.
+    let luns = builder.build(&cfg, None, false).await?;
     log_luns(&luns);
     let catalog_stats = Arc::new(CatalogStats::default());
     let target_name = cfg.target_name();
     let (luns_tx, luns_rx) = watch::channel(Arc::new(luns));
+    let (control_tx, control_rx) = watch::channel(Control {
+        redirect_to: cfg.redirect_addresses(),
+        ..Control::default()
+    });
+    let (admin_tx, mut admin_rx) = mpsc::channel::<admin::Request>(8);
+    if let Some(path) = &cfg.admin_socket {
+        // The default path needs root (/run); a lab run without it goes on without.
+        if let Err(e) = admin::listen(path, admin_tx) {
+            warn!(error = format!("{e:#}"), "no admin socket");
+        }
+    }
     let target = Arc::new(Target {
         login,
         session: Arc::new(cfg.session_settings()),
@@ -322,6 +378,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         registry: Arc::new(Registry::new(cfg.session_limits())),
         gate: server::ConnGate::new(cfg.conn_limits()),
         stats: Arc::new(server::ServeStats::default()),
+        control: control_rx,
     });
     // Metrics first: once the listening line is out, everything answers.
     if let Some(addr) = &cfg.metrics_listen {
@@ -355,6 +412,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(server::serve(Arc::clone(&target), listeners, stop_rx));
+    target.stats.ready.store(true, Ordering::Relaxed);
+    let mut drained: Option<oneshot::Sender<String>> = None;
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -369,8 +428,36 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let reload_config = tokio::select! {
             _ = hup.recv() => true,
             _ = ticker.tick() => false,
-            _ = term.recv() => break,
+            _ = term.recv() => {
+                drain(&target, &control_tx, &cfg).await;
+                break;
+            }
             _ = int.recv() => break,
+            Some(req) = admin_rx.recv() => {
+                match req.command {
+                    admin::Command::Alua(state) => {
+                        info!(%state, "ALUA state set by the operator");
+                        control_tx.send_modify(|c| c.access = state);
+                        let _ = req.reply.send(format!("ok: alua {state}"));
+                    }
+                    admin::Command::State => {
+                        let c = control_tx.borrow().clone();
+                        let what = if c.drain.is_some() { "draining" } else { "serving" };
+                        let _ = req.reply.send(format!(
+                            "ok: alua {}, {what}, {} sessions",
+                            c.access,
+                            target.registry.len()
+                        ));
+                    }
+                    admin::Command::Drain => {
+                        // Answered once drained, just before the process exits.
+                        drained = Some(req.reply);
+                        drain(&target, &control_tx, &cfg).await;
+                        break;
+                    }
+                }
+                continue;
+            }
         };
         if reload_config {
             match effective_config(&args) {
@@ -388,11 +475,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let scan = catalog::scan(client, &cfg.catalog, &builder.previous()).await;
             catalog_stats.record(&scan);
             builder.apply_scan(scan);
-        } else if !reload_config {
+        } else if !reload_config && cfg.lunmap.s3.is_none() {
+            // Nothing to rescan; with a shared map, the tick still syncs numbers.
             continue;
         }
         let current = luns_tx.borrow().clone();
-        match builder.build(&cfg, Some(&current)).await {
+        match builder.build(&cfg, Some(&current), true).await {
             Ok(new) => {
                 catalog_stats.set_luns(new.len(), new.retiring.len());
                 if current.table.same_as(&new.table) {
@@ -410,12 +498,48 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     info!("shutting down");
+    target.stats.ready.store(false, Ordering::Relaxed);
     let _ = stop_tx.send(true);
     let _ = server.await;
+    if let Some(reply) = drained {
+        let _ = reply.send("ok: drained".into());
+        // Let the admin client read its answer before the process is gone.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Chunks fetched but not yet on disk would be fetched again after a restart.
     let cache = Arc::clone(&backends.cache);
     let _ = tokio::task::spawn_blocking(move || cache.flush()).await;
     Ok(())
+}
+
+/// Drain: not ready; ALUA to transitioning (multipath stops sending new I/O here),
+/// ask every session to log out, send new logins to the peers (or refuse them), then
+/// settle in standby (or unavailable) and wait for the sessions to go, at most
+/// `drain_timeout_secs`; the caller then closes what is left.
+async fn drain(target: &Target, control: &watch::Sender<Control>, cfg: &Config) {
+    let timeout = Duration::from_secs(cfg.drain_timeout_secs);
+    let secs = u16::try_from(cfg.drain_timeout_secs).unwrap_or(u16::MAX);
+    info!(sessions = target.registry.len(), timeout_secs = cfg.drain_timeout_secs, redirect_to = ?cfg.redirect_to, "draining");
+    target.stats.ready.store(false, Ordering::Relaxed);
+    control.send_modify(|c| {
+        c.access = AccessState::Transitioning;
+        c.drain = Some(secs);
+    });
+    let start = tokio::time::Instant::now();
+    // Long enough for the transition to be seen, short against the timeout.
+    if !target.registry.is_empty() {
+        tokio::time::sleep((timeout / 4).min(Duration::from_secs(1))).await;
+    }
+    let settled = cfg.drain_access();
+    control.send_modify(|c| c.access = settled);
+    while !target.registry.is_empty() && start.elapsed() < timeout {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    info!(
+        left = target.registry.len(),
+        secs = start.elapsed().as_secs_f32(),
+        "drained"
+    );
 }
 
 fn main() -> anyhow::Result<()> {
@@ -439,6 +563,14 @@ fn main() -> anyhow::Result<()> {
             parallel,
         } => rt.block_on(s3lun::tools::warm(&load(&config)?, &images, parallel)),
         Cmd::Catalog { config } => rt.block_on(s3lun::tools::catalog(&load(&config)?)),
+        Cmd::Admin { socket, command } => {
+            let answer = s3lun::admin::call(&socket, &command)?;
+            announce(&answer);
+            if answer.starts_with("error") {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Cmd::Cache { config, op } => {
             let cfg = load(&config)?;
             match op {

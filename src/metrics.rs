@@ -1,5 +1,6 @@
-//! A Prometheus text endpoint (`metrics_listen`), encoded by prometheus-client:
-//! sessions, commands, bytes, cache, S3 and catalog counters.
+//! The HTTP endpoint (`metrics_listen`): Prometheus text encoded by
+//! prometheus-client (sessions, commands, bytes, cache, S3 and catalog counters) at
+//! `/metrics`, liveness at `/healthz`, readiness at `/readyz`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -283,15 +284,26 @@ async fn answer(mut sock: TcpStream, metrics: Metrics) -> std::io::Result<()> {
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "request timed out"))??;
     let path = requested_path(&buf[..have]).unwrap_or("");
-    let resp = if path == "/metrics" || path.starts_with("/metrics?") {
-        let body = metrics.render();
-        format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-    } else {
-        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+    let path = path.split('?').next().unwrap_or("");
+    let (status, kind, body) = match path {
+        "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
+        // Alive: the process answers.
+        "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
+        // Ready for new sessions: listening with its LUNs, not draining.
+        "/readyz" if metrics.serve.ready.load(Ordering::Relaxed) => {
+            ("200 OK", "text/plain", "ready\n".to_string())
+        }
+        "/readyz" => (
+            "503 Service Unavailable",
+            "text/plain",
+            "not ready\n".to_string(),
+        ),
+        _ => ("404 Not Found", "text/plain", String::new()),
     };
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
     timeout(IO_TIMEOUT, sock.write_all(resp.as_bytes()))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "answer timed out"))?

@@ -9,6 +9,16 @@ use std::process::{Child, Command, Stdio};
 
 pub const TARGET: &str = "iqn.2023-06.csm.iscsi:s3lun-test";
 
+/// `serve` on an ephemeral loopback port as the test target, then `extra`.
+fn serve_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--target-name", TARGET];
+    if !extra.contains(&"--drain-timeout") {
+        args.extend_from_slice(&["--drain-timeout", "3"]);
+    }
+    args.extend_from_slice(extra);
+    args
+}
+
 /// A running s3lun, killed on drop.
 pub struct Server {
     child: Child,
@@ -19,10 +29,10 @@ pub struct Server {
 }
 
 impl Server {
+    /// Start with `extra` after the usual arguments. A test target drains for at
+    /// most 3 s on SIGTERM (unless `extra` says otherwise).
     pub fn start(extra: &[&str]) -> Server {
-        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--target-name", TARGET];
-        args.extend_from_slice(extra);
-        Server::start_raw(&args)
+        Server::start_raw(&serve_args(extra))
     }
 
     /// Start from a config file, with metrics on a free port; returns that port too.
@@ -43,9 +53,7 @@ impl Server {
 
     /// Start with `extra` after the usual arguments, logging at `level` into `log`.
     pub fn start_logged(extra: &[&str], level: &str, log: &Path) -> Server {
-        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--target-name", TARGET];
-        args.extend_from_slice(extra);
-        Server::spawn(&args, Some((level, log)))
+        Server::spawn(&serve_args(extra), Some((level, log)))
     }
 
     fn spawn(args: &[&str], log: Option<(&str, &Path)>) -> Server {
@@ -130,6 +138,11 @@ impl Server {
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// The exit code, once the process has exited.
+    pub fn exit_code(&mut self) -> Option<i32> {
+        self.child.try_wait().ok().flatten().and_then(|s| s.code())
     }
 
     /// Whether the process is still running.

@@ -126,13 +126,15 @@ impl Builder {
     /// The table for `cfg` plus the catalog. LUNs whose image and version did not
     /// change are carried over from `current` (reservations, read clock and all);
     /// catalog images that left it stay while read within `retire_after_secs`.
+    /// `sync`: read (and extend) the shared map first, else use the last known copy.
     pub async fn build(
         &mut self,
         cfg: &Config,
         current: Option<&ServedLuns>,
+        sync: bool,
     ) -> anyhow::Result<ServedLuns> {
         let items = self.items(cfg).await?;
-        if let Some(shared) = &mut self.shared {
+        if let Some(shared) = self.shared.as_mut().filter(|_| sync) {
             let wanted: Vec<_> = items
                 .iter()
                 .map(|i| (i.identity.clone(), i.pinned))

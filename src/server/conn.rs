@@ -22,11 +22,12 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant as TokioInstant;
 use tracing::{debug, info, warn, Instrument};
 
+use super::control::Control;
 use super::limits::ConnGuard;
 use super::registry::SessionSlot;
 use super::wire::Wire;
 use super::{Registry, Target};
-use crate::login::{LoginEnv, LoginError};
+use crate::login::{LoginEnv, LoginError, Redirect};
 use crate::pdu::Frame;
 use crate::session::{Connection, ConnectionConfig, Event, ReadRequest};
 use crate::store::{read_padded, ReadFuture, ServedLuns, StoreError};
@@ -42,6 +43,9 @@ struct ConnEnv {
     registry: Arc<Registry>,
     refuse: Option<String>,
     slot: RefCell<Option<SessionSlot>>,
+    control: watch::Receiver<Control>,
+    /// Which peer a redirect names (connections spread over the peers).
+    seq: u64,
 }
 
 impl LoginEnv for ConnEnv {
@@ -58,9 +62,14 @@ impl LoginEnv for ConnEnv {
         *self.slot.borrow_mut() = self.registry.reserve(initiator, isid)?;
         Ok(())
     }
+    fn redirect(&self) -> Option<Redirect> {
+        self.control.borrow().redirect(self.seq)
+    }
 }
 
 struct Registered {
+    /// A normal session (not discovery).
+    normal: bool,
     initiator: String,
     isid: [u8; 6],
     tsih: u16,
@@ -84,9 +93,27 @@ struct Pump {
     /// Frames on their way from the connection to the wire (capacity reused).
     frames: VecDeque<Frame>,
     commands_counted: u64,
+    /// The drain's logout request went out (once per connection).
+    logout_requested: bool,
 }
 
 impl Pump {
+    /// Apply the operator's ALUA state and drain to this connection.
+    fn control(&mut self, c: &Control) {
+        self.conn.set_access_state(c.access);
+        if let Some(secs) = c.drain {
+            // Normal sessions only: a discovery session is gone in a moment anyway.
+            if !self.logout_requested && self.registered.as_ref().is_some_and(|r| r.normal) {
+                info!(
+                    within_secs = secs,
+                    "draining: asking the initiator to log out"
+                );
+                self.conn.request_logout(secs);
+                self.logout_requested = true;
+            }
+        }
+    }
+
     /// Act on the connection's events (registering a new session before its login
     /// response is queued, starting the reads it wants) and hand what it transmits
     /// to the writer, until it has nothing more without new input.
@@ -160,11 +187,17 @@ impl Pump {
         // Registered: the slot the login held is now counted as a live session.
         self.env.slot.borrow_mut().take();
         self.registered = Some(Registered {
+            normal: p.session_type == crate::login::SessionType::Normal,
             initiator: p.initiator_name.clone(),
             isid: o.isid,
             tsih: o.tsih,
             kill,
         });
+        // Logged in while the target drains (the login began before): leave too.
+        let c = self.env.control.borrow().clone();
+        if c.drain.is_some() {
+            self.control(&c);
+        }
     }
 
     fn abrupt(&mut self, reason: impl Into<String>) {
@@ -212,10 +245,16 @@ pub async fn run(
             .write_loop(wr, stall, Arc::clone(&target.stats))
             .in_current_span(),
     );
+    let mut control_rx = target.control.clone();
+    let control = control_rx.borrow_and_update().clone();
+    let mut conn = conn;
+    conn.set_access_state(control.access);
     let env = ConnEnv {
         registry: Arc::clone(&target.registry),
         refuse,
         slot: RefCell::new(None),
+        control: target.control.clone(),
+        seq: target.stats.connections.load(Ordering::Relaxed),
     };
     let mut t = Pump {
         target,
@@ -228,7 +267,10 @@ pub async fn run(
         close: None,
         frames: VecDeque::new(),
         commands_counted: 0,
+        logout_requested: false,
     };
+    // A session that logs in while the target drains is asked to leave at once.
+    t.control(&control);
     let mut rbuf = BytesMut::with_capacity(64 * 1024);
     let never = Arc::new(Notify::new());
     // The connection's own timers (login deadline, pings, idle): armed at the
@@ -285,6 +327,13 @@ pub async fn run(
                     let served = luns_rx.borrow_and_update().clone();
                     t.conn.set_luns(Arc::clone(&served.table));
                     t.served = served;
+                }
+            }
+            r = control_rx.changed() => {
+                if r.is_ok() {
+                    let c = control_rx.borrow_and_update().clone();
+                    t.control(&c);
+                    t.settle();
                 }
             }
             _ = shutdown.changed() => t.abrupt("target shutting down"),

@@ -3,6 +3,7 @@
 //! (TSIH, reinstatement) and graceful shutdown.
 
 pub mod conn;
+pub mod control;
 pub mod fds;
 pub mod limits;
 pub mod registry;
@@ -30,6 +31,8 @@ pub struct ServeStats {
     pub connections: std::sync::atomic::AtomicU64,
     pub commands: std::sync::atomic::AtomicU64,
     pub bytes_sent: std::sync::atomic::AtomicU64,
+    /// Listening with its LUN table loaded and not draining (`/readyz`).
+    pub ready: std::sync::atomic::AtomicBool,
 }
 
 /// Everything connections share.
@@ -45,11 +48,18 @@ pub struct Target {
     pub registry: Arc<Registry>,
     pub gate: Arc<ConnGate>,
     pub stats: Arc<ServeStats>,
+    /// ALUA state and drain, as the operator sets them.
+    pub control: watch::Receiver<control::Control>,
 }
 
 impl Target {
-    /// SendTargets `TargetAddress` values for a connection that arrived on `local`.
+    /// SendTargets `TargetAddress` values for a connection that arrived on `local`:
+    /// while draining with peers to go to, theirs.
     pub fn portals_for(&self, local: SocketAddr) -> Vec<String> {
+        let c = self.control.borrow();
+        if c.drain.is_some() && !c.redirect_to.is_empty() {
+            return c.redirect_to.clone();
+        }
         let tag = self.login.portal_group_tag;
         if self.advertise.is_empty() {
             vec![format!("{local},{tag}")]

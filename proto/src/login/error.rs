@@ -23,6 +23,8 @@ impl LoginStatus {
     pub const INVALID_DURING_LOGIN: LoginStatus = LoginStatus::new(2, 0x0b);
     pub const TARGET_ERROR: LoginStatus = LoginStatus::new(3, 0x00);
     pub const OUT_OF_RESOURCES: LoginStatus = LoginStatus::new(3, 0x02);
+    pub const SERVICE_UNAVAILABLE: LoginStatus = LoginStatus::new(3, 0x01);
+    pub const TARGET_MOVED_TEMPORARILY: LoginStatus = LoginStatus::new(1, 0x01);
 
     pub const fn new(class: u8, detail: u8) -> LoginStatus {
         LoginStatus { class, detail }
@@ -62,6 +64,11 @@ pub enum LoginError {
     /// A configured limit (sessions, connections) is reached; the initiator may retry.
     #[error("limit reached: {0}")]
     OutOfResources(String),
+    /// The target is draining: log in at this portal instead.
+    #[error("target draining: redirected to {0}")]
+    Redirected(String),
+    #[error("target draining and no peer to redirect to")]
+    Unavailable,
 }
 
 impl LoginError {
@@ -81,6 +88,16 @@ impl LoginError {
             LoginError::NoSession(_) => LoginStatus::SESSION_DOES_NOT_EXIST,
             LoginError::TooManyConnections(_) => LoginStatus::TOO_MANY_CONNECTIONS,
             LoginError::OutOfResources(_) => LoginStatus::OUT_OF_RESOURCES,
+            LoginError::Redirected(_) => LoginStatus::TARGET_MOVED_TEMPORARILY,
+            LoginError::Unavailable => LoginStatus::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The login response's text: the new address of a redirect, nothing otherwise.
+    pub fn response_text(&self) -> Vec<u8> {
+        match self {
+            LoginError::Redirected(addr) => format!("TargetAddress={addr}\0").into_bytes(),
+            _ => Vec::new(),
         }
     }
 }

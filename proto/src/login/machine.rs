@@ -82,6 +82,20 @@ pub trait LoginEnv {
     fn admit(&self, _initiator: &str, _isid: [u8; 6]) -> Result<(), LoginError> {
         Ok(())
     }
+    /// Whether logins go elsewhere now (a draining target): every new login is
+    /// answered with this at its first request.
+    fn redirect(&self) -> Option<Redirect> {
+        None
+    }
+}
+
+/// Where a draining target sends new logins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redirect {
+    /// Target moved temporarily (0101h) to this `TargetAddress` (host:port,tag).
+    To(String),
+    /// Service unavailable (0301h): no peer to send the initiator to.
+    Unavailable,
 }
 
 /// Everything the full-feature phase needs from a completed login.
@@ -479,6 +493,13 @@ impl LoginMachine {
             };
             if !name.eq_ignore_ascii_case(&self.settings.target_name) {
                 return Err(LoginError::UnknownTarget(name.clone()));
+            }
+            // A draining target sends new sessions elsewhere (discovery sessions are
+            // answered, with the peers' portals).
+            match env.redirect() {
+                Some(Redirect::To(addr)) => return Err(LoginError::Redirected(addr)),
+                Some(Redirect::Unavailable) => return Err(LoginError::Unavailable),
+                None => {}
             }
         }
         let listed = self.settings.may_access(&p.initiator_name);

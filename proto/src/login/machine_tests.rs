@@ -300,3 +300,47 @@ fn backward_stage_transition_is_refused() {
         LoginStep::Fail(..)
     ));
 }
+
+#[test]
+fn a_draining_target_redirects_or_refuses_normal_logins_only() {
+    struct Draining(Option<crate::login::Redirect>);
+    impl LoginEnv for Draining {
+        fn new_tsih(&self) -> u16 {
+            1
+        }
+        fn session_exists(&self, _: u16) -> bool {
+            false
+        }
+        fn redirect(&self) -> Option<crate::login::Redirect> {
+            self.0.clone()
+        }
+    }
+    let to = Draining(Some(crate::login::Redirect::To("10.0.0.2:3260,1".into())));
+    let mut m = machine();
+    let t = text(&[
+        ("InitiatorName", "i"),
+        ("SessionType", "Normal"),
+        ("TargetName", TARGET),
+    ]);
+    let LoginStep::Fail(h, e) = m.handle(&req(true, false, 1, 3), &t, &to) else {
+        panic!("a redirect expected")
+    };
+    assert_eq!((h.status_class, h.status_detail), (1, 1));
+    assert_eq!(e.response_text(), b"TargetAddress=10.0.0.2:3260,1\0");
+    let mut m = machine();
+    let LoginStep::Fail(h, _) = m.handle(
+        &req(true, false, 1, 3),
+        &t,
+        &Draining(Some(crate::login::Redirect::Unavailable)),
+    ) else {
+        panic!("a refusal expected")
+    };
+    assert_eq!((h.status_class, h.status_detail), (3, 1));
+    // Discovery is still answered (with the peers' portals, by the I/O layer).
+    let mut m = machine();
+    let t = text(&[("InitiatorName", "i"), ("SessionType", "Discovery")]);
+    assert!(matches!(
+        m.handle(&req(true, false, 1, 3), &t, &to),
+        LoginStep::Complete(..)
+    ));
+}

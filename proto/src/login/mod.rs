@@ -14,6 +14,6 @@ pub mod params;
 pub use chap::{ChapPolicy, Credentials};
 pub use error::{LoginError, LoginStatus};
 pub use key_value::{encode_pairs, parse_pairs, TextError};
-pub use machine::{LoginEnv, LoginMachine, LoginOutcome, LoginSettings, LoginStep};
+pub use machine::{LoginEnv, LoginMachine, LoginOutcome, LoginSettings, LoginStep, Redirect};
 pub use negotiate::Negotiator;
 pub use params::{NegotiationPrefs, SessionParams, SessionType};

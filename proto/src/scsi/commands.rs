@@ -5,6 +5,7 @@
 //! Adding a command is a row here, its decoder in [`super::cdb`] and its execution
 //! in [`super::exec`]. Opcodes with no row are INVALID COMMAND OPERATION CODE.
 
+use super::alua::Access;
 use super::cdb::{self, op, Command};
 use super::Sense;
 
@@ -35,6 +36,8 @@ pub struct CommandSpec {
     pub usage: Option<&'static [u8]>,
     pub reservation: Reservation,
     pub attention: Attention,
+    /// The ALUA states it runs in (SPC-4 5.15.2.4).
+    pub access: Access,
 }
 
 /// Every command, in the order REPORT SUPPORTED OPERATION CODES lists them.
@@ -46,6 +49,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         usage: Some(&[0x00, 0, 0, 0, 0, 0x07]),
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Active,
     },
     CommandSpec {
         opcode: op::REQUEST_SENSE,
@@ -54,6 +58,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         usage: Some(&[0x03, 0x01, 0, 0, 0xff, 0x07]),
         reservation: Reservation::Allowed,
         attention: Attention::Bypasses,
+        access: Access::Always,
     },
     CommandSpec {
         opcode: op::READ_6,
@@ -62,6 +67,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         usage: Some(&[0x08, 0x1f, 0xff, 0xff, 0xff, 0x07]),
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Active,
     },
     CommandSpec {
         opcode: op::WRITE_6,
@@ -70,6 +76,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         usage: Some(&[0x0a, 0x1f, 0xff, 0xff, 0xff, 0x07]),
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Active,
     },
     CommandSpec {
         opcode: op::INQUIRY,
@@ -78,6 +85,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         usage: Some(&[0x12, 0x01, 0xff, 0xff, 0xff, 0x07]),
         reservation: Reservation::Allowed,
         attention: Attention::Bypasses,
+        access: Access::Always,
     },
     CommandSpec {
         opcode: op::MODE_SENSE_6,
@@ -86,6 +94,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         usage: Some(&[0x1a, 0x08, 0xff, 0xff, 0xff, 0x07]),
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Standby,
     },
     CommandSpec {
         opcode: op::START_STOP_UNIT,
@@ -94,6 +103,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         usage: Some(&[0x1b, 0x01, 0, 0x0f, 0xf7, 0x07]),
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Active,
     },
     CommandSpec {
         opcode: op::PREVENT_ALLOW,
@@ -102,6 +112,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         usage: Some(&[0x1e, 0, 0, 0, 0x03, 0x07]),
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Active,
     },
     CommandSpec {
         opcode: op::READ_CAPACITY_10,
@@ -110,6 +121,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         usage: Some(&[0x25, 0, 0xff, 0xff, 0xff, 0xff, 0, 0, 0x01, 0x07]),
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Active,
     },
     CommandSpec {
         opcode: op::READ_10,
@@ -118,6 +130,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         usage: Some(&[0x28, 0xe6, 0xff, 0xff, 0xff, 0xff, 0x3f, 0xff, 0xff, 0x07]),
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Active,
     },
     CommandSpec {
         opcode: op::WRITE_10,
@@ -126,6 +139,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         usage: Some(&[0x2a, 0xe2, 0xff, 0xff, 0xff, 0xff, 0x3f, 0xff, 0xff, 0x07]),
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Active,
     },
     CommandSpec {
         opcode: op::VERIFY_10,
@@ -134,6 +148,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         usage: Some(&[0x2f, 0xe6, 0xff, 0xff, 0xff, 0xff, 0x3f, 0xff, 0xff, 0x07]),
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Active,
     },
     CommandSpec {
         opcode: op::PRE_FETCH_10,
@@ -142,6 +157,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         usage: Some(&[0x34, 0x02, 0xff, 0xff, 0xff, 0xff, 0x3f, 0xff, 0xff, 0x07]),
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Active,
     },
     CommandSpec {
         opcode: op::SYNC_CACHE_10,
@@ -150,6 +166,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         usage: Some(&[0x35, 0x06, 0xff, 0xff, 0xff, 0xff, 0x3f, 0xff, 0xff, 0x07]),
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Active,
     },
     CommandSpec {
         opcode: op::WRITE_SAME_10,
@@ -158,6 +175,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         usage: Some(&[0x41, 0xea, 0xff, 0xff, 0xff, 0xff, 0x3f, 0xff, 0xff, 0x07]),
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Active,
     },
     CommandSpec {
         opcode: op::UNMAP,
@@ -166,6 +184,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         usage: Some(&[0x42, 0x01, 0, 0, 0, 0, 0x3f, 0xff, 0xff, 0x07]),
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Active,
     },
     CommandSpec {
         opcode: op::PERSISTENT_RESERVE_IN,
@@ -174,6 +193,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         usage: Some(&[0x5e, 0x1f, 0, 0, 0, 0, 0, 0xff, 0xff, 0x07]),
         reservation: Reservation::Allowed,
         attention: Attention::Reports,
+        access: Access::Standby,
     },
     CommandSpec {
         opcode: op::MODE_SENSE_10,
@@ -182,6 +202,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         usage: Some(&[0x5a, 0x18, 0xff, 0xff, 0, 0, 0, 0xff, 0xff, 0x07]),
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Standby,
     },
     CommandSpec {
         opcode: op::READ_16,
@@ -193,6 +214,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ]),
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Active,
     },
     CommandSpec {
         opcode: op::WRITE_16,
@@ -204,6 +226,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ]),
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Active,
     },
     CommandSpec {
         opcode: op::VERIFY_16,
@@ -215,6 +238,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ]),
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Active,
     },
     CommandSpec {
         opcode: op::PRE_FETCH_16,
@@ -226,6 +250,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ]),
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Active,
     },
     CommandSpec {
         opcode: op::SYNC_CACHE_16,
@@ -237,6 +262,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ]),
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Active,
     },
     CommandSpec {
         opcode: op::WRITE_SAME_16,
@@ -248,6 +274,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ]),
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Active,
     },
     CommandSpec {
         opcode: op::SERVICE_ACTION_IN_16,
@@ -258,6 +285,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ]),
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Active,
     },
     CommandSpec {
         opcode: op::REPORT_LUNS,
@@ -266,6 +294,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         usage: Some(&[0xa0, 0, 0xff, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0x07]),
         reservation: Reservation::Allowed,
         attention: Attention::Bypasses,
+        access: Access::Always,
     },
     CommandSpec {
         opcode: op::MAINTENANCE_IN,
@@ -276,6 +305,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ]),
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Standby,
     },
     CommandSpec {
         opcode: op::READ_DEFECT_DATA_10,
@@ -284,6 +314,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         usage: Some(&[0x37, 0, 0x1f, 0, 0, 0, 0, 0xff, 0xff, 0x07]),
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Active,
     },
     CommandSpec {
         opcode: op::WRITE_VERIFY_10,
@@ -292,6 +323,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         usage: Some(&[0x2e, 0xe6, 0xff, 0xff, 0xff, 0xff, 0x3f, 0xff, 0xff, 0x07]),
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Active,
     },
     CommandSpec {
         opcode: op::WRITE_VERIFY_16,
@@ -303,6 +335,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ]),
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Active,
     },
     CommandSpec {
         opcode: op::SERVICE_ACTION_IN_16,
@@ -314,6 +347,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ]),
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Active,
     },
     CommandSpec {
         opcode: op::MAINTENANCE_IN,
@@ -322,6 +356,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         usage: Some(&[0xa3, 0xea, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0x07]),
         reservation: Reservation::Allowed,
         attention: Attention::Reports,
+        access: Access::Always,
     },
     CommandSpec {
         opcode: op::VERIFY_12,
@@ -332,6 +367,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ]),
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Active,
     },
     CommandSpec {
         opcode: op::WRITE_VERIFY_12,
@@ -342,6 +378,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ]),
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Active,
     },
     CommandSpec {
         opcode: op::READ_DEFECT_DATA_12,
@@ -350,6 +387,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         usage: Some(&[0xb7, 0x1f, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0x07]),
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Active,
     },
     CommandSpec {
         opcode: op::READ_12,
@@ -360,6 +398,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ]),
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Active,
     },
     CommandSpec {
         opcode: op::WRITE_12,
@@ -370,6 +409,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ]),
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Active,
     },
     CommandSpec {
         opcode: op::FORMAT_UNIT,
@@ -378,6 +418,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         usage: None,
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Active,
     },
     CommandSpec {
         opcode: op::REASSIGN_BLOCKS,
@@ -386,6 +427,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         usage: None,
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Active,
     },
     CommandSpec {
         opcode: op::COMPARE_AND_WRITE,
@@ -394,6 +436,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         usage: None,
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Active,
     },
     CommandSpec {
         opcode: op::ORWRITE_16,
@@ -402,6 +445,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         usage: None,
         reservation: Reservation::Conflicts,
         attention: Attention::Reports,
+        access: Access::Active,
     },
 ];
 

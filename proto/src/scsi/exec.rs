@@ -5,7 +5,7 @@ use super::cdb::{op, Command};
 use super::commands::{decode, Attention};
 use super::inquiry::{self, MAX_TRANSFER_BLOCKS};
 use super::logical_unit::encode_lun;
-use super::{mode, opcodes, truncate, LunInfo, Sense, TargetPort};
+use super::{mode, opcodes, truncate, AccessState, LunInfo, Sense, TargetPort};
 
 pub struct ExecCtx<'a> {
     /// The addressed LU, or `None` when the LUN names nothing.
@@ -13,6 +13,8 @@ pub struct ExecCtx<'a> {
     /// Every LUN visible to this session, for REPORT LUNS.
     pub luns: &'a [u64],
     pub port: &'a TargetPort,
+    /// The port group's ALUA state, for REPORT TARGET PORT GROUPS.
+    pub access: AccessState,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,7 +168,7 @@ fn exec(cmd: Command, ctx: &ExecCtx) -> Result<Outcome, Sense> {
             Outcome::Data(truncate(d, alloc))
         }
         Command::ReportTargetPortGroups { extended, alloc } => Outcome::Data(truncate(
-            report_target_port_groups(extended, ctx.port),
+            report_target_port_groups(extended, ctx.port, ctx.access),
             alloc,
         )),
         Command::PersistentReserveIn { sa, alloc } => {
@@ -213,16 +215,23 @@ fn exec(cmd: Command, ctx: &ExecCtx) -> Result<Outcome, Sense> {
     })
 }
 
-/// One target port group, active/optimized, holding our one target port.
-fn report_target_port_groups(extended: bool, port: &TargetPort) -> Vec<u8> {
+/// One target port group, in `state`, holding our one target port.
+fn report_target_port_groups(extended: bool, port: &TargetPort, state: AccessState) -> Vec<u8> {
     let mut d = Vec::with_capacity(20);
     d.extend_from_slice(&[0u8; 4]);
     if extended {
         // Format type 1, implicit transition time 0.
         d.extend_from_slice(&[0x10, 0, 0, 0]);
     }
-    d.push(0x80); // PREF, asymmetric access state 0: active/optimized
-    d.push(0x01); // AO_SUP: the only state this group ever reports
+    // PREF while active/optimized, then the state.
+    let pref = if state == AccessState::ActiveOptimized {
+        0x80
+    } else {
+        0
+    };
+    d.push(pref | state.code());
+    // T_SUP, U_SUP, S_SUP, AN_SUP, AO_SUP: every state an operator can set.
+    d.push(0x8f);
     d.extend_from_slice(&port.group_id.to_be_bytes());
     d.extend_from_slice(&[0, 0, 0, 1]); // status code, vendor, one target port
     d.extend_from_slice(&[0, 0]);
@@ -275,6 +284,7 @@ mod tests {
                 lu,
                 luns: &[0, 3],
                 port: &p,
+                access: AccessState::ActiveOptimized,
             },
         )
     }

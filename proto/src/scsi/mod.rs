@@ -5,6 +5,7 @@
 //! range for the caller to read from the image, or CHECK CONDITION sense. Reading the
 //! image and sending Data-In belong to the session and server layers.
 
+pub mod alua;
 pub mod cdb;
 pub mod commands;
 pub mod exec;
@@ -17,6 +18,7 @@ pub mod port;
 pub mod reservation;
 pub mod sense;
 
+pub use alua::{Access, AccessState};
 pub use exec::{execute, ExecCtx, Outcome};
 pub use identity::Identity;
 pub use logical_unit::LunInfo;

@@ -48,6 +48,12 @@ impl Sense {
     pub const MEDIUM_MAY_HAVE_CHANGED: Sense = Sense::new(key::UNIT_ATTENTION, 0x28, 0x00);
     /// The image's object is gone and these blocks were never cached.
     pub const MEDIUM_NOT_PRESENT: Sense = Sense::new(key::NOT_READY, 0x3a, 0x00);
+    /// ALUA (SPC-4 5.15.2.4): what a state that does not allow a command answers.
+    pub const ASYMMETRIC_ACCESS_TRANSITION: Sense = Sense::new(key::NOT_READY, 0x04, 0x0a);
+    pub const TARGET_PORT_IN_STANDBY: Sense = Sense::new(key::NOT_READY, 0x04, 0x0b);
+    pub const TARGET_PORT_UNAVAILABLE: Sense = Sense::new(key::NOT_READY, 0x04, 0x0c);
+    /// ASYMMETRIC ACCESS STATE CHANGED: the port group moved to another state.
+    pub const ASYMMETRIC_ACCESS_STATE_CHANGED: Sense = Sense::new(key::UNIT_ATTENTION, 0x2a, 0x06);
     pub const UNRECOVERED_READ_ERROR: Sense = Sense::new(key::MEDIUM_ERROR, 0x11, 0x00);
     pub const NOT_READY_CAUSE_UNKNOWN: Sense = Sense::new(key::NOT_READY, 0x04, 0x00);
     pub const NOT_READY_BECOMING_READY: Sense = Sense::new(key::NOT_READY, 0x04, 0x01);

@@ -17,7 +17,7 @@ use crate::login::{LoginEnv, LoginMachine, LoginSettings, LoginStep};
 use crate::lun_table::LunTable;
 use crate::pdu::{decode, Frame, FrameConfig, Header, Pdu, PduError, RejectReason, BHS_LEN};
 use crate::scsi::Sense;
-use crate::scsi::TargetPort;
+use crate::scsi::{AccessState, TargetPort};
 
 #[derive(Debug)]
 enum Phase {
@@ -41,6 +41,8 @@ pub struct Connection {
     phase: Phase,
     config: ConnectionConfig,
     luns: Arc<LunTable>,
+    /// The target port group's ALUA state, handed to the session at login.
+    access: AccessState,
     /// Framing of what we read: switches as soon as the login completes.
     rx: FrameConfig,
     out: Outbox,
@@ -59,6 +61,7 @@ impl Connection {
             login_deadline: now + config.session.login_timeout,
             config,
             luns,
+            access: AccessState::default(),
             rx: FrameConfig::LOGIN,
             out: Outbox::default(),
             closing: false,
@@ -162,6 +165,22 @@ impl Connection {
         self.closing = true;
     }
 
+    /// The target port group's ALUA state changed (sessions hear of it once per LUN).
+    pub fn set_access_state(&mut self, access: AccessState) {
+        if let Phase::Full(f) = &mut self.phase {
+            f.set_access_state(access);
+        }
+        self.access = access;
+    }
+
+    /// The target is draining: ask a logged-in initiator to log out within
+    /// `within_secs`. Nothing for a connection still logging in.
+    pub fn request_logout(&mut self, within_secs: u16) {
+        if let Phase::Full(f) = &mut self.phase {
+            f.request_logout(within_secs, &mut self.out);
+        }
+    }
+
     pub fn set_luns(&mut self, luns: Arc<LunTable>) {
         if let Phase::Full(f) = &mut self.phase {
             f.set_luns(Arc::clone(&luns));
@@ -201,7 +220,8 @@ impl Connection {
                     }
                     LoginStep::Fail(h, e) => {
                         warn!(initiator = %m.params().initiator_name, error = %e, "login failed");
-                        self.out.push(&Header::LoginResponse(h), Bytes::new());
+                        let text = Bytes::from(e.response_text());
+                        self.out.push(&Header::LoginResponse(h), text);
                         self.fail(format!("login failed: {e}"));
                     }
                     LoginStep::Complete(h, d, outcome) => {
@@ -242,7 +262,8 @@ impl Connection {
             Arc::clone(&self.config.port),
             Arc::clone(&self.config.portals),
             now,
-        );
+        )
+        .with_access(self.access);
         self.phase = Phase::Full(Box::new(ffp));
         self.out.events.push_back(Event::LoggedIn(outcome));
     }

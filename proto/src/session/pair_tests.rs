@@ -12,7 +12,7 @@ use super::full_feature::{SessionSettings, MAX_IMMEDIATE_TASKS};
 use crate::lun_table::{Lun, LunTable};
 use crate::pair::{read10, verify10, Pair, Reads, SECOND};
 use crate::pdu::*;
-use crate::scsi::{Identity, LunInfo};
+use crate::scsi::{AccessState, Identity, LunInfo};
 
 fn image() -> Bytes {
     Bytes::from(
@@ -567,4 +567,55 @@ fn timers_never_report_a_deadline_already_handled() {
         assert!(next > p.now, "deadline {next:?} is not after {:?}", p.now);
     }
     assert_eq!(p.closed, Some(("NOP-In ping not answered".into(), false)));
+}
+
+#[test]
+fn alua_states_refuse_media_access_after_one_attention_per_lun() {
+    let mut p = pair();
+    let _ = p.take();
+    p.conn.set_access_state(AccessState::Standby);
+    let itt = p.command(false, read10(0, 1), 512);
+    assert_eq!(
+        p.status_of(itt),
+        (ScsiStatus::CheckCondition, Some((0x06, 0x2a, 0x06)))
+    );
+    let itt = p.command(false, read10(0, 1), 512);
+    assert_eq!(
+        p.status_of(itt),
+        (ScsiStatus::CheckCondition, Some((0x02, 0x04, 0x0b)))
+    );
+    // Setting the same state again is not an event; INQUIRY always answers.
+    p.conn.set_access_state(AccessState::Standby);
+    let inquiry = {
+        let mut c = [0u8; 16];
+        c[..6].copy_from_slice(&[0x12, 0, 0, 0, 36, 0]);
+        c
+    };
+    let itt = p.command(false, inquiry, 36);
+    assert_eq!(p.status_of(itt), (ScsiStatus::Good, None));
+    p.conn.set_access_state(AccessState::ActiveOptimized);
+    let itt = p.command(false, read10(0, 1), 512);
+    assert_eq!(
+        p.status_of(itt),
+        (ScsiStatus::CheckCondition, Some((0x06, 0x2a, 0x06)))
+    );
+    let itt = p.command(false, read10(0, 1), 512);
+    assert_eq!(p.status_of(itt), (ScsiStatus::Good, None));
+}
+
+#[test]
+fn a_drain_asks_the_initiator_to_log_out_within_its_timeout() {
+    let mut p = pair();
+    let _ = p.take();
+    p.conn.request_logout(17);
+    p.pump();
+    let got = p.take();
+    let [Pdu {
+        header: Header::AsyncMessage(m),
+        ..
+    }] = got.as_slice()
+    else {
+        panic!("one Asynchronous Message expected, got {got:?}")
+    };
+    assert_eq!((m.event, m.param3, m.lun), (1, 17, 0));
 }

@@ -23,17 +23,20 @@ use super::task::{Collect, Held, Residual, State, Task};
 use crate::login::{LoginOutcome, SessionParams, SessionType};
 use crate::lun_table::LunTable;
 use crate::pdu::{
-    DataIn, Header, LogoutResponse, NopIn, Pdu, R2t, Reject, RejectReason, ScsiCommand,
-    ScsiResponse, ScsiStatus, TaskMgmtRequest, TaskMgmtResponse, TextRequest, TextResponse,
-    TmfFunction, TmfResponse, RESERVED_TAG,
+    AsyncMessage, DataIn, Header, LogoutResponse, NopIn, Pdu, R2t, Reject, RejectReason,
+    ScsiCommand, ScsiResponse, ScsiStatus, TaskMgmtRequest, TaskMgmtResponse, TextRequest,
+    TextResponse, TmfFunction, TmfResponse, RESERVED_TAG,
 };
 use crate::scsi::cdb::op;
 use crate::scsi::exec::bypasses_unit_attention;
 use crate::scsi::logical_unit::decode_lun;
 use crate::scsi::reservation;
-use crate::scsi::TargetPort;
 use crate::scsi::{execute, ExecCtx, Outcome, Sense};
+use crate::scsi::{AccessState, TargetPort};
 use text_exchange::TextExchange;
+
+/// AsyncEvent 1: the target requests a logout.
+const ASYNC_EVENT_LOGOUT_REQUEST: u8 = 1;
 
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
@@ -101,6 +104,8 @@ pub struct FullFeature {
     tasks: HashMap<u32, Task>,
     held: BTreeMap<u32, Held>,
     ua: HashMap<u64, VecDeque<Sense>>,
+    /// The target port group's ALUA state as this session last heard it.
+    access: AccessState,
     text: Option<TextExchange>,
     budget: SessionBudget,
     ping: Option<(u32, Instant)>,
@@ -153,6 +158,7 @@ impl FullFeature {
             tasks: HashMap::new(),
             held: BTreeMap::new(),
             ua,
+            access: AccessState::default(),
             text: None,
             budget,
             ping: None,
@@ -206,6 +212,46 @@ impl FullFeature {
             }
         }
         self.luns = luns;
+    }
+
+    /// Start in `access` (the state the target was in at login), without an attention.
+    pub fn with_access(mut self, access: AccessState) -> FullFeature {
+        self.access = access;
+        self
+    }
+
+    /// The port group moved to another ALUA state: every LUN of this I_T nexus
+    /// reports ASYMMETRIC ACCESS STATE CHANGED once.
+    pub fn set_access_state(&mut self, access: AccessState) {
+        if access == self.access {
+            return;
+        }
+        self.access = access;
+        for &l in self.luns.numbers() {
+            let q = self.ua.entry(l).or_default();
+            if !q.contains(&Sense::ASYMMETRIC_ACCESS_STATE_CHANGED) {
+                q.push_back(Sense::ASYMMETRIC_ACCESS_STATE_CHANGED);
+            }
+        }
+    }
+
+    /// Ask the initiator to log out within `within_secs` (Asynchronous Message,
+    /// AsyncEvent 1: the target is going away; RFC 7143 section 11.9.1).
+    pub fn request_logout(&mut self, within_secs: u16, out: &mut Outbox) {
+        let stat_sn = self.next_stat_sn();
+        let max_cmd_sn = self.max_cmd_sn();
+        let h = AsyncMessage {
+            lun: 0,
+            stat_sn,
+            exp_cmd_sn: self.exp_cmd_sn,
+            max_cmd_sn,
+            event: ASYNC_EVENT_LOGOUT_REQUEST,
+            vcode: 0,
+            param1: 0,
+            param2: 0,
+            param3: within_secs,
+        };
+        out.push(&Header::AsyncMessage(h), Bytes::new());
     }
 
     pub fn luns(&self) -> &Arc<LunTable> {

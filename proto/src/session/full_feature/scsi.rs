@@ -239,12 +239,22 @@ impl FullFeature {
                 }
             }
         }
+        // Then the port group's state: a standby or unavailable path refuses media
+        // access so multipath moves I/O to another path.
+        if lu.is_some() {
+            if let Some(spec) = crate::scsi::commands::lookup(cdb) {
+                if let Err(sense) = self.access.admit(spec.access) {
+                    return Outcome::Check(sense);
+                }
+            }
+        }
         execute(
             cdb,
             &ExecCtx {
                 lu,
                 luns: luns.numbers(),
                 port: &self.port,
+                access: self.access,
             },
         )
     }
