@@ -195,10 +195,11 @@ fn a_drain_asks_sessions_to_leave_redirects_new_logins_and_exits() {
     let Some(Header::AsyncMessage(m)) = next_event(&mut s) else {
         panic!("no Asynchronous Message")
     };
-    assert_eq!(
-        (m.event, m.param3),
-        (1, 20),
-        "AsyncEvent 1, Parameter3 = the timeout"
+    assert_eq!(m.event, 1, "AsyncEvent 1: logout requested");
+    assert!(
+        (15..=20).contains(&m.param3),
+        "Parameter3: the time left, {}",
+        m.param3
     );
     assert_eq!(
         http_status(mport, "/readyz"),
@@ -249,7 +250,8 @@ fn sigterm_drains_refuses_new_logins_and_exits_within_the_timeout() {
     let Some(Header::AsyncMessage(m)) = next_event(&mut s) else {
         panic!("no Asynchronous Message")
     };
-    assert_eq!((m.event, m.param3), (1, 4));
+    assert_eq!(m.event, 1);
+    assert!((1..=4).contains(&m.param3), "{}", m.param3);
     // No peer to send it to: service unavailable, the initiator retries later.
     let mut r = Raw::as_initiator(a.port, "iqn.2024-01.test:late", 9);
     let (resp, _) = r.try_login(TARGET, &[]);

@@ -442,7 +442,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     }
                     admin::Command::State => {
                         let c = control_tx.borrow().clone();
-                        let what = if c.drain.is_some() { "draining" } else { "serving" };
+                        let what = if c.draining { "draining" } else { "serving" };
                         let _ = req.reply.send(format!(
                             "ok: alua {}, {what}, {} sessions",
                             c.access,
@@ -512,26 +512,31 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Drain: not ready; ALUA to transitioning (multipath stops sending new I/O here),
-/// ask every session to log out, send new logins to the peers (or refuse them), then
-/// settle in standby (or unavailable) and wait for the sessions to go, at most
-/// `drain_timeout_secs`; the caller then closes what is left.
+/// Drain: not ready, new logins sent to the peers (or refused); ALUA to
+/// transitioning, then standby (or unavailable), so multipath moves I/O to other
+/// paths; then every session is asked to log out, and the drain waits for them to go,
+/// `drain_timeout_secs` in all; the caller then closes what is left.
 async fn drain(target: &Target, control: &watch::Sender<Control>, cfg: &Config) {
     let timeout = Duration::from_secs(cfg.drain_timeout_secs);
-    let secs = u16::try_from(cfg.drain_timeout_secs).unwrap_or(u16::MAX);
     info!(sessions = target.registry.len(), timeout_secs = cfg.drain_timeout_secs, redirect_to = ?cfg.redirect_to, "draining");
     target.stats.ready.store(false, Ordering::Relaxed);
     control.send_modify(|c| {
         c.access = AccessState::Transitioning;
-        c.drain = Some(secs);
+        c.draining = true;
     });
     let start = tokio::time::Instant::now();
-    // Long enough for the transition to be seen, short against the timeout.
+    // Each step long enough for initiators to see it, short against the timeout.
+    let step = (timeout / 4).min(Duration::from_secs(1));
     if !target.registry.is_empty() {
-        tokio::time::sleep((timeout / 4).min(Duration::from_secs(1))).await;
+        tokio::time::sleep(step).await;
     }
     let settled = cfg.drain_access();
     control.send_modify(|c| c.access = settled);
+    if !target.registry.is_empty() {
+        tokio::time::sleep(step).await;
+    }
+    let left = timeout.saturating_sub(start.elapsed()).as_secs().max(1);
+    control.send_modify(|c| c.logout_within = Some(u16::try_from(left).unwrap_or(u16::MAX)));
     while !target.registry.is_empty() && start.elapsed() < timeout {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

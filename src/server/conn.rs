@@ -101,7 +101,7 @@ impl Pump {
     /// Apply the operator's ALUA state and drain to this connection.
     fn control(&mut self, c: &Control) {
         self.conn.set_access_state(c.access);
-        if let Some(secs) = c.drain {
+        if let Some(secs) = c.logout_within {
             // Normal sessions only: a discovery session is gone in a moment anyway.
             if !self.logout_requested && self.registered.as_ref().is_some_and(|r| r.normal) {
                 info!(
@@ -195,7 +195,7 @@ impl Pump {
         });
         // Logged in while the target drains (the login began before): leave too.
         let c = self.env.control.borrow().clone();
-        if c.drain.is_some() {
+        if c.logout_within.is_some() {
             self.control(&c);
         }
     }

@@ -8,9 +8,11 @@ use crate::scsi::AccessState;
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Control {
     pub access: AccessState,
-    /// Draining: sessions are asked to log out within this many seconds, and new
-    /// logins go to `redirect_to` (or are refused).
-    pub drain: Option<u16>,
+    /// Draining: new logins go to `redirect_to` (or are refused).
+    pub draining: bool,
+    /// Sessions are asked to log out within this many seconds (a drain, once the
+    /// port group is in standby and multipath has moved away).
+    pub logout_within: Option<u16>,
     /// TargetAddress values of peers for new logins while draining.
     pub redirect_to: Vec<String>,
 }
@@ -18,7 +20,9 @@ pub struct Control {
 impl Control {
     /// Where a new login goes now; `seq` spreads logins over several peers.
     pub fn redirect(&self, seq: u64) -> Option<Redirect> {
-        self.drain?;
+        if !self.draining {
+            return None;
+        }
         if self.redirect_to.is_empty() {
             return Some(Redirect::Unavailable);
         }

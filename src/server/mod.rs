@@ -57,7 +57,7 @@ impl Target {
     /// while draining with peers to go to, theirs.
     pub fn portals_for(&self, local: SocketAddr) -> Vec<String> {
         let c = self.control.borrow();
-        if c.drain.is_some() && !c.redirect_to.is_empty() {
+        if c.draining && !c.redirect_to.is_empty() {
             return c.redirect_to.clone();
         }
         let tag = self.login.portal_group_tag;
