@@ -222,8 +222,14 @@ fn a_drain_asks_sessions_to_leave_redirects_new_logins_and_exits() {
     assert!(ls.contains(&redirect) && ls.contains("Lun:1"), "{ls}");
     let inq = run("iscsi-inq", &[&a.url(0)]);
     assert!(inq.contains("LIO-ORG"), "{inq}");
-    // The old session still reads (standby after the transition refuses media
-    // access, so multipath would already have moved away); it logs out.
+    // The old session heard the port group is now active/non-optimized (multipath
+    // prefers other paths) and still reads; it logs out.
+    let seen: Vec<_> = (0..3)
+        .map(|_| check(&mut s, 0, &read10(0, 8), 4096))
+        .collect();
+    assert_eq!(seen[0], (2, (6, 0x2a, 0x06)), "{seen:?}");
+    assert_eq!(seen[1..], [(0, (0, 0, 0)), (0, (0, 0, 0))], "{seen:?}");
+    assert_eq!(rtpg_state(&mut s), 1, "active/non-optimized while draining");
     s.logout();
     let answer = drain.join().unwrap();
     assert_eq!(answer, "ok: drained");
@@ -256,7 +262,7 @@ fn sigterm_drains_refuses_new_logins_and_exits_within_the_timeout() {
     let mut r = Raw::as_initiator(a.port, "iqn.2024-01.test:late", 9);
     let (resp, _) = r.try_login(TARGET, &[]);
     assert_eq!((resp.status_class, resp.status_detail), (3, 1));
-    // The session is told the state changed and is refused media access.
+    // The session is told the state changed (a node with one path keeps reading).
     let read = read10(0, 8);
     let mut seen = Vec::new();
     for _ in 0..4 {

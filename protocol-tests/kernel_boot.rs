@@ -258,3 +258,161 @@ fn dracut_discovers_and_boots_a_squashfs_root() {
     check_kernel_log(&log);
     assert!(srv.alive());
 }
+
+/// Boot the guest and hand every console line to `on_line` as it comes (to act at
+/// points of the guest's progress); return the whole console output.
+fn boot_watching(
+    assets: &Path,
+    cmdline: &str,
+    deadline: Duration,
+    mut on_line: impl FnMut(&str),
+) -> String {
+    let mut child = Command::new(tool("qemu-system-x86_64"))
+        .args([
+            "-accel",
+            "tcg",
+            "-m",
+            "512",
+            "-smp",
+            "1",
+            "-nographic",
+            "-no-reboot",
+        ])
+        .arg("-kernel")
+        .arg(assets.join("vmlinuz"))
+        .arg("-initrd")
+        .arg(assets.join("initrd.gz"))
+        .args(["-append", &format!("console=ttyS0 panic=-1 {cmdline}")])
+        .args([
+            "-netdev",
+            "user,id=n0",
+            "-device",
+            "virtio-net-pci,netdev=n0",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start qemu");
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let start = Instant::now();
+    let mut log = String::new();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                on_line(&line);
+                log.push_str(&line);
+                log.push('\n');
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            break;
+        }
+    }
+    let _ = child.wait();
+    log
+}
+
+#[test]
+fn io_goes_on_across_a_kill_and_a_drain_with_restarts() {
+    let assets = assets();
+    let dir = tempfile::tempdir().unwrap();
+    let (img, _) = make_squashfs(dir.path());
+    let big = std::fs::read(dir.path().join("root/big.bin")).unwrap();
+    let want_md5 = hex::encode(Md5::digest(&big));
+    let target = "iqn.2023-06.csm.iscsi:restart";
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let advertise = format!("10.0.2.2:{port}");
+    let lun = format!("0={}", img.display());
+    let start = || {
+        Server::start_raw(&[
+            "serve",
+            "--listen",
+            &listen,
+            "--advertise",
+            &advertise,
+            "--target-name",
+            target,
+            "--lun",
+            &lun,
+            "--drain-timeout",
+            "10",
+        ])
+    };
+    let mut srv = Some(start());
+    let rounds = 24;
+    let (mut killed, mut drained) = (None, None);
+    let log = boot_watching(
+        &assets,
+        &format!(
+            "rdinit=/restart-init s3lun.addr=10.0.2.2 s3lun.port={port} \
+             s3lun.target={target} s3lun.rounds={rounds}"
+        ),
+        Duration::from_secs(400),
+        |line| {
+            // A crash after round 3, an operator's restart (drain) after round 12;
+            // each time the target is back on the same port 5 s later.
+            if line.contains("S3LUN-GUEST: round 3 ") && killed.is_none() {
+                if let Some(s) = srv.as_mut() {
+                    s.kill9();
+                }
+                std::thread::sleep(Duration::from_secs(5));
+                srv = Some(start());
+                killed = Some(Instant::now());
+            }
+            if line.contains("S3LUN-GUEST: round 12 ") && drained.is_none() {
+                if let Some(mut s) = srv.take() {
+                    let t = Instant::now();
+                    s.signal("TERM");
+                    while s.alive() {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    drained = Some((t.elapsed(), s.exit_code()));
+                    std::thread::sleep(Duration::from_secs(5).saturating_sub(t.elapsed()));
+                }
+                srv = Some(start());
+            }
+        },
+    );
+    eprintln!("{log}");
+    assert!(killed.is_some(), "the guest never reached round 3:\n{log}");
+    let (took, code) = drained.expect("the guest never reached round 12");
+    assert_eq!(code, Some(0), "a drain exits 0");
+    assert!(took < Duration::from_secs(12), "drain took {took:?}");
+    assert!(
+        log.contains("S3LUN-GUEST: done"),
+        "guest did not finish:\n{log}"
+    );
+    for n in 0..rounds {
+        assert!(
+            log.contains(&format!("S3LUN-GUEST: round {n} {want_md5}")),
+            "round {n} missing or wrong:\n{log}"
+        );
+    }
+    // The outages were real: the kernel saw the connection fail, and the drain's
+    // logout request reached iscsid.
+    assert!(log.contains("detected conn error"), "{log}");
+    assert!(log.contains("Target requests logout"), "{log}");
+    for bad in [
+        "I/O error",
+        "Buffer I/O",
+        "SQUASHFS error",
+        "critical medium error",
+    ] {
+        assert!(!log.contains(bad), "kernel reported {bad:?}:\n{log}");
+    }
+}

@@ -90,7 +90,10 @@ pub struct Config {
     /// How long a drain (SIGTERM, `s3lun admin drain`) waits for sessions to log out
     /// before closing the rest and exiting.
     pub drain_timeout_secs: u64,
-    /// The ALUA state a drained port group settles in: "standby" or "unavailable".
+    /// The ALUA state a draining port group moves to: "active-non-optimized" (the
+    /// default: multipath prefers other paths, a node with one path keeps reading),
+    /// or "standby" / "unavailable" (media access refused: for multipath-only fleets,
+    /// through a brief "transitioning").
     pub drain_state: String,
     pub s3: Option<S3Config>,
     pub cache: CacheConfig,
@@ -374,7 +377,7 @@ impl Default for Config {
             admin_socket: Some(PathBuf::from("/run/s3lun/admin.sock")),
             redirect_to: Vec::new(),
             drain_timeout_secs: 30,
-            drain_state: "standby".into(),
+            drain_state: "active-non-optimized".into(),
             s3: None,
             cache: CacheConfig::default(),
             catalog: CatalogConfig::default(),
@@ -440,9 +443,11 @@ impl Config {
             bail!("nothing to listen on");
         }
         match AccessState::parse(&self.drain_state) {
-            Some(AccessState::Standby | AccessState::Unavailable) => {}
+            Some(
+                AccessState::ActiveNonOptimized | AccessState::Standby | AccessState::Unavailable,
+            ) => {}
             _ => bail!(
-                "drain_state = {:?}: \"standby\" or \"unavailable\"",
+                "drain_state = {:?}: \"active-non-optimized\", \"standby\" or \"unavailable\"",
                 self.drain_state
             ),
         }
@@ -473,7 +478,7 @@ impl Config {
 
     /// The ALUA state a drain ends in (validated by `validate`).
     pub fn drain_access(&self) -> AccessState {
-        AccessState::parse(&self.drain_state).unwrap_or(AccessState::Standby)
+        AccessState::parse(&self.drain_state).unwrap_or(AccessState::ActiveNonOptimized)
     }
 
     pub fn login_settings(&self) -> anyhow::Result<LoginSettings> {

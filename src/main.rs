@@ -512,29 +512,33 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Drain: not ready, new logins sent to the peers (or refused); ALUA to
-/// transitioning, then standby (or unavailable), so multipath moves I/O to other
-/// paths; then every session is asked to log out, and the drain waits for them to go,
-/// `drain_timeout_secs` in all; the caller then closes what is left.
+/// Drain: not ready, new logins sent to the peers (or refused); the port group moves
+/// to `drain_state` (through transitioning when that state refuses media access), so
+/// multipath moves I/O to other paths; then every session is asked to log out, and
+/// the drain waits for them to go, `drain_timeout_secs` in all; the caller then
+/// closes what is left.
 async fn drain(target: &Target, control: &watch::Sender<Control>, cfg: &Config) {
     let timeout = Duration::from_secs(cfg.drain_timeout_secs);
-    info!(sessions = target.registry.len(), timeout_secs = cfg.drain_timeout_secs, redirect_to = ?cfg.redirect_to, "draining");
+    let settled = cfg.drain_access();
+    info!(sessions = target.registry.len(), timeout_secs = cfg.drain_timeout_secs, redirect_to = ?cfg.redirect_to, state = %settled, "draining");
     target.stats.ready.store(false, Ordering::Relaxed);
-    control.send_modify(|c| {
-        c.access = AccessState::Transitioning;
-        c.draining = true;
-    });
     let start = tokio::time::Instant::now();
     // Each step long enough for initiators to see it, short against the timeout.
     let step = (timeout / 4).min(Duration::from_secs(1));
-    if !target.registry.is_empty() {
-        tokio::time::sleep(step).await;
+    let pause = || async {
+        if !target.registry.is_empty() {
+            tokio::time::sleep(step).await;
+        }
+    };
+    control.send_modify(|c| c.draining = true);
+    // A node with a single path (no multipath) fails I/O that a refusing state
+    // answers: only a refusing drain state goes through transitioning.
+    if settled != AccessState::ActiveNonOptimized {
+        control.send_modify(|c| c.access = AccessState::Transitioning);
+        pause().await;
     }
-    let settled = cfg.drain_access();
     control.send_modify(|c| c.access = settled);
-    if !target.registry.is_empty() {
-        tokio::time::sleep(step).await;
-    }
+    pause().await;
     let left = timeout.saturating_sub(start.elapsed()).as_secs().max(1);
     control.send_modify(|c| c.logout_within = Some(u16::try_from(left).unwrap_or(u16::MAX)));
     while !target.registry.is_empty() && start.elapsed() < timeout {

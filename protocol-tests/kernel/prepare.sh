@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds what the kernel boot tests need under target/kernel-boot/: a Debian cloud
 # kernel and its iSCSI, virtio and squashfs modules, extracted from the package (not
-# installed), and an initramfs with busybox, open-iscsi's iscsistart and its libraries.
+# installed), and an initramfs with busybox, open-iscsi's iscsistart, iscsid and
+# iscsiadm and their libraries (init: /init logs in once; /restart-init runs iscsid
+# and reads in rounds across target restarts).
 # Also a dracut initramfs (modules base, iscsi, network-legacy) for the same kernel,
 # as compute nodes boot with. Needs apt-get (download only), busybox-static,
 # qemu-system-x86, kmod, dracut, dracut-network and open-iscsi (scripts/test installs
@@ -28,12 +30,17 @@ root="$out/root"
 mkdir -p "$root"/{bin,sbin,etc,proc,sys,dev,lib,lib64,mnt,run,tmp,lib/modules}
 cp /bin/busybox "$root/bin/busybox"
 cp "$here/init" "$root/init"
-cp "$out/x/sbin/iscsistart" "$root/sbin/iscsistart"
-# iscsistart's shared libraries: from the extracted packages first, then the host.
-libs=$(LD_LIBRARY_PATH="$out/x/usr/lib/x86_64-linux-gnu" ldd "$root/sbin/iscsistart" | awk '/=> \//{print $3} /ld-linux/{print $1}')
+cp "$here/restart-init" "$root/restart-init"
 mkdir -p "$root/lib/x86_64-linux-gnu"
-for l in $libs; do
-  cp -L "$l" "$root/lib/x86_64-linux-gnu/"
+# iscsistart (one-shot login), iscsid and iscsiadm (a daemon that recovers sessions
+# when the target goes away and comes back), and their shared libraries: from the
+# extracted packages first, then the host.
+for b in iscsistart iscsid iscsiadm; do
+  cp "$out/x/sbin/$b" "$root/sbin/$b"
+  libs=$(LD_LIBRARY_PATH="$out/x/usr/lib/x86_64-linux-gnu" ldd "$root/sbin/$b" | awk '/=> \//{print $3} /ld-linux/{print $1}')
+  for l in $libs; do
+    cp -L "$l" "$root/lib/x86_64-linux-gnu/"
+  done
 done
 cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
 
