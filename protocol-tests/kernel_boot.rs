@@ -23,13 +23,18 @@ const PE_IDENTITY: &str = "s3://boot-images/PE/CPE-base.x86_64-24.11.squashfs";
 const PE_WWID: &str = "36001405de4cc04e7dacfb9ada0a6b4cc";
 
 fn assets() -> PathBuf {
+    prepared("prepare.sh", "kernel-boot")
+}
+
+/// Run `protocol-tests/kernel/<script>`; its output is `target/<dir>`.
+fn prepared(script: &str, dir: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let st = Command::new("bash")
-        .arg(root.join("protocol-tests/kernel/prepare.sh"))
+        .arg(root.join("protocol-tests/kernel").join(script))
         .status()
-        .expect("run prepare.sh");
-    assert!(st.success(), "preparing the kernel and initramfs failed");
-    root.join("target/kernel-boot")
+        .expect("run the kernel asset script");
+    assert!(st.success(), "{script}: preparing the kernel and initramfs failed");
+    root.join("target").join(dir)
 }
 
 /// s3lun on a loopback port, advertising the address the guest reaches it by: QEMU
@@ -413,6 +418,103 @@ fn io_goes_on_across_a_kill_and_a_drain_with_restarts() {
         "SQUASHFS error",
         "critical medium error",
     ] {
+        assert!(!log.contains(bad), "kernel reported {bad:?}:\n{log}");
+    }
+}
+
+/// One of two s3lun instances serving `img` as the same LUN (same identity, so one
+/// WWID) under one target name, with its own ALUA port group and admin socket.
+fn path_instance(dir: &Path, img: &Path, port: u16, group: u16) -> Server {
+    let cfg = dir.join(format!("path-{group}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = [\"127.0.0.1:{port}\"]\nadvertise = [\"10.0.2.2:{port}\"]\n\
+             alua_port_group = {group}\ndrain_timeout_secs = 10\n\
+             admin_socket = \"{}\"\n[[lun]]\npath = \"{}\"\nidentity = \"{PE_IDENTITY}\"\n",
+            dir.join(format!("admin-{group}.sock")).display(),
+            img.display()
+        ),
+    )
+    .unwrap();
+    Server::start_raw(&[
+        "serve",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--target-name",
+        "iqn.2023-06.csm.iscsi:multipath",
+    ])
+}
+
+#[test]
+fn multipath_rides_through_a_drain_a_restart_and_a_crash() {
+    let assets = prepared("prepare-multipath.sh", "kernel-mpath");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (img, _) = make_squashfs(d);
+    let want_md5 = hex::encode(Md5::digest(std::fs::read(d.join("root/big.bin")).unwrap()));
+    let (pa, pb) = (free_port(), free_port());
+    let mut a = Some(path_instance(d, &img, pa, 1));
+    let mut b = path_instance(d, &img, pb, 2);
+    let rounds = 40;
+    let mut drain: Option<std::thread::JoinHandle<(String, Duration)>> = None;
+    let mut events = Vec::new();
+    let log = boot_watching(
+        &assets,
+        &format!(
+            "s3lun.addr=10.0.2.2 s3lun.port_a={pa} s3lun.port_b={pb} \
+             s3lun.target=iqn.2023-06.csm.iscsi:multipath s3lun.rounds={rounds}"
+        ),
+        Duration::from_secs(500),
+        |line| {
+            // Drain A after round 4; start it again after round 16; kill B after 28.
+            if line.contains("S3LUN-GUEST: round 4 ") && drain.is_none() {
+                let sock = d.join("admin-1.sock");
+                drain = Some(std::thread::spawn(move || {
+                    let t = Instant::now();
+                    let out = Command::new(env!("CARGO_BIN_EXE_s3lun"))
+                        .args(["admin", "--socket", sock.to_str().unwrap(), "drain"])
+                        .output()
+                        .expect("s3lun admin drain");
+                    (String::from_utf8_lossy(&out.stdout).trim().to_string(), t.elapsed())
+                }));
+                events.push("drained A");
+            }
+            if line.contains("S3LUN-GUEST: round 16 ") && events.len() == 1 {
+                if let Some(mut old) = a.take() {
+                    let t = Instant::now();
+                    while old.alive() && t.elapsed() < Duration::from_secs(15) {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    events.push(if old.exit_code() == Some(0) { "A exited 0" } else { "A did not exit 0" });
+                }
+                a = Some(path_instance(d, &img, pa, 1));
+            }
+            if line.contains("S3LUN-GUEST: round 28 ") && events.len() == 2 {
+                b.kill9();
+                events.push("killed B");
+            }
+        },
+    );
+    eprintln!("{log}");
+    assert_eq!(events, ["drained A", "A exited 0", "killed B"], "{log}");
+    let (answer, took) = drain.expect("drain").join().unwrap();
+    assert_eq!(answer, "ok: drained");
+    assert!(took < Duration::from_secs(11), "drain took {took:?}");
+    assert!(log.contains("S3LUN-GUEST: done"), "guest did not finish:\n{log}");
+    for n in 0..rounds {
+        assert!(
+            log.contains(&format!("S3LUN-GUEST: round {n} {want_md5}")),
+            "round {n} missing or wrong:\n{log}"
+        );
+    }
+    // One map of two paths behind the ALUA handler, both active at first.
+    let ll: Vec<&str> = log.lines().filter_map(|l| l.strip_prefix("S3LUN-GUEST: ll ")).collect();
+    assert!(ll.iter().any(|l| l.starts_with(PE_WWID) && l.contains("LIO-ORG")), "{log}");
+    assert!(ll.iter().any(|l| l.contains("hwhandler='1 alua'")), "{log}");
+    assert!(log.contains("Target requests logout"), "{log}");
+    // Paths fail underneath (that is the point), the filesystem never sees it.
+    for bad in ["Buffer I/O", "SQUASHFS error", "critical medium error"] {
         assert!(!log.contains(bad), "kernel reported {bad:?}:\n{log}");
     }
 }

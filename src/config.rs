@@ -33,6 +33,11 @@ pub struct Config {
     /// initiator connected to.
     pub advertise: Vec<String>,
     pub portal_group_tag: u16,
+    /// ALUA target port group (and relative port) of this instance. Instances that
+    /// serve the same images (one WWID, one path each) need different ones, or an
+    /// initiator's ALUA handler takes them for one port group; default: derived from
+    /// the host name (1..=65535).
+    pub alua_port_group: Option<u16>,
     pub max_recv_data_segment_length: u32,
     pub max_burst_length: u32,
     pub first_burst_length: u32,
@@ -346,6 +351,7 @@ impl Default for Config {
             listen: vec![format!("0.0.0.0:{DEFAULT_PORT}")],
             advertise: Vec::new(),
             portal_group_tag: 1,
+            alua_port_group: None,
             max_recv_data_segment_length: prefs.max_recv_data_segment,
             max_burst_length: prefs.max_burst,
             first_burst_length: prefs.first_burst,
@@ -474,6 +480,16 @@ impl Config {
                 false => format!("{a},{}", self.portal_group_tag),
             })
             .collect()
+    }
+
+    /// This instance's ALUA port group: configured, or a hash of the host name.
+    pub fn port_group(&self) -> u16 {
+        if let Some(id) = self.alua_port_group {
+            return id;
+        }
+        let host = gethostname::gethostname();
+        let h = crc32c::crc32c(host.as_encoded_bytes());
+        (h % 0xffff) as u16 + 1
     }
 
     /// The ALUA state a drain ends in (validated by `validate`).

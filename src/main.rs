@@ -158,6 +158,9 @@ struct ServeArgs {
     /// Seconds a drain waits for sessions to log out.
     #[arg(long)]
     drain_timeout: Option<u64>,
+    /// ALUA target port group of this instance (distinct per worker).
+    #[arg(long)]
+    alua_port_group: Option<u16>,
 }
 
 fn parse_lun(spec: &str) -> anyhow::Result<LunConfig> {
@@ -245,6 +248,9 @@ fn effective_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(n) = args.drain_timeout {
         cfg.drain_timeout_secs = n;
+    }
+    if args.alua_port_group.is_some() {
+        cfg.alua_port_group = args.alua_port_group;
     }
     for spec in &args.luns {
         cfg.luns.push(parse_lun(spec)?);
@@ -372,7 +378,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let target = Arc::new(Target {
         login,
         session: Arc::new(cfg.session_settings()),
-        port: Arc::new(TargetPort::new(target_name.clone(), cfg.portal_group_tag)),
+        port: Arc::new(
+            TargetPort::new(target_name.clone(), cfg.portal_group_tag).in_group(cfg.port_group()),
+        ),
         advertise: cfg.advertise.clone(),
         luns: luns_rx,
         registry: Arc::new(Registry::new(cfg.session_limits())),

@@ -44,25 +44,10 @@ for b in iscsistart iscsid iscsiadm; do
 done
 cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
 
-# Modules in dependency order, read from each module's own "depends=" field.
+# Modules in dependency order.
+. "$here/modules.sh"
 mods="$out/x/lib/modules/$kver"
-declare -A seen
-order=()
-visit() {
-  local name=$1 f
-  [ -n "${seen[$name]:-}" ] && return
-  seen[$name]=1
-  f=$(find "$mods" \( -name "$name.ko" -o -name "${name//_/-}.ko" \) | head -1)
-  [ -z "$f" ] && return
-  for d in $(strings "$f" | sed -n 's/^depends=//p' | tr ',' ' '); do visit "$d"; done
-  order+=("$f")
-}
-for m in virtio_pci virtio_net iscsi_tcp sd_mod squashfs; do visit "$m"; done
-: >"$root/modules.order"
-for f in "${order[@]}"; do
-  cp "$f" "$root/lib/modules/"
-  basename "$f" >>"$root/modules.order"
-done
+pack_modules "$mods" "$root" virtio_pci virtio_net iscsi_tcp sd_mod squashfs
 (cd "$root" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1 >"$out/initrd.gz")
 
 depmod -b "$out/x" "$kver"

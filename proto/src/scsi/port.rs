@@ -22,4 +22,13 @@ impl TargetPort {
             group_id: 0,
         }
     }
+
+    /// This instance's port as one port of a logical unit that several instances
+    /// serve under one WWID: its own ALUA target port group and relative port (both
+    /// `id`), so an initiator's ALUA handler keeps one state per instance.
+    pub fn in_group(mut self, id: u16) -> TargetPort {
+        self.group_id = id;
+        self.relative_port = id.max(1);
+        self
+    }
 }
