@@ -33,7 +33,10 @@ fn prepared(script: &str, dir: &str) -> PathBuf {
         .arg(root.join("protocol-tests/kernel").join(script))
         .status()
         .expect("run the kernel asset script");
-    assert!(st.success(), "{script}: preparing the kernel and initramfs failed");
+    assert!(
+        st.success(),
+        "{script}: preparing the kernel and initramfs failed"
+    );
     root.join("target").join(dir)
 }
 
@@ -476,7 +479,10 @@ fn multipath_rides_through_a_drain_a_restart_and_a_crash() {
                         .args(["admin", "--socket", sock.to_str().unwrap(), "drain"])
                         .output()
                         .expect("s3lun admin drain");
-                    (String::from_utf8_lossy(&out.stdout).trim().to_string(), t.elapsed())
+                    (
+                        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+                        t.elapsed(),
+                    )
                 }));
                 events.push("drained A");
             }
@@ -486,7 +492,11 @@ fn multipath_rides_through_a_drain_a_restart_and_a_crash() {
                     while old.alive() && t.elapsed() < Duration::from_secs(15) {
                         std::thread::sleep(Duration::from_millis(50));
                     }
-                    events.push(if old.exit_code() == Some(0) { "A exited 0" } else { "A did not exit 0" });
+                    events.push(if old.exit_code() == Some(0) {
+                        "A exited 0"
+                    } else {
+                        "A did not exit 0"
+                    });
                 }
                 a = Some(path_instance(d, &img, pa, 1));
             }
@@ -501,7 +511,10 @@ fn multipath_rides_through_a_drain_a_restart_and_a_crash() {
     let (answer, took) = drain.expect("drain").join().unwrap();
     assert_eq!(answer, "ok: drained");
     assert!(took < Duration::from_secs(11), "drain took {took:?}");
-    assert!(log.contains("S3LUN-GUEST: done"), "guest did not finish:\n{log}");
+    assert!(
+        log.contains("S3LUN-GUEST: done"),
+        "guest did not finish:\n{log}"
+    );
     for n in 0..rounds {
         assert!(
             log.contains(&format!("S3LUN-GUEST: round {n} {want_md5}")),
@@ -509,12 +522,57 @@ fn multipath_rides_through_a_drain_a_restart_and_a_crash() {
         );
     }
     // One map of two paths behind the ALUA handler, both active at first.
-    let ll: Vec<&str> = log.lines().filter_map(|l| l.strip_prefix("S3LUN-GUEST: ll ")).collect();
-    assert!(ll.iter().any(|l| l.starts_with(PE_WWID) && l.contains("LIO-ORG")), "{log}");
+    let ll: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("S3LUN-GUEST: ll "))
+        .collect();
+    assert!(
+        ll.iter()
+            .any(|l| l.starts_with(PE_WWID) && l.contains("LIO-ORG")),
+        "{log}"
+    );
     assert!(ll.iter().any(|l| l.contains("hwhandler='1 alua'")), "{log}");
     assert!(log.contains("Target requests logout"), "{log}");
+    // What multipath saw between the events: A's path failed after the drain, both
+    // paths active again after A's restart, B's path failed after the kill.
+    let phases = multipath_phases(&log, &[4, 16, 28]);
+    let failed = |p: &Vec<String>| p.iter().any(|s| s.contains("failed"));
+    let both_up = |p: &Vec<String>| {
+        p.iter()
+            .any(|s| s.matches("active ready running").count() == 2)
+    };
+    assert!(failed(&phases[1]), "no failed path after the drain:\n{log}");
+    assert!(both_up(&phases[2]), "A's path never came back:\n{log}");
+    assert!(failed(&phases[3]), "no failed path after killing B:\n{log}");
     // Paths fail underneath (that is the point), the filesystem never sees it.
     for bad in ["Buffer I/O", "SQUASHFS error", "critical medium error"] {
         assert!(!log.contains(bad), "kernel reported {bad:?}:\n{log}");
     }
+}
+
+/// The guest's `multipath -ll` snapshots grouped by the round they followed: phase 0
+/// before round `at[0]`, phase 1 from there to `at[1]`, and so on.
+fn multipath_phases(log: &str, at: &[u32]) -> Vec<Vec<String>> {
+    let mut phases = vec![Vec::new(); at.len() + 1];
+    let (mut phase, mut current) = (0, String::new());
+    for line in log.lines() {
+        if let Some(rest) = line.strip_prefix("S3LUN-GUEST: round ") {
+            let n: u32 = rest
+                .split(' ')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            if !current.is_empty() {
+                phases[phase].push(std::mem::take(&mut current));
+            }
+            phase = at.iter().filter(|&&a| n > a).count();
+        } else if let Some(ll) = line.strip_prefix("S3LUN-GUEST: ll ") {
+            current.push_str(ll);
+            current.push('\n');
+        }
+    }
+    if !current.is_empty() {
+        phases[phase].push(current);
+    }
+    phases
 }

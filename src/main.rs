@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 use s3lun::admin;
 use s3lun::assemble::Backends;
 use s3lun::catalog::lun_numbers::LunMap;
-use s3lun::catalog::shared_map::{MapError, MapStats, SharedMap};
+use s3lun::catalog::shared_map::{MapStats, SharedMap};
 use s3lun::catalog::{
     self,
     live::{Builder, Shared},
@@ -305,13 +305,11 @@ fn raise_fd_limit(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How long the start waits for the conditional-write probe.
-const PROBE_AT_START: Duration = Duration::from_secs(5);
-
-/// The shared LUN map, probed: a server that ignores conditional writes is refused
-/// here, before anything is served. S3 out of reach: the probe waits for the first
-/// scan that reaches it, and the state file's numbers serve meanwhile.
-async fn shared_map(cfg: &Config, backends: &Backends) -> anyhow::Result<Option<Shared>> {
+/// The shared LUN map, when configured. Its conditional-write probe runs with the
+/// first scan, right after the listeners are up, so a slow or absent S3 never holds
+/// up the first login; a server that ignores conditional writes stops the target
+/// there, with the error.
+fn shared_map(cfg: &Config, backends: &Backends) -> anyhow::Result<Option<Shared>> {
     let Some(url) = &cfg.lunmap.s3 else {
         return Ok(None);
     };
@@ -320,28 +318,12 @@ async fn shared_map(cfg: &Config, backends: &Backends) -> anyhow::Result<Option<
         .clone()
         .context("[lunmap] s3 needs an [s3] section")?;
     let map = SharedMap::new(client, url)?;
-    let stats = Arc::new(MapStats::default());
-    // Bounded: a slow S3 must not hold up the start (the probe then runs at the
-    // first scan that reaches S3).
-    let probe = tokio::time::timeout(PROBE_AT_START, map.probe()).await;
-    let probe = probe.unwrap_or_else(|_| {
-        Err(MapError::Unreachable(
-            s3lun::store::StoreError::Unavailable("no answer at start".into()),
-        ))
-    });
-    let probed = match probe {
-        Ok(()) => {
-            info!(map = %url, "shared LUN map: the server honours conditional writes");
-            true
-        }
-        Err(e @ MapError::Unreachable(_)) => {
-            stats.error(e.kind());
-            warn!(map = %url, error = %e, "shared LUN map: S3 out of reach, serving the last known numbers");
-            false
-        }
-        Err(e) => return Err(e.into()),
-    };
-    Ok(Some(Shared { map, probed, stats }))
+    Ok(Some(Shared {
+        map,
+        probed: false,
+        refused: None,
+        stats: Arc::new(MapStats::default()),
+    }))
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -353,7 +335,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => LunMap::ephemeral(),
     };
     let backends = Backends::build(&cfg, tokio::runtime::Handle::current())?;
-    let shared = shared_map(&cfg, &backends).await?;
+    let shared = shared_map(&cfg, &backends)?;
     let lunmap_stats = shared.as_ref().map(|s| Arc::clone(&s.stats));
     // Static LUNs plus the catalog as last known: never an empty set at start-up.
     let mut builder = Builder::new(map, backends.clone(), shared);
@@ -488,7 +470,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             continue;
         }
         let current = luns_tx.borrow().clone();
-        match builder.build(&cfg, Some(&current), true).await {
+        let built = builder.build(&cfg, Some(&current), true).await;
+        if let Some(why) = builder.shared.as_ref().and_then(|s| s.refused.clone()) {
+            error!(error = %why, "refusing the shared LUN map: stopping");
+            let _ = stop_tx.send(true);
+            let _ = server.await;
+            anyhow::bail!(why);
+        }
+        match built {
             Ok(new) => {
                 catalog_stats.set_luns(new.len(), new.retiring.len());
                 if current.table.same_as(&new.table) {

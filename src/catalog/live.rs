@@ -36,14 +36,26 @@ pub struct Shared {
     pub map: SharedMap,
     /// The conditional-write probe passed (it runs at the first contact).
     pub probed: bool,
+    /// The probe showed the server ignores conditional writes: the map is refused.
+    pub refused: Option<String>,
     pub stats: Arc<MapStats>,
 }
 
 impl Shared {
     /// Probe once, then make sure every identity in `wanted` has a number.
     async fn sync(&mut self, wanted: &[(String, Option<u64>)]) -> Result<Numbers, MapError> {
+        if let Some(why) = &self.refused {
+            return Err(MapError::Ignored(why.clone()));
+        }
         if !self.probed {
-            self.map.probe().await?;
+            match self.map.probe().await {
+                Err(MapError::Ignored(why)) => {
+                    self.refused = Some(MapError::Ignored(why.clone()).to_string());
+                    return Err(MapError::Ignored(why));
+                }
+                r => r?,
+            }
+            info!(map = %self.map.url(), "shared LUN map: the server honours conditional writes");
             self.probed = true;
         }
         self.map.ensure(wanted).await
