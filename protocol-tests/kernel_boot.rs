@@ -76,9 +76,24 @@ fn guest_target(target: &str, extra: &[&str]) -> (Server, u16) {
     (srv, port)
 }
 
-/// Boot the guest; return everything it printed on the serial console.
-fn boot(assets: &Path, initrd: &str, cmdline: &str, deadline: Duration) -> String {
-    let mut child = Command::new(tool("qemu-system-x86_64"))
+/// The guest finished and every one of its `rounds` read `want_md5`.
+fn check_rounds(log: &str, rounds: u32, want_md5: &str) {
+    assert!(
+        log.contains("S3LUN-GUEST: done"),
+        "guest did not finish:\n{log}"
+    );
+    for n in 0..rounds {
+        assert!(
+            log.contains(&format!("S3LUN-GUEST: round {n} {want_md5}")),
+            "round {n} missing or wrong:\n{log}"
+        );
+    }
+}
+
+/// QEMU (TCG, one CPU, user networking) running `assets`' kernel with `initrd`, its
+/// serial console on stdout.
+fn qemu(assets: &Path, initrd: &str, cmdline: &str) -> std::process::Child {
+    Command::new(tool("qemu-system-x86_64"))
         .args([
             "-accel",
             "tcg",
@@ -104,7 +119,12 @@ fn boot(assets: &Path, initrd: &str, cmdline: &str, deadline: Duration) -> Strin
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .expect("start qemu");
+        .expect("start qemu")
+}
+
+/// Boot the guest; return everything it printed on the serial console.
+fn boot(assets: &Path, initrd: &str, cmdline: &str, deadline: Duration) -> String {
+    let mut child = qemu(assets, initrd, cmdline);
     let mut out = child.stdout.take().expect("stdout");
     let reader = std::thread::spawn(move || {
         let mut s = Vec::new();
@@ -275,33 +295,7 @@ fn boot_watching(
     deadline: Duration,
     mut on_line: impl FnMut(&str),
 ) -> String {
-    let mut child = Command::new(tool("qemu-system-x86_64"))
-        .args([
-            "-accel",
-            "tcg",
-            "-m",
-            "512",
-            "-smp",
-            "1",
-            "-nographic",
-            "-no-reboot",
-        ])
-        .arg("-kernel")
-        .arg(assets.join("vmlinuz"))
-        .arg("-initrd")
-        .arg(assets.join("initrd.gz"))
-        .args(["-append", &format!("console=ttyS0 panic=-1 {cmdline}")])
-        .args([
-            "-netdev",
-            "user,id=n0",
-            "-device",
-            "virtio-net-pci,netdev=n0",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start qemu");
+    let mut child = qemu(assets, "initrd.gz", cmdline);
     let out = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
@@ -401,16 +395,7 @@ fn io_goes_on_across_a_kill_and_a_drain_with_restarts() {
     let (took, code) = drained.expect("the guest never reached round 12");
     assert_eq!(code, Some(0), "a drain exits 0");
     assert!(took < Duration::from_secs(12), "drain took {took:?}");
-    assert!(
-        log.contains("S3LUN-GUEST: done"),
-        "guest did not finish:\n{log}"
-    );
-    for n in 0..rounds {
-        assert!(
-            log.contains(&format!("S3LUN-GUEST: round {n} {want_md5}")),
-            "round {n} missing or wrong:\n{log}"
-        );
-    }
+    check_rounds(&log, rounds, &want_md5);
     // The outages were real: the kernel saw the connection fail, and the drain's
     // logout request reached iscsid.
     assert!(log.contains("detected conn error"), "{log}");
@@ -511,16 +496,7 @@ fn multipath_rides_through_a_drain_a_restart_and_a_crash() {
     let (answer, took) = drain.expect("drain").join().unwrap();
     assert_eq!(answer, "ok: drained");
     assert!(took < Duration::from_secs(11), "drain took {took:?}");
-    assert!(
-        log.contains("S3LUN-GUEST: done"),
-        "guest did not finish:\n{log}"
-    );
-    for n in 0..rounds {
-        assert!(
-            log.contains(&format!("S3LUN-GUEST: round {n} {want_md5}")),
-            "round {n} missing or wrong:\n{log}"
-        );
-    }
+    check_rounds(&log, rounds, &want_md5);
     // One map of two paths behind the ALUA handler, both active at first.
     let ll: Vec<&str> = log
         .lines()
