@@ -382,3 +382,52 @@ fn a_reuploaded_object_is_announced_before_its_new_bytes() {
         "{text}"
     );
 }
+
+#[test]
+fn an_untagged_image_keeps_serving_every_byte_until_it_retires() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let moto = Moto::start();
+    moto.ctl(&["mkbucket", BUCKET]);
+    let img = pattern(1 << 20, 11);
+    let etag = moto.put(d, BUCKET, "img1/rootfs.squashfs", &img, &[]);
+    let manifest = format!(
+        "{{\"artifacts\": [{{\"type\": \"application/vnd.cray.image.rootfs.squashfs\", \
+         \"link\": {{\"path\": \"s3://{BUCKET}/img1/rootfs.squashfs\", \"etag\": \"{etag}\"}}}}]}}"
+    );
+    moto.put(d, BUCKET, "img1/manifest.json", manifest.as_bytes(), &[]);
+    let cfg = d.join("s3lun.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[s3]\nendpoint = \"{}\"\naccess_key = \"test\"\nsecret_key = \"test\"\n\
+             [cache]\ndir = \"{}\"\nchunk_size = 65536\nreadahead_chunks = 0\n\
+             [catalog]\nmanifest_buckets = [\"{BUCKET}\"]\nrefresh_secs = 1\nretire_after_secs = 4\n\
+             [lunmap]\ns3 = \"{MAP}\"\n",
+            moto.endpoint,
+            d.join("cache").display()
+        ),
+    )
+    .unwrap();
+    let (srv, mport) = Server::start_config(&cfg);
+    eventually("LUN 0", 20, || report_luns(&srv) == [0]);
+    let mut r = Raw::connect(srv.port);
+    r.login_normal(TARGET, &[]);
+    while read(&mut r, 0, 0, 8).0 != 0 {}
+    // Untagged: the manifest goes, the object stays. Every byte is still served.
+    moto.ctl(&["delete", BUCKET, "img1/manifest.json"]);
+    eventually("retiring", 20, || metric(mport, "s3lun_retiring_luns") == 1);
+    let until = Instant::now() + Duration::from_secs(8);
+    let mut lba = 0u32;
+    while Instant::now() < until {
+        let (st, _, data) = read(&mut r, 0, lba, 16);
+        assert_eq!(st, 0, "LBA {lba}");
+        let at = lba as usize * 512;
+        assert_eq!(data, img[at..at + 16 * 512], "LBA {lba}");
+        lba = (lba + 97) % 2032;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eventually("retired", 20, || report_luns(&srv).is_empty());
+    let (st, s, _) = read(&mut r, 0, 0, 1);
+    assert_eq!((st, s), (2, (0x06, 0x3f)), "REPORTED LUNS DATA HAS CHANGED");
+}

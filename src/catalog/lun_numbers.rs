@@ -195,4 +195,29 @@ mod tests {
         std::fs::write(&p, b"{not json").unwrap();
         assert!(LunMap::load(&p).is_err());
     }
+
+    #[test]
+    fn the_shared_map_gives_numbers_and_pins_that_clash_are_errors() {
+        let mut m = LunMap::ephemeral();
+        let shared = super::super::shared_map::Numbers::parse(
+            br#"{"assigned": {"a": 0, "b": 4}, "retired": [7]}"#,
+        )
+        .unwrap();
+        m.adopt(&shared);
+        assert_eq!(m.lookup("a", None).unwrap(), Some(0));
+        assert_eq!(m.lookup("b", Some(4)).unwrap(), Some(4));
+        assert_eq!(
+            m.lookup("new", None).unwrap(),
+            None,
+            "never a number of its own"
+        );
+        let e = m.lookup("a", Some(2)).unwrap_err().to_string();
+        assert!(
+            e.contains("pinned to LUN 2") && e.contains("gives it 0"),
+            "{e}"
+        );
+        let e = m.lookup("c", Some(4)).unwrap_err().to_string();
+        assert!(e.contains("gives it to b"), "{e}");
+        assert!(m.lookup("c", Some(7)).is_err(), "a retired number");
+    }
 }
