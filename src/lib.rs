@@ -13,6 +13,7 @@ pub mod assemble;
 pub mod catalog;
 pub mod config;
 pub mod metrics;
+pub mod notify;
 pub mod server;
 pub mod store;
 pub mod tools;

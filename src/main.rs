@@ -403,6 +403,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(server::serve(Arc::clone(&target), listeners, stop_rx));
     target.stats.ready.store(true, Ordering::Relaxed);
+    // Listening with the LUN table loaded: logins work from here on.
+    s3lun::notify::notify(&format!(
+        "READY=1\nSTATUS=serving {} LUNs",
+        luns_tx.borrow().len()
+    ));
     let mut drained: Option<oneshot::Sender<String>> = None;
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
@@ -416,7 +421,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut ticker = tokio::time::interval(refresh);
     loop {
         let reload_config = tokio::select! {
-            _ = hup.recv() => true,
+            _ = hup.recv() => {
+                s3lun::notify::notify("RELOADING=1");
+                true
+            }
             _ = ticker.tick() => false,
             _ = term.recv() => {
                 drain(&target, &control_tx, &cfg).await;
@@ -457,6 +465,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                         error = format!("{e:#}"),
                         "SIGHUP: bad configuration, keeping the current one"
                     );
+                    s3lun::notify::notify("READY=1");
                     continue;
                 }
             }
@@ -493,8 +502,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 "reload failed, keeping the current LUNs"
             ),
         }
+        if reload_config {
+            s3lun::notify::notify("READY=1");
+        }
     }
     info!("shutting down");
+    s3lun::notify::notify("STOPPING=1");
     target.stats.ready.store(false, Ordering::Relaxed);
     let _ = stop_tx.send(true);
     let _ = server.await;
@@ -518,6 +531,7 @@ async fn drain(target: &Target, control: &watch::Sender<Control>, cfg: &Config) 
     let timeout = Duration::from_secs(cfg.drain_timeout_secs);
     let settled = cfg.drain_access();
     info!(sessions = target.registry.len(), timeout_secs = cfg.drain_timeout_secs, redirect_to = ?cfg.redirect_to, state = %settled, "draining");
+    s3lun::notify::notify("STOPPING=1\nSTATUS=draining");
     target.stats.ready.store(false, Ordering::Relaxed);
     let start = tokio::time::Instant::now();
     // Each step long enough for initiators to see it, short against the timeout.
