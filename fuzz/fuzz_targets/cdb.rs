@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 use s3lun::scsi::commands;
 use s3lun::scsi::exec::{execute, ExecCtx, Outcome};
-use s3lun::scsi::TargetPort;
+use s3lun::scsi::{AccessState, TargetPort};
 use s3lun::scsi::{Identity, LunInfo};
 
 const SIZE: u64 = 1 << 20;
@@ -21,6 +21,8 @@ fuzz_target!(|data: &[u8]| {
         lu: Some(&lu),
         luns: &[0, 1],
         port: &port,
+        // Every ALUA state REPORT TARGET PORT GROUPS may report.
+        access: AccessState::ALL[data.len() % AccessState::ALL.len()],
     };
     if let Outcome::Read { offset, len } = execute(&c, &ctx) {
         let padded = SIZE.div_ceil(512) * 512;

@@ -21,7 +21,7 @@ use s3lun::lun_table::LunTable;
 use s3lun::pair::NoRegistry;
 use s3lun::pdu::framing::frame_len;
 use s3lun::pdu::{FrameConfig, Header, BHS_LEN};
-use s3lun::scsi::exec::TargetPort;
+use s3lun::scsi::TargetPort;
 use s3lun::session::budget::TargetBudget;
 use s3lun::session::{Connection, ConnectionConfig, Event, SessionSettings};
 use s3lun::store::{read_padded, BlockStore, MemStore, ReadFuture};
@@ -89,12 +89,20 @@ fn check_budgets(sides: &[Side], target: &TargetBudget) {
         if let Some(f) = s.conn.full_feature() {
             let (used, limit) = f.budget();
             assert!(used <= limit, "session budget exceeded: {used} > {limit}");
-            assert_eq!(used, f.buffered_bytes(), "budget charge differs from buffers");
+            assert_eq!(
+                used,
+                f.buffered_bytes(),
+                "budget charge differs from buffers"
+            );
             total += used;
         }
     }
     assert!(target.used() <= target.limit(), "target budget exceeded");
-    assert_eq!(total, target.used(), "target budget differs from its sessions");
+    assert_eq!(
+        total,
+        target.used(),
+        "target budget differs from its sessions"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {
