@@ -5,7 +5,11 @@
 //! with SendTargets through iscsid/iscsiadm (as compute nodes do), mounts the
 //! squashfs as the root filesystem and runs its init. The kernel log must show the LU
 //! as LIO would present it: write-protected, vendor LIO-ORG, the expected WWID, and no
-//! SCSI errors.
+//! SCSI errors. (3) With iscsid in the guest, reads of a mounted LUN go on across a
+//! kill -9 and a drain of the target, each followed by a restart. (4) With Debian's
+//! generic kernel (ALUA device handler, dm-multipath) and multipath-tools, one map
+//! over two s3lun instances rides through draining one, restarting it and killing
+//! the other.
 
 mod common;
 
