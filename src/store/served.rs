@@ -38,9 +38,14 @@ impl Backing {
         }
     }
 
-    /// A session read this LUN now.
+    /// A session read this LUN now. Stored once a second at most: every session's
+    /// reads of a shared image land here, and a store per READ would bounce the
+    /// cache line between cores.
     pub fn touch(&self) {
-        self.last_read.store(unix_now(), Ordering::Relaxed);
+        let now = unix_now();
+        if self.last_read.load(Ordering::Relaxed) != now {
+            self.last_read.store(now, Ordering::Relaxed);
+        }
     }
 
     pub fn last_read(&self) -> u64 {
