@@ -49,7 +49,7 @@ pub struct LunMap {
 }
 
 /// LUN numbers above this cannot be addressed with the flat addressing we use.
-pub const MAX_LUN: u64 = 16383;
+pub use crate::scsi::logical_unit::MAX_LUN;
 
 impl LunMap {
     /// Load the map, or start an empty one if the file does not exist yet. A corrupt

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tracing::{info, warn};
 
-use super::lun_numbers::MAX_LUN;
+use crate::scsi::logical_unit::MAX_LUN;
 use crate::store::s3::{parse_url, PutCondition, S3Client};
 use crate::store::StoreError;
 

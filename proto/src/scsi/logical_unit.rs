@@ -32,6 +32,9 @@ impl LunInfo {
     }
 }
 
+/// The highest LUN number flat addressing (14 bits) can carry.
+pub const MAX_LUN: u64 = 0x3fff;
+
 /// Encode a LUN number in the 8-byte SAM LUN format (peripheral addressing below 256,
 /// flat addressing above), as REPORT LUNS and the iSCSI LUN field carry it.
 pub fn encode_lun(lun: u64) -> u64 {
