@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 use s3lun::admin;
 use s3lun::assemble::Backends;
 use s3lun::catalog::lun_numbers::LunMap;
-use s3lun::catalog::shared_map::{MapStats, SharedMap};
+use s3lun::catalog::shared_map::{MapError, MapStats, SharedMap};
 use s3lun::catalog::{
     self,
     live::{Builder, Shared},
@@ -481,10 +481,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let current = luns_tx.borrow().clone();
         let built = builder.build(&cfg, Some(&current), true).await;
         if let Some(why) = builder.shared.as_ref().and_then(|s| s.refused.clone()) {
-            error!(error = %why, "refusing the shared LUN map: stopping");
+            let e = MapError::Ignored(why);
+            error!(error = %e, "refusing the shared LUN map: stopping");
             let _ = stop_tx.send(true);
             let _ = server.await;
-            anyhow::bail!(why);
+            return Err(e.into());
         }
         match built {
             Ok(new) => {

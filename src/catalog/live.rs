@@ -36,7 +36,8 @@ pub struct Shared {
     pub map: SharedMap,
     /// The conditional-write probe passed (it runs at the first contact).
     pub probed: bool,
-    /// The probe showed the server ignores conditional writes: the map is refused.
+    /// The probe showed the server ignores conditional writes (what it saw): the map
+    /// is refused.
     pub refused: Option<String>,
     pub stats: Arc<MapStats>,
 }
@@ -50,7 +51,7 @@ impl Shared {
         if !self.probed {
             match self.map.probe().await {
                 Err(MapError::Ignored(why)) => {
-                    self.refused = Some(MapError::Ignored(why.clone()).to_string());
+                    self.refused = Some(why.clone());
                     return Err(MapError::Ignored(why));
                 }
                 r => r?,

@@ -247,8 +247,6 @@ pub async fn run(
     );
     let mut control_rx = target.control.clone();
     let control = control_rx.borrow_and_update().clone();
-    let mut conn = conn;
-    conn.set_access_state(control.access);
     let env = ConnEnv {
         registry: Arc::clone(&target.registry),
         refuse,
@@ -269,7 +267,8 @@ pub async fn run(
         commands_counted: 0,
         logout_requested: false,
     };
-    // A session that logs in while the target drains is asked to leave at once.
+    // The port group's state as it is now (a later login during a drain is asked to
+    // leave in `logged_in`).
     t.control(&control);
     let mut rbuf = BytesMut::with_capacity(64 * 1024);
     let never = Arc::new(Notify::new());
