@@ -97,14 +97,6 @@ impl Numbers {
         self.retired.contains(&n) || self.assigned.values().any(|&v| v == n)
     }
 
-    /// Who holds `n`, if anyone.
-    pub fn owner(&self, n: u64) -> Option<&str> {
-        self.assigned
-            .iter()
-            .find(|(_, &v)| v == n)
-            .map(|(k, _)| k.as_str())
-    }
-
     /// Add what `wanted` lacks: a pinned identity takes its pin if nobody holds it,
     /// any other new identity the lowest number never used. Returns what was added.
     /// Pins that clash are left for the caller to report.
