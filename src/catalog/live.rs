@@ -2,7 +2,7 @@
 //! config, catalog images on top, stable numbers from the state file, and the last
 //! known catalog served at start-up while the first scan runs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use anyhow::bail;
@@ -220,12 +220,15 @@ impl Builder {
         if let Some(cur) = current {
             let now = unix_now();
             let window = cfg.catalog.retire_after_secs;
+            // Sets, not scans of the lists: a catalog can hold thousands of images.
+            let numbers: HashSet<u64> = luns.iter().map(|(l, _)| l.info.lun).collect();
+            let served: HashSet<String> = identities.iter().cloned().collect();
             for l in cur.table.iter() {
                 let n = l.info.lun;
                 let Some(b) = cur.backing(n) else { continue };
                 if !b.from_catalog
-                    || luns.iter().any(|(x, _)| x.info.lun == n)
-                    || identities.contains(&l.info.identity.source)
+                    || numbers.contains(&n)
+                    || served.contains(&l.info.identity.source)
                 {
                     continue;
                 }

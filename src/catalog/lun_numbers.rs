@@ -130,6 +130,7 @@ impl LunMap {
 
     /// Retire every identity not in `live`: its number stays reserved.
     pub fn retire_others(&mut self, live: &[String]) {
+        let live: std::collections::HashSet<&String> = live.iter().collect();
         let gone: Vec<String> = self
             .assigned
             .keys()
