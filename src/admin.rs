@@ -3,7 +3,9 @@
 //! answering one line. `s3lun admin` is its client.
 //!
 //! Commands: `alua <state>` (active-optimized, active-non-optimized, standby,
-//! unavailable, transitioning), `drain`, `state`.
+//! unavailable, transitioning), `drain`, `state`, `reload` (as SIGHUP: the config
+//! re-read and the catalog rescanned), `purge [content-key]` (cached chunks dropped
+//! from memory and disk; reads fetch them again).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -28,6 +30,9 @@ pub enum Command {
     Alua(AccessState),
     Drain,
     State,
+    Reload,
+    /// Purge one content key's chunks, or all.
+    Purge(Option<String>),
 }
 
 /// A command and where its one-line answer goes.
@@ -46,8 +51,12 @@ pub fn parse(line: &str) -> Result<Command, String> {
         }),
         ["drain"] => Ok(Command::Drain),
         ["state"] => Ok(Command::State),
+        ["reload"] => Ok(Command::Reload),
+        ["purge"] => Ok(Command::Purge(None)),
+        ["purge", key] => Ok(Command::Purge(Some(key.to_string()))),
         _ => Err(format!(
-            "unknown command {line:?}: alua <state>, drain or state"
+            "unknown command {:?}: alua <state>, drain, state, reload or purge [key]",
+            line.trim()
         )),
     }
 }
@@ -128,6 +137,12 @@ mod tests {
             Ok(Command::Alua(AccessState::Standby))
         );
         assert_eq!(parse("drain"), Ok(Command::Drain));
+        assert_eq!(parse("reload\n"), Ok(Command::Reload));
+        assert_eq!(parse("purge"), Ok(Command::Purge(None)));
+        assert_eq!(
+            parse("purge etag:abc"),
+            Ok(Command::Purge(Some("etag:abc".into())))
+        );
         assert!(parse("alua sideways")
             .unwrap_err()
             .contains("active-optimized"));

@@ -1,5 +1,6 @@
-//! Configuration: a TOML file, overridden by command-line flags. The defaults serve
-//! the lab case: listen on every address at port 3260, target name from the hostname.
+//! Configuration: a TOML file, overridden by command-line flags. The defaults are
+//! safe on a worker and serve the lab case: listen on loopback only (a worker's
+//! addresses are named, never all of them), target name from the hostname.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -27,7 +28,9 @@ pub struct Config {
     /// iSCSI qualified name; default `iqn.2023-06.csm.iscsi:<hostname>`.
     pub target_name: Option<String>,
     pub target_alias: Option<String>,
-    /// Addresses to listen on (`ip:port`).
+    /// Addresses to listen on (`ip:port`); default 127.0.0.1:3260 only. A worker
+    /// names its management and high-speed network addresses: listening on every
+    /// address would open the portal on networks that must not reach it.
     pub listen: Vec<String>,
     /// Addresses SendTargets advertises (`host:port`); default: the address the
     /// initiator connected to.
@@ -100,6 +103,8 @@ pub struct Config {
     /// or "standby" / "unavailable" (media access refused: for multipath-only fleets,
     /// through a brief "transitioning").
     pub drain_state: String,
+    /// "text" or "json" (one object per line, for log shippers).
+    pub log_format: crate::logging::Format,
     pub s3: Option<S3Config>,
     pub cache: CacheConfig,
     /// Images projected from S3 manifests and prefixes.
@@ -348,7 +353,7 @@ impl Default for Config {
         Config {
             target_name: None,
             target_alias: None,
-            listen: vec![format!("0.0.0.0:{DEFAULT_PORT}")],
+            listen: vec![format!("127.0.0.1:{DEFAULT_PORT}")],
             advertise: Vec::new(),
             portal_group_tag: 1,
             alua_port_group: None,
@@ -384,6 +389,7 @@ impl Default for Config {
             redirect_to: Vec::new(),
             drain_timeout_secs: 30,
             drain_state: "active-non-optimized".into(),
+            log_format: crate::logging::Format::Text,
             s3: None,
             cache: CacheConfig::default(),
             catalog: CatalogConfig::default(),
@@ -446,7 +452,7 @@ impl Config {
             bail!("cmd_window must be at least 1");
         }
         if self.listen.is_empty() {
-            bail!("nothing to listen on");
+            bail!("listen is empty: name the addresses to serve on (the management and high-speed networks' addresses of this host, e.g. listen = [\"10.252.1.9:3260\"])");
         }
         match AccessState::parse(&self.drain_state) {
             Some(

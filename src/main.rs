@@ -29,6 +29,12 @@ use s3lun::server::{self, Registry, Target};
 use s3lun::store::ServedLuns;
 use std::time::Duration;
 
+/// The demo's target name (unless one is given).
+const DEMO_TARGET: &str = "iqn.2023-06.csm.iscsi:demo";
+
+/// LUN URLs printed at start, for the lab case to copy (the rest: `iscsi-ls -s`).
+const ANNOUNCED_LUNS: usize = 4;
+
 /// The demo image: a tiny squashfs with a README and a marker file.
 const DEMO_IMAGE: &[u8] = include_bytes!("../assets/demo.squashfs");
 
@@ -73,6 +79,24 @@ enum Cmd {
         #[arg(required = true)]
         command: Vec<String>,
     },
+    /// Show a running target: LUNs, sessions, cache, S3 and catalog, as a tree (from
+    /// its HTTP listener's /status).
+    Status {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// The target's HTTP listener (default: the config's metrics_listen).
+        #[arg(long)]
+        address: Option<String>,
+        /// Print the JSON as served.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a configuration without serving: one line per problem, non-zero exit
+    /// when there is any.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
     /// Inspect or clean the block cache.
     Cache {
         #[arg(short, long)]
@@ -107,13 +131,15 @@ struct ServeArgs {
     /// TOML configuration file; flags override it.
     #[arg(short, long)]
     config: Option<PathBuf>,
-    /// Address to listen on (repeatable), e.g. 0.0.0.0:3260 or 127.0.0.1:0.
+    /// Address to listen on (repeatable; default 127.0.0.1:3260), e.g.
+    /// 10.252.1.9:3260 or 127.0.0.1:0.
     #[arg(short, long)]
     listen: Vec<String>,
     /// Address SendTargets advertises (repeatable), e.g. 10.0.0.5:3260.
     #[arg(short, long)]
     advertise: Vec<String>,
-    /// Target IQN (default iqn.2023-06.csm.iscsi:<hostname>).
+    /// Target IQN (default iqn.2023-06.csm.iscsi:<hostname>; with --demo,
+    /// iqn.2023-06.csm.iscsi:demo).
     #[arg(long)]
     target_name: Option<String>,
     /// Image file to serve as the next LUN (repeatable); `N=PATH` picks the number.
@@ -161,6 +187,9 @@ struct ServeArgs {
     /// ALUA target port group of this instance (distinct per worker).
     #[arg(long)]
     alua_port_group: Option<u16>,
+    /// Log lines as "text" or "json".
+    #[arg(long)]
+    log_format: Option<s3lun::logging::Format>,
 }
 
 fn parse_lun(spec: &str) -> anyhow::Result<LunConfig> {
@@ -196,6 +225,20 @@ fn demo_image() -> anyhow::Result<PathBuf> {
         std::fs::rename(&tmp, &path)?;
     }
     Ok(path)
+}
+
+/// Where `s3lun status` finds the target: its `metrics_listen`, an unspecified
+/// address asked on loopback.
+fn status_address(cfg: &Config) -> anyhow::Result<String> {
+    let a = cfg
+        .metrics_listen
+        .as_deref()
+        .context("no metrics_listen in the config: pass --address host:port")?;
+    let sa: SocketAddr = a.parse().with_context(|| format!("metrics_listen {a:?}"))?;
+    Ok(match sa.ip().is_unspecified() {
+        true => format!("127.0.0.1:{}", sa.port()),
+        false => a.to_string(),
+    })
 }
 
 /// The configuration file with the command-line flags applied on top.
@@ -252,10 +295,15 @@ fn effective_config(args: &ServeArgs) -> anyhow::Result<Config> {
     if args.alua_port_group.is_some() {
         cfg.alua_port_group = args.alua_port_group;
     }
+    if let Some(f) = args.log_format {
+        cfg.log_format = f;
+    }
     for spec in &args.luns {
         cfg.luns.push(parse_lun(spec)?);
     }
     if args.demo {
+        // A fixed name, so the README's commands work as written.
+        cfg.target_name.get_or_insert_with(|| DEMO_TARGET.to_string());
         cfg.luns.push(LunConfig {
             path: Some(demo_image()?),
             identity: Some("s3lun-demo".into()),
@@ -326,8 +374,7 @@ fn shared_map(cfg: &Config, backends: &Backends) -> anyhow::Result<Option<Shared
     }))
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let cfg = effective_config(&args)?;
+async fn serve(args: ServeArgs, cfg: Config) -> anyhow::Result<()> {
     raise_fd_limit(&cfg)?;
     let login = Arc::new(cfg.login_settings()?);
     let map = match &cfg.state_file {
@@ -377,12 +424,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("binding metrics {addr}"))?;
         announce(&format!("s3lun: metrics on {}", l.local_addr()?));
         let m = metrics::Metrics {
-            registry: Arc::clone(&target.registry),
+            target: Arc::clone(&target),
             cache: Arc::clone(&backends.cache),
             s3: backends.s3.as_ref().map(|c| Arc::clone(&c.stats)),
             catalog: Arc::clone(&catalog_stats),
-            serve: Arc::clone(&target.stats),
             lunmap: lunmap_stats,
+            started: s3lun::store::served::unix_now(),
         };
         tokio::spawn(metrics::serve(l, m));
     }
@@ -400,6 +447,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         info!(%bound, target = %target_name, "listening");
         listeners.push(l);
     }
+    if let Some(first) = listeners.first().and_then(|l| l.local_addr().ok()) {
+        // A URL a client on this host can use as printed.
+        let host = match first.ip().is_unspecified() {
+            true => SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), first.port()),
+            false => first,
+        };
+        let luns = luns_tx.borrow().clone();
+        for l in luns.table.iter().take(ANNOUNCED_LUNS) {
+            announce(&format!(
+                "s3lun: LUN {n} is iscsi://{host}/{target_name}/{n}",
+                n = l.info.lun
+            ));
+        }
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(server::serve(Arc::clone(&target), listeners, stop_rx));
     target.stats.ready.store(true, Ordering::Relaxed);
@@ -409,6 +470,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         luns_tx.borrow().len()
     ));
     let mut drained: Option<oneshot::Sender<String>> = None;
+    // An admin `reload` is answered once the reload is done.
+    let mut reloaded: Option<oneshot::Sender<String>> = None;
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -433,45 +496,43 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             _ = int.recv() => break,
             Some(req) = admin_rx.recv() => {
                 match req.command {
-                    admin::Command::Alua(state) => {
-                        info!(%state, "ALUA state set by the operator");
-                        control_tx.send_modify(|c| c.access = state);
-                        let _ = req.reply.send(format!("ok: alua {state}"));
-                    }
-                    admin::Command::State => {
-                        let c = control_tx.borrow().clone();
-                        let what = if c.draining { "draining" } else { "serving" };
-                        let _ = req.reply.send(format!(
-                            "ok: alua {}, {what}, {} sessions",
-                            c.access,
-                            target.registry.len()
-                        ));
-                    }
                     admin::Command::Drain => {
                         // Answered once drained, just before the process exits.
                         drained = Some(req.reply);
                         drain(&target, &control_tx, &cfg).await;
                         break;
                     }
+                    admin::Command::Reload => {
+                        info!("reload asked for on the admin socket");
+                        s3lun::notify::notify("RELOADING=1");
+                        reloaded = Some(req.reply);
+                        true
+                    }
+                    command => {
+                        let _ = req.reply.send(admin_answer(command, &target, &control_tx, &backends));
+                        continue;
+                    }
                 }
-                continue;
             }
         };
         if reload_config {
             match effective_config(&args) {
                 Ok(c) => cfg = c,
                 Err(e) => {
-                    error!(
-                        error = format!("{e:#}"),
-                        "SIGHUP: bad configuration, keeping the current one"
-                    );
+                    let e = format!("{e:#}");
+                    error!(error = e, "reload: bad configuration, keeping the current one");
                     s3lun::notify::notify("READY=1");
+                    if let Some(r) = reloaded.take() {
+                        let _ = r.send(format!("error: {e}"));
+                    }
                     continue;
                 }
             }
         }
         if let (false, Some(client)) = (cfg.catalog.is_empty(), &backends.s3) {
+            let started = std::time::Instant::now();
             let scan = catalog::scan(client, &cfg.catalog, &builder.previous()).await;
+            catalog_stats.scan_duration.observe(started.elapsed());
             catalog_stats.record(&scan);
             builder.apply_scan(scan);
         } else if !reload_config && cfg.lunmap.s3.is_none() {
@@ -505,6 +566,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         if reload_config {
             s3lun::notify::notify("READY=1");
+            if let Some(r) = reloaded.take() {
+                let n = luns_tx.borrow().len();
+                let _ = r.send(format!("ok: reloaded, {n} LUNs"));
+            }
         }
     }
     info!("shutting down");
@@ -521,6 +586,38 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cache = Arc::clone(&backends.cache);
     let _ = tokio::task::spawn_blocking(move || cache.flush()).await;
     Ok(())
+}
+
+/// The one-line answer to an admin command that is done at once.
+fn admin_answer(
+    command: admin::Command,
+    target: &Target,
+    control: &watch::Sender<Control>,
+    backends: &Backends,
+) -> String {
+    match command {
+        admin::Command::Alua(state) => {
+            info!(%state, "ALUA state set by the operator");
+            control.send_modify(|c| c.access = state);
+            format!("ok: alua {state}")
+        }
+        admin::Command::State => {
+            let c = control.borrow().clone();
+            let what = if c.draining { "draining" } else { "serving" };
+            format!(
+                "ok: alua {}, {what}, {} sessions",
+                c.access,
+                target.registry.len()
+            )
+        }
+        admin::Command::Purge(key) => {
+            let (chunks, bytes) = backends.cache.purge(key.as_deref());
+            info!(key = ?key, chunks, bytes, "cache purged by the operator");
+            format!("ok: purged {chunks} chunks ({bytes} bytes) from disk, and from memory")
+        }
+        // Handled by the caller (they outlast this call).
+        admin::Command::Drain | admin::Command::Reload => "error: not here".into(),
+    }
 }
 
 /// Drain: not ready, new logins sent to the peers (or refused); the port group moves
@@ -564,20 +661,27 @@ async fn drain(target: &Target, control: &watch::Sender<Control>, cfg: &Config) 
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    // A config's log format applies from its first line; its errors are plain text.
+    let serving = match &cli.cmd {
+        Cmd::Serve(args) => match effective_config(args) {
+            Ok(cfg) => Some(cfg),
+            Err(e) => {
+                s3lun::logging::init(s3lun::logging::Format::Text);
+                return Err(e);
+            }
+        },
+        _ => None,
+    };
+    s3lun::logging::init(serving.as_ref().map_or(Default::default(), |c| c.log_format));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     match cli.cmd {
-        Cmd::Serve(args) => rt.block_on(serve(*args)),
+        Cmd::Serve(args) => match serving {
+            Some(cfg) => rt.block_on(serve(*args, cfg)),
+            None => Ok(()),
+        },
         Cmd::Warm {
             config,
             images,
@@ -590,6 +694,37 @@ fn main() -> anyhow::Result<()> {
             if answer.starts_with("error") {
                 std::process::exit(1);
             }
+            Ok(())
+        }
+        Cmd::Status {
+            config,
+            address,
+            json,
+        } => {
+            let addr = match address {
+                Some(a) => a,
+                None => status_address(&load(&config)?)?,
+            };
+            let body = s3lun::status::fetch(&addr)?;
+            if json {
+                announce(body.trim_end());
+            } else {
+                let st: s3lun::status::Status =
+                    serde_json::from_str(&body).context("reading /status")?;
+                announce(st.tree().trim_end());
+            }
+            Ok(())
+        }
+        Cmd::Check { config } => {
+            let problems = rt.block_on(s3lun::check::check(&config));
+            for p in &problems {
+                announce(&format!("problem: {p}"));
+            }
+            if !problems.is_empty() {
+                announce(&format!("{}: {} problems", config.display(), problems.len()));
+                std::process::exit(1);
+            }
+            announce(&format!("{}: ok", config.display()));
             Ok(())
         }
         Cmd::Cache { config, op } => {

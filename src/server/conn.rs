@@ -26,10 +26,11 @@ use super::control::Control;
 use super::limits::ConnGuard;
 use super::registry::SessionSlot;
 use super::wire::Wire;
-use super::{Registry, Target};
+use super::{Registry, SessionInfo, Target};
 use crate::login::{LoginEnv, LoginError, Redirect};
 use crate::pdu::Frame;
 use crate::session::{Connection, ConnectionConfig, Event, ReadRequest};
+use crate::store::served::LunStats;
 use crate::store::{read_padded, ReadFuture, ServedLuns, StoreError};
 
 /// How long a closing connection waits for its last response to be written.
@@ -70,13 +71,15 @@ impl LoginEnv for ConnEnv {
 struct Registered {
     /// A normal session (not discovery).
     normal: bool,
-    initiator: String,
-    isid: [u8; 6],
-    tsih: u16,
+    info: Arc<SessionInfo>,
     kill: Arc<Notify>,
+    /// The LUN it read last (its LUN list is only locked for a new one).
+    last_lun: Option<u64>,
 }
 
-type ReadDone = (u32, u64, Result<Bytes, StoreError>);
+/// A finished read: the task, its LUN and the LUN's counters, when the command arrived, and
+/// the bytes or why not.
+type ReadDone = (u32, u64, Arc<LunStats>, Instant, Result<Bytes, StoreError>);
 
 struct Pump {
     target: Arc<Target>,
@@ -95,6 +98,8 @@ struct Pump {
     commands_counted: u64,
     /// The drain's logout request went out (once per connection).
     logout_requested: bool,
+    peer: SocketAddr,
+    local: SocketAddr,
 }
 
 impl Pump {
@@ -147,29 +152,58 @@ impl Pump {
     /// Read what a command wants from the LUN's store: a cache or mmap hit answers
     /// at once, anything else runs alongside the connection.
     fn start_read(&mut self, r: ReadRequest) {
+        let started = Instant::now();
         let Some(backing) = self.served.backing(r.lun) else {
             let e = StoreError::Empty(format!("LUN {}", r.lun));
-            return self.read_done(r.itt, r.lun, Err(e));
+            let stats = Arc::default();
+            return self.read_done(r.itt, r.lun, &stats, started, Err(e));
         };
         // Retirement keeps an image that left the catalog while it is being read.
         backing.touch();
-        let store = &backing.store;
+        let stats = Arc::clone(&backing.stats);
+        stats.reads.fetch_add(1, Ordering::Relaxed);
+        if let Some(reg) = &mut self.registered {
+            if reg.last_lun != Some(r.lun) {
+                reg.info.note_lun(r.lun);
+                reg.last_lun = Some(r.lun);
+            }
+        }
         let len = usize::try_from(r.len).unwrap_or(usize::MAX);
-        match read_padded(&**store, r.offset, len) {
-            ReadFuture::Ready(res) => self.read_done(r.itt, r.lun, res),
+        match read_padded(&*backing.store, r.offset, len) {
+            ReadFuture::Ready(res) => self.read_done(r.itt, r.lun, &stats, started, res),
             ReadFuture::Pending(f) => {
                 let (itt, lun) = (r.itt, r.lun);
                 self.pending
-                    .push(Box::pin(async move { (itt, lun, f.await) }));
+                    .push(Box::pin(async move { (itt, lun, stats, started, f.await) }));
             }
         }
     }
 
-    fn read_done(&mut self, itt: u32, lun: u64, result: Result<Bytes, StoreError>) {
-        let result = result.map_err(|e| {
-            warn!(lun, error = %e, "read failed");
-            e.sense()
-        });
+    fn read_done(
+        &mut self,
+        itt: u32,
+        lun: u64,
+        stats: &LunStats,
+        started: Instant,
+        result: Result<Bytes, StoreError>,
+    ) {
+        self.target.stats.read_latency.observe(started.elapsed());
+        let result = match result {
+            Ok(b) => {
+                let n = b.len() as u64;
+                stats.read_bytes.fetch_add(n, Ordering::Relaxed);
+                if let Some(reg) = &self.registered {
+                    reg.info.reads.fetch_add(1, Ordering::Relaxed);
+                    reg.info.read_bytes.fetch_add(n, Ordering::Relaxed);
+                }
+                Ok(b)
+            }
+            Err(e) => {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                warn!(lun, error = %e, "read failed");
+                Err(e.sense())
+            }
+        };
         self.conn.read_done(itt, result);
     }
 
@@ -180,18 +214,23 @@ impl Pump {
         let span = tracing::Span::current();
         span.record("initiator", p.initiator_name.as_str());
         span.record("tsih", o.tsih);
-        let kill = self
-            .target
-            .registry
-            .register(&p.initiator_name, o.isid, o.tsih);
+        let normal = p.session_type == crate::login::SessionType::Normal;
+        let info = Arc::new(SessionInfo::new(
+            &p.initiator_name,
+            o.isid,
+            o.tsih,
+            !normal,
+            self.peer,
+            self.local,
+        ));
+        let kill = self.target.registry.register(Arc::clone(&info));
         // Registered: the slot the login held is now counted as a live session.
         self.env.slot.borrow_mut().take();
         self.registered = Some(Registered {
-            normal: p.session_type == crate::login::SessionType::Normal,
-            initiator: p.initiator_name.clone(),
-            isid: o.isid,
-            tsih: o.tsih,
+            normal,
+            info,
             kill,
+            last_lun: None,
         });
         // Logged in while the target drains (the login began before): leave too.
         let c = self.env.control.borrow().clone();
@@ -266,6 +305,8 @@ pub async fn run(
         frames: VecDeque::new(),
         commands_counted: 0,
         logout_requested: false,
+        peer,
+        local,
     };
     // The port group's state as it is now (a later login during a drain is asked to
     // leave in `logged_in`).
@@ -300,8 +341,8 @@ pub async fn run(
                 }
                 Err(e) => t.abrupt(format!("read error: {e}")),
             },
-            Some((itt, lun, result)) = t.pending.next(), if room && !t.pending.is_empty() => {
-                t.read_done(itt, lun, result);
+            Some((itt, lun, stats, started, result)) = t.pending.next(), if room && !t.pending.is_empty() => {
+                t.read_done(itt, lun, &stats, started, result);
                 t.settle();
             }
             _ = t.wire.room(), if !room => {}
@@ -340,7 +381,9 @@ pub async fn run(
     }
     t.conn.end();
     if let Some(r) = &t.registered {
-        t.target.registry.unregister(&r.initiator, r.isid, r.tsih);
+        t.target
+            .registry
+            .unregister(&r.info.initiator, r.info.isid, r.info.tsih);
     }
     if !writer_done {
         if t.close.as_ref().is_some_and(|(_, flush)| *flush) {

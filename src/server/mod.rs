@@ -23,7 +23,7 @@ use crate::session::SessionSettings;
 use crate::store::ServedLuns;
 
 pub use limits::{ConnGate, ConnLimits};
-pub use registry::{Registry, SessionLimits};
+pub use registry::{Registry, SessionInfo, SessionLimits};
 
 /// Counters kept by the connection tasks.
 #[derive(Debug, Default)]
@@ -33,6 +33,9 @@ pub struct ServeStats {
     pub bytes_sent: std::sync::atomic::AtomicU64,
     /// Listening with its LUN table loaded and not draining (`/readyz`).
     pub ready: std::sync::atomic::AtomicBool,
+    /// READ service time: from the command's arrival to its data handed to the
+    /// connection (a cache hit, a disk read or a fetch from S3).
+    pub read_latency: Arc<crate::latency::Latency>,
 }
 
 /// Everything connections share.

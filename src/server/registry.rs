@@ -5,7 +5,8 @@
 //! all complete past the limits.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -18,8 +19,64 @@ type Key = (String, [u8; 6]);
 
 #[derive(Debug)]
 struct Entry {
-    tsih: u16,
+    info: Arc<SessionInfo>,
     kill: Arc<Notify>,
+}
+
+/// What `/status` shows of one live session; the counters are kept by its
+/// connection task.
+#[derive(Debug)]
+pub struct SessionInfo {
+    pub initiator: String,
+    pub isid: [u8; 6],
+    pub tsih: u16,
+    pub discovery: bool,
+    pub peer: SocketAddr,
+    /// The portal (our address) it logged in on.
+    pub portal: SocketAddr,
+    /// Unix seconds.
+    pub login_time: u64,
+    pub reads: AtomicU64,
+    pub read_bytes: AtomicU64,
+    /// LUNs it has read, in first-read order.
+    luns: Mutex<Vec<u64>>,
+}
+
+impl SessionInfo {
+    pub fn new(
+        initiator: &str,
+        isid: [u8; 6],
+        tsih: u16,
+        discovery: bool,
+        peer: SocketAddr,
+        portal: SocketAddr,
+    ) -> SessionInfo {
+        SessionInfo {
+            initiator: initiator.to_string(),
+            isid,
+            tsih,
+            discovery,
+            peer,
+            portal,
+            login_time: crate::store::served::unix_now(),
+            reads: AtomicU64::new(0),
+            read_bytes: AtomicU64::new(0),
+            luns: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The session read `lun` (callers skip the lock when it is the LUN they read
+    /// last).
+    pub fn note_lun(&self, lun: u64) {
+        let mut l = self.luns.lock().unwrap_or_else(|p| p.into_inner());
+        if !l.contains(&lun) {
+            l.push(lun);
+        }
+    }
+
+    pub fn luns(&self) -> Vec<u64> {
+        self.luns.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 /// Bounds on live sessions (normal and discovery alike).
@@ -80,20 +137,21 @@ impl Registry {
     }
 
     /// Record a new session; an existing one with the same key is told to close.
-    pub fn register(&self, initiator: &str, isid: [u8; 6], tsih: u16) -> Arc<Notify> {
+    pub fn register(&self, info: Arc<SessionInfo>) -> Arc<Notify> {
         let kill = Arc::new(Notify::new());
-        let key = (initiator.to_ascii_lowercase(), isid);
+        let key = (info.initiator.to_ascii_lowercase(), info.isid);
+        let (initiator, tsih) = (info.initiator.clone(), info.tsih);
         let old = self.lock().live.insert(
             key,
             Entry {
-                tsih,
+                info,
                 kill: Arc::clone(&kill),
             },
         );
         if let Some(old) = old {
             info!(
                 initiator,
-                old_tsih = old.tsih,
+                old_tsih = old.info.tsih,
                 new_tsih = tsih,
                 "session reinstatement"
             );
@@ -105,7 +163,7 @@ impl Registry {
     pub fn unregister(&self, initiator: &str, isid: [u8; 6], tsih: u16) {
         let key = (initiator.to_ascii_lowercase(), isid);
         let mut s = self.lock();
-        if s.live.get(&key).is_some_and(|e| e.tsih == tsih) {
+        if s.live.get(&key).is_some_and(|e| e.info.tsih == tsih) {
             s.live.remove(&key);
         }
     }
@@ -117,6 +175,18 @@ impl Registry {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Every live session, oldest login first.
+    pub fn sessions(&self) -> Vec<Arc<SessionInfo>> {
+        let mut v: Vec<_> = self
+            .lock()
+            .live
+            .values()
+            .map(|e| Arc::clone(&e.info))
+            .collect();
+        v.sort_by_key(|i| (i.login_time, i.tsih));
+        v
     }
 }
 
@@ -135,7 +205,7 @@ impl Registry {
     }
 
     pub fn session_exists(&self, tsih: u16) -> bool {
-        self.lock().live.values().any(|e| e.tsih == tsih)
+        self.lock().live.values().any(|e| e.info.tsih == tsih)
     }
 
     /// Admit a new login from `initiator` with `isid` if it fits the limits,
@@ -175,6 +245,11 @@ impl Registry {
 mod tests {
     use super::*;
 
+    fn info(name: &str, isid: [u8; 6], tsih: u16) -> Arc<SessionInfo> {
+        let a = SocketAddr::from(([127, 0, 0, 1], 3260));
+        Arc::new(SessionInfo::new(name, isid, tsih, false, a, a))
+    }
+
     fn admitted(r: &Arc<Registry>, name: &str, isid: u8) -> bool {
         r.reserve(name, [isid; 6]).is_ok()
     }
@@ -185,15 +260,15 @@ mod tests {
             total: 3,
             per_initiator: 2,
         }));
-        r.register("iqn.a", [1; 6], 1);
-        r.register("IQN.A", [2; 6], 2);
+        r.register(info("iqn.a", [1; 6], 1));
+        r.register(info("IQN.A", [2; 6], 2));
         assert!(!admitted(&r, "iqn.a", 3));
         assert!(
             matches!(r.reserve("iqn.a", [2; 6]), Ok(None)),
             "reinstatement"
         );
         assert!(admitted(&r, "iqn.b", 1));
-        r.register("iqn.b", [1; 6], 3);
+        r.register(info("iqn.b", [1; 6], 3));
         assert!(!admitted(&r, "iqn.c", 1));
         r.unregister("iqn.a", [1; 6], 1);
         assert!(admitted(&r, "iqn.c", 1));
@@ -212,7 +287,7 @@ mod tests {
         assert!(!admitted(&r, "iqn.c", 1), "in total, counting logins");
         // A failed login gives its slot back; a completed one moves it to `live`.
         drop(a2);
-        r.register("iqn.b", [1; 6], 7);
+        r.register(info("iqn.b", [1; 6], 7));
         drop(b1);
         assert_eq!(r.len(), 1);
         let c1 = r.reserve("iqn.c", [1; 6]).unwrap();

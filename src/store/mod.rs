@@ -40,6 +40,29 @@ impl ReadFuture {
 pub type StreamFuture =
     Pin<Box<dyn Future<Output = Result<s3::BodyStream, StoreError>> + Send + 'static>>;
 
+/// Whether a store can serve its image (for `/status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Health {
+    #[default]
+    Ok,
+    /// The object changed since it was opened: reads fail until the next scan
+    /// reopens it.
+    Stale,
+    /// The object is gone: only what the cache holds is served.
+    NotReady,
+}
+
+/// What a store tells `/status` about itself.
+#[derive(Debug, Clone, Default)]
+pub struct StoreStatus {
+    /// The content key its bytes (and cached chunks) are guarded by.
+    pub content_key: Option<String>,
+    /// Chunks cached of all chunks, for a store read through the cache.
+    pub cached: Option<(u64, u64)>,
+    pub health: Health,
+}
+
 pub trait BlockStore: Send + Sync + std::fmt::Debug {
     /// Size of the image in bytes.
     fn size(&self) -> u64;
@@ -49,6 +72,10 @@ pub trait BlockStore: Send + Sync + std::fmt::Debug {
     /// for a long range); `None` where it cannot.
     fn read_stream(&self, _offset: u64, _len: usize) -> Option<StreamFuture> {
         None
+    }
+    /// Its content key, cached share and health.
+    fn status(&self) -> StoreStatus {
+        StoreStatus::default()
     }
 }
 

@@ -87,6 +87,30 @@ pub struct S3Stats {
     pub bytes: AtomicU64,
     pub errors: AtomicU64,
     pub latency_micros: AtomicU64,
+    /// Time from a GET sent to its answer's headers (the first byte).
+    pub get_latency: Arc<crate::latency::Latency>,
+    /// Unix seconds S3 last answered (any HTTP status), and last failed to (no
+    /// connection, timeout): `/readyz` and `/status` tell whether it is reachable.
+    pub last_answer: AtomicU64,
+    pub last_unreachable: AtomicU64,
+}
+
+impl S3Stats {
+    /// Record whether the server answered a request (`status` of the failure, if
+    /// it failed).
+    fn outcome(&self, failed_status: Option<Option<u16>>) {
+        let now = crate::store::served::unix_now();
+        match failed_status {
+            None | Some(Some(_)) => self.last_answer.store(now, Ordering::Relaxed),
+            Some(None) => self.last_unreachable.store(now, Ordering::Relaxed),
+        }
+    }
+
+    /// Not known to be unreachable: no request has failed to reach the server since
+    /// its last answer (within the same second counts as answered).
+    pub fn reachable(&self) -> bool {
+        self.last_answer.load(Ordering::Relaxed) >= self.last_unreachable.load(Ordering::Relaxed)
+    }
 }
 
 /// A client plus what all stores on it share.
@@ -166,7 +190,12 @@ impl S3Client {
         if let Some(e) = etag {
             req = req.if_match(format!("\"{e}\""));
         }
-        let out = req.send().await.map_err(|e| {
+        let sent = Instant::now();
+        let out = req.send().await;
+        self.stats.get_latency.observe(sent.elapsed());
+        self.stats
+            .outcome(out.as_ref().err().map(|e| status(e)));
+        let out = out.map_err(|e| {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
             match status(&e) {
                 Some(412) => StoreError::Stale(name.clone()),
@@ -214,18 +243,23 @@ impl S3Client {
         let fut = self.client.head_object().bucket(bucket).key(key).send();
         let out = match tokio::time::timeout(self.deadline, fut).await {
             Err(_) => {
+                self.stats.outcome(Some(None));
                 return Err(StoreError::Unavailable(format!(
                     "HEAD {name}: deadline passed"
-                )))
+                )));
             }
             Ok(Err(e)) => {
+                self.stats.outcome(Some(status(&e)));
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 return Err(match status(&e) {
                     Some(404) => StoreError::NotFound(name),
                     _ => StoreError::Unavailable(format!("HEAD {name}: {}", describe(&e))),
                 });
             }
-            Ok(Ok(o)) => o,
+            Ok(Ok(o)) => {
+                self.stats.outcome(None);
+                o
+            }
         };
         let size = out
             .content_length()
@@ -250,11 +284,13 @@ impl S3Client {
             }
             let page = match tokio::time::timeout(self.deadline, req.send()).await {
                 Err(_) => {
+                    self.stats.outcome(Some(None));
                     return Err(StoreError::Unavailable(format!(
                         "LIST s3://{bucket}/{prefix}: deadline passed"
-                    )))
+                    )));
                 }
                 Ok(Err(e)) => {
+                    self.stats.outcome(Some(status(&e)));
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
                     return Err(match status(&e) {
                         Some(404) => StoreError::NotFound(format!("s3://{bucket}")),
@@ -264,7 +300,10 @@ impl S3Client {
                         )),
                     });
                 }
-                Ok(Ok(p)) => p,
+                Ok(Ok(p)) => {
+                    self.stats.outcome(None);
+                    p
+                }
             };
             for o in page.contents() {
                 if let Some(k) = o.key() {
@@ -276,6 +315,32 @@ impl S3Client {
                 Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
                 _ => return Ok(out),
             }
+        }
+    }
+
+    /// Whether `bucket` can be listed under `prefix` (one key asked for): for
+    /// `s3lun check`.
+    pub async fn can_list(&self, bucket: &str, prefix: &str) -> Result<(), StoreError> {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let req = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .max_keys(1)
+            .send();
+        match tokio::time::timeout(self.deadline, req).await {
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "LIST s3://{bucket}/{prefix}: deadline passed"
+            ))),
+            Ok(Err(e)) => Err(match status(&e) {
+                Some(404) => StoreError::NotFound(format!("bucket {bucket}")),
+                _ => StoreError::Unavailable(format!(
+                    "LIST s3://{bucket}/{prefix}: {}",
+                    describe(&e)
+                )),
+            }),
+            Ok(Ok(_)) => Ok(()),
         }
     }
 
@@ -447,6 +512,8 @@ pub struct S3Object {
     size: u64,
     etag: Option<String>,
     stale: AtomicBool,
+    /// A GET found the object deleted.
+    gone: AtomicBool,
 }
 
 impl S3Object {
@@ -458,6 +525,7 @@ impl S3Object {
             size: info.size,
             etag: info.etag.clone(),
             stale: AtomicBool::new(false),
+            gone: AtomicBool::new(false),
         })
     }
 
@@ -471,6 +539,9 @@ impl S3Object {
 
     /// A 412 (or an ETag other than ours) marks the object stale, once, with a log line.
     fn note_stale(&self, e: &StoreError) {
+        if let StoreError::NotFound(_) = e {
+            self.gone.store(true, Ordering::Relaxed);
+        }
         if let StoreError::Stale(name) = e {
             if !self.stale.swap(true, Ordering::Relaxed) {
                 warn!(object = %name, etag = ?self.etag, "object changed since it was opened (412): LUN is stale until reopened");
@@ -551,6 +622,21 @@ pub struct S3Store(pub Arc<S3Object>);
 impl BlockStore for S3Store {
     fn size(&self) -> u64 {
         self.0.size
+    }
+
+    fn status(&self) -> crate::store::StoreStatus {
+        let health = if self.0.is_stale() {
+            crate::store::Health::Stale
+        } else if self.0.gone.load(Ordering::Relaxed) {
+            crate::store::Health::NotReady
+        } else {
+            crate::store::Health::Ok
+        };
+        crate::store::StoreStatus {
+            content_key: self.0.etag.clone(),
+            cached: None,
+            health,
+        }
     }
 
     fn read_at(&self, offset: u64, len: usize) -> ReadFuture {

@@ -18,11 +18,23 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Per-LUN counters for `/metrics` and `/status` (bounded labels: one series per LUN).
+#[derive(Debug, Default)]
+pub struct LunStats {
+    /// READ commands that reached the store.
+    pub reads: AtomicU64,
+    pub read_bytes: AtomicU64,
+    /// READs answered with an error (CHECK CONDITION).
+    pub errors: AtomicU64,
+}
+
 /// The store behind one LUN and what retirement needs to know about it. Carried
-/// over whole when a LUN is unchanged, so its read clock survives rebuilds.
+/// over whole when a LUN is unchanged, so its read clock and counters survive
+/// rebuilds.
 #[derive(Debug, Clone)]
 pub struct Backing {
     pub store: Arc<dyn BlockStore>,
+    pub stats: Arc<LunStats>,
     /// Unix seconds of the last read a session made of this LUN (0: never).
     pub last_read: Arc<AtomicU64>,
     /// A catalog image (retires when it leaves the catalog) rather than a `[[lun]]`.
@@ -33,6 +45,7 @@ impl Backing {
     pub fn new(store: Arc<dyn BlockStore>, from_catalog: bool) -> Backing {
         Backing {
             store,
+            stats: Arc::default(),
             last_read: Arc::new(AtomicU64::new(0)),
             from_catalog,
         }
@@ -95,6 +108,13 @@ impl ServedLuns {
 
     pub fn backing(&self, lun: u64) -> Option<&Backing> {
         self.backing.get(&lun)
+    }
+
+    /// Every LUN with its backing, by LUN number.
+    pub fn backings(&self) -> impl Iterator<Item = (&Arc<Lun>, &Backing)> {
+        self.table
+            .iter()
+            .filter_map(|l| Some((l, self.backing.get(&l.info.lun)?)))
     }
 
     /// Every LUN with its store, by LUN number.

@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use super::chunk::ChunkKey;
 use super::flight::Fill;
 use super::ChunkCache;
-use crate::store::{BlockStore, ReadFuture};
+use crate::store::{BlockStore, ReadFuture, StoreStatus};
 
 /// How far (in chunks) a read may land from where the last one ended and still count
 /// as sequential: an initiator keeps several reads in flight, which arrive out of order.
@@ -137,6 +137,15 @@ fn assemble(chunks: &[Bytes], first: u64, chunk_size: u64, offset: u64, len: usi
 impl BlockStore for CachedStore {
     fn size(&self) -> u64 {
         self.size
+    }
+
+    fn status(&self) -> StoreStatus {
+        let chunks = self.chunks();
+        StoreStatus {
+            content_key: Some(self.content.to_string()),
+            cached: Some((self.cache.present(&self.content, chunks), chunks)),
+            health: self.inner.status().health,
+        }
     }
 
     fn read_at(&self, offset: u64, len: usize) -> ReadFuture {

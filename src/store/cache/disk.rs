@@ -208,6 +208,28 @@ impl DiskTier {
         (good, bad)
     }
 
+    /// Remove the chunks of one content key (or all): (chunks, bytes) removed.
+    pub(super) fn purge(&self, content: Option<&str>) -> (u64, u64) {
+        let dir = content.map(|c| PathBuf::from(key_dir(c)));
+        let mut idx = lock(&self.index);
+        let gone: Vec<PathBuf> = idx
+            .entries
+            .keys()
+            .filter(|rel| dir.as_ref().is_none_or(|d| rel.starts_with(d)))
+            .cloned()
+            .collect();
+        let (mut chunks, mut bytes) = (0, 0);
+        for rel in gone {
+            if let Some((size, _)) = idx.entries.remove(&rel) {
+                idx.total -= size;
+                chunks += 1;
+                bytes += size;
+                let _ = std::fs::remove_file(self.root.join(&rel));
+            }
+        }
+        (chunks, bytes)
+    }
+
     /// (chunks, bytes) on disk.
     pub(super) fn usage(&self) -> (usize, u64) {
         let idx = lock(&self.index);

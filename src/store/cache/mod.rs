@@ -159,6 +159,40 @@ impl ChunkCache {
         lock(&self.writing).chunks.get(key).cloned()
     }
 
+    /// Drop the cached chunks of one content key (or all), from memory and disk:
+    /// the chunks removed from disk, and their bytes. Reads fetch them again.
+    pub fn purge(&self, content: Option<&str>) -> (u64, u64) {
+        {
+            let mut mem = lock(&self.mem);
+            let keys: Vec<ChunkKey> = mem
+                .iter()
+                .map(|(k, _)| k)
+                .filter(|k| content.is_none_or(|c| &*k.content == c))
+                .cloned()
+                .collect();
+            for k in keys {
+                mem.pop(&k);
+            }
+        }
+        self.disk.as_ref().map_or((0, 0), |d| d.purge(content))
+    }
+
+    /// How many of the first `chunks` chunks of `content` are cached, in memory or
+    /// on disk (for `/status`; no I/O, and no change to what is recently used).
+    pub fn present(&self, content: &Arc<str>, chunks: u64) -> u64 {
+        (0..chunks)
+            .filter(|&index| {
+                let key = ChunkKey {
+                    content: Arc::clone(content),
+                    index,
+                };
+                lock(&self.mem).contains(&key)
+                    || self.disk.as_ref().is_some_and(|d| d.contains(&key))
+                    || lock(&self.writing).chunks.contains_key(&key)
+            })
+            .count() as u64
+    }
+
     /// A fetched chunk goes to memory at once and to disk behind it, by the
     /// low-priority write-behind task: the reader waiting for it never waits for the
     /// file, and writing a cold image does not take the cores that serve it.

@@ -1,25 +1,27 @@
-//! The HTTP endpoint (`metrics_listen`): Prometheus text encoded by
-//! prometheus-client (sessions, commands, bytes, cache, S3 and catalog counters) at
-//! `/metrics`, liveness at `/healthz`, readiness at `/readyz`.
+//! What `/metrics` reports: every counter, gauge and histogram of the target in the
+//! Prometheus text format, encoded by prometheus-client from the live counters at
+//! each scrape. Per-LUN series carry the LUN number and image identity (one series
+//! per LUN; nothing per initiator). The HTTP endpoint itself is [`http`].
+
+pub mod http;
+
+pub use http::{serve, MAX_CONNECTIONS};
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::time::timeout;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use crate::catalog::shared_map::MapStats;
 use crate::catalog::Scan;
-use crate::server::{self, Registry as Sessions};
+use crate::latency::{Encoded, Latency};
+use crate::server::Target;
 use crate::store::cache::ChunkCache;
 use crate::store::s3::S3Stats;
 
@@ -34,6 +36,8 @@ pub struct CatalogStats {
     pub retiring: AtomicU64,
     /// Problems by kind, over all scans.
     pub problems: Mutex<BTreeMap<&'static str, u64>>,
+    /// How long scans take (listing, manifests, HEADs).
+    pub scan_duration: Arc<Latency>,
 }
 
 impl CatalogStats {
@@ -56,15 +60,17 @@ impl CatalogStats {
     }
 }
 
+/// Everything the HTTP endpoint reports on (`/metrics`, `/readyz`, `/status`).
 #[derive(Debug, Clone)]
 pub struct Metrics {
-    pub registry: Arc<Sessions>,
+    pub target: Arc<Target>,
     pub cache: Arc<ChunkCache>,
     pub s3: Option<Arc<S3Stats>>,
     pub catalog: Arc<CatalogStats>,
-    pub serve: Arc<server::ServeStats>,
     /// The shared LUN map, when one is configured.
     pub lunmap: Option<Arc<MapStats>>,
+    /// Unix seconds the target started.
+    pub started: u64,
 }
 
 fn counter(r: &mut Registry, name: &str, help: &str, v: u64) {
@@ -90,19 +96,98 @@ fn by_kind(r: &mut Registry, name: &str, help: &str, counts: &Mutex<BTreeMap<&'s
     r.register(name, help, family);
 }
 
+/// A gauge family from (labels, value) pairs.
+fn labelled_gauges(
+    r: &mut Registry,
+    name: &str,
+    help: &str,
+    values: impl Iterator<Item = (Vec<(&'static str, String)>, u64)>,
+) {
+    let family = Family::<Vec<(String, String)>, Gauge>::default();
+    for (labels, v) in values {
+        let labels = labels.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        family
+            .get_or_create(&labels)
+            .set(i64::try_from(v).unwrap_or(i64::MAX));
+    }
+    r.register(name, help, family);
+}
+
 impl Metrics {
+    /// Why the target should get no new sessions now, if it should not: not yet
+    /// listening with its LUNs, draining, or S3 LUNs served while S3 is unreachable.
+    pub fn not_ready(&self) -> Option<&'static str> {
+        if !self.target.stats.ready.load(Ordering::Relaxed) {
+            return Some("starting or draining");
+        }
+        let s3_luns = || {
+            self.target
+                .luns
+                .borrow()
+                .table
+                .iter()
+                .any(|l| l.info.identity.source.starts_with("s3://"))
+        };
+        match &self.s3 {
+            Some(s) if !s.reachable() && s3_luns() => Some("S3 unreachable"),
+            _ => None,
+        }
+    }
+
+    /// Per-LUN READ counters, labelled by LUN number and image identity.
+    fn per_lun(&self, r: &mut Registry) {
+        let served = self.target.luns.borrow().clone();
+        let reads = Family::<Vec<(String, String)>, Counter>::default();
+        let bytes = reads.clone();
+        let errors = reads.clone();
+        for (lun, b) in served.backings() {
+            let labels = vec![
+                ("lun".to_string(), lun.info.lun.to_string()),
+                ("image".to_string(), lun.info.identity.source.clone()),
+            ];
+            let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            reads.get_or_create(&labels).inc_by(ld(&b.stats.reads));
+            bytes.get_or_create(&labels).inc_by(ld(&b.stats.read_bytes));
+            errors.get_or_create(&labels).inc_by(ld(&b.stats.errors));
+        }
+        r.register("s3lun_lun_reads", "READ commands per LUN", reads);
+        r.register("s3lun_lun_read_bytes", "Bytes read per LUN", bytes);
+        r.register(
+            "s3lun_lun_read_errors",
+            "READ commands answered with an error, per LUN",
+            errors,
+        );
+    }
+
     /// A registry snapshot of every counter, encoded in the Prometheus text format
     /// (counters get their `_total` suffix from the encoder).
     pub fn render(&self) -> String {
         let mut r = Registry::default();
         let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let sessions = self.target.registry.sessions();
         gauge(
             &mut r,
             "s3lun_sessions",
             "Logged-in sessions",
-            self.registry.len() as u64,
+            sessions.len() as u64,
         );
-        let sv = &self.serve;
+        let mut by_portal: BTreeMap<String, u64> = BTreeMap::new();
+        for s in &sessions {
+            *by_portal.entry(s.portal.to_string()).or_default() += 1;
+        }
+        labelled_gauges(
+            &mut r,
+            "s3lun_portal_sessions",
+            "Logged-in sessions by the portal (our address) they logged in on",
+            by_portal.into_iter().map(|(p, n)| (vec![("portal", p)], n)),
+        );
+        gauge(
+            &mut r,
+            "s3lun_ready",
+            "1 when listening with its LUNs and not draining (as /readyz)",
+            u64::from(self.target.stats.ready.load(Ordering::Relaxed)),
+        );
+        let sv = &self.target.stats;
         counter(
             &mut r,
             "s3lun_connections",
@@ -121,6 +206,12 @@ impl Metrics {
             "Bytes sent to initiators (PDUs, data included)",
             ld(&sv.bytes_sent),
         );
+        r.register(
+            "s3lun_read_latency_seconds",
+            "SCSI READ service time: command in to data out (cache, disk or S3)",
+            Encoded(Arc::clone(&sv.read_latency)),
+        );
+        self.per_lun(&mut r);
         let c = &self.cache.stats;
         counter(
             &mut r,
@@ -198,6 +289,11 @@ impl Metrics {
             "Manifest and image problems by kind",
             &cat.problems,
         );
+        r.register(
+            "s3lun_catalog_scan_duration_seconds",
+            "Catalog scan time",
+            Encoded(Arc::clone(&cat.scan_duration)),
+        );
         if let Some(m) = &self.lunmap {
             counter(
                 &mut r,
@@ -238,6 +334,17 @@ impl Metrics {
                 "Time spent in S3 reads",
                 ld(&s.latency_micros),
             );
+            r.register(
+                "s3lun_s3_get_latency_seconds",
+                "S3 GET time to the answer's first byte",
+                Encoded(Arc::clone(&s.get_latency)),
+            );
+            gauge(
+                &mut r,
+                "s3lun_s3_reachable",
+                "0 when the last S3 request found no server and none answered since",
+                u64::from(s.reachable()),
+            );
         }
         let mut out = String::new();
         if let Err(e) = encode(&mut out, &r) {
@@ -247,102 +354,3 @@ impl Metrics {
     }
 }
 
-/// Connections the metrics listener serves at once; more are closed unread. A
-/// scraper needs one; the bound keeps idle or hostile peers from taking descriptors
-/// the iSCSI listener needs.
-pub const MAX_CONNECTIONS: usize = 32;
-/// Time a metrics client gets to send its request, and to take the answer.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The request line of one HTTP request: the path asked for.
-fn requested_path(req: &[u8]) -> Option<&str> {
-    let line = req.split(|&b| b == b'\r' || b == b'\n').next()?;
-    let line = std::str::from_utf8(line).ok()?;
-    let mut words = line.split(' ');
-    match (words.next(), words.next()) {
-        (Some("GET"), Some(path)) => Some(path),
-        _ => None,
-    }
-}
-
-/// Answer one request: `GET /metrics` gets the text, anything else 404.
-async fn answer(mut sock: TcpStream, metrics: Metrics) -> std::io::Result<()> {
-    let mut buf = [0u8; 2048];
-    let mut have = 0;
-    // Read until the end of the headers (or the buffer is full), within the timeout.
-    let read = async {
-        while have < buf.len() && !buf[..have].windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = sock.read(&mut buf[have..]).await?;
-            if n == 0 {
-                break;
-            }
-            have += n;
-        }
-        Ok::<_, std::io::Error>(())
-    };
-    timeout(IO_TIMEOUT, read)
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "request timed out"))??;
-    let path = requested_path(&buf[..have]).unwrap_or("");
-    let path = path.split('?').next().unwrap_or("");
-    let (status, kind, body) = match path {
-        "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
-        // Alive: the process answers.
-        "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
-        // Ready for new sessions: listening with its LUNs, not draining.
-        "/readyz" if metrics.serve.ready.load(Ordering::Relaxed) => {
-            ("200 OK", "text/plain", "ready\n".to_string())
-        }
-        "/readyz" => (
-            "503 Service Unavailable",
-            "text/plain",
-            "not ready\n".to_string(),
-        ),
-        _ => ("404 Not Found", "text/plain", String::new()),
-    };
-    let resp = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    timeout(IO_TIMEOUT, sock.write_all(resp.as_bytes()))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "answer timed out"))?
-}
-
-/// Serve metrics on `listener`: at most [`MAX_CONNECTIONS`] at once, each bounded by
-/// [`IO_TIMEOUT`], accept errors (out of descriptors) backed off.
-pub async fn serve(listener: TcpListener, metrics: Metrics) {
-    let open = Arc::new(AtomicUsize::new(0));
-    loop {
-        let (sock, peer) = server::accept(&listener).await;
-        if open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-            open.fetch_sub(1, Ordering::AcqRel);
-            debug!(%peer, "metrics connection refused: {MAX_CONNECTIONS} open");
-            continue;
-        }
-        let m = metrics.clone();
-        let open = Arc::clone(&open);
-        tokio::spawn(async move {
-            if let Err(e) = answer(sock, m).await {
-                debug!(%peer, error = %e, "metrics request");
-            }
-            open.fetch_sub(1, Ordering::AcqRel);
-        });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::requested_path;
-
-    #[test]
-    fn request_line() {
-        assert_eq!(
-            requested_path(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
-            Some("/metrics")
-        );
-        assert_eq!(requested_path(b"POST /metrics HTTP/1.1\r\n"), None);
-        assert_eq!(requested_path(b"\xff\xfe"), None);
-        assert_eq!(requested_path(b""), None);
-    }
-}
