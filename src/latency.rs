@@ -11,8 +11,8 @@ use prometheus_client::metrics::MetricType;
 
 /// Upper bounds in seconds: 50 µs (a memory hit) to 10 s (S3 at its deadline).
 pub const LATENCY_BOUNDS: [f64; 16] = [
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    0.5, 1.0, 2.5, 10.0,
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 10.0,
 ];
 
 /// Seconds observed into [`LATENCY_BOUNDS`] plus an overflow bucket.

@@ -95,7 +95,10 @@ impl RateLimit {
             // Forget closed windows first; if every window is open, the oldest.
             w.retain(|_, v| now.duration_since(v.start) < WINDOW);
             if w.len() >= MAX_KEYS {
-                if let Some(oldest) = w.iter().min_by_key(|(_, v)| v.start).map(|(k, _)| k.clone())
+                if let Some(oldest) = w
+                    .iter()
+                    .min_by_key(|(_, v)| v.start)
+                    .map(|(k, _)| k.clone())
                 {
                     w.remove(&oldest);
                 }

@@ -303,7 +303,8 @@ fn effective_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if args.demo {
         // A fixed name, so the README's commands work as written.
-        cfg.target_name.get_or_insert_with(|| DEMO_TARGET.to_string());
+        cfg.target_name
+            .get_or_insert_with(|| DEMO_TARGET.to_string());
         cfg.luns.push(LunConfig {
             path: Some(demo_image()?),
             identity: Some("s3lun-demo".into()),
@@ -520,7 +521,10 @@ async fn serve(args: ServeArgs, cfg: Config) -> anyhow::Result<()> {
                 Ok(c) => cfg = c,
                 Err(e) => {
                     let e = format!("{e:#}");
-                    error!(error = e, "reload: bad configuration, keeping the current one");
+                    error!(
+                        error = e,
+                        "reload: bad configuration, keeping the current one"
+                    );
                     s3lun::notify::notify("READY=1");
                     if let Some(r) = reloaded.take() {
                         let _ = r.send(format!("error: {e}"));
@@ -550,7 +554,6 @@ async fn serve(args: ServeArgs, cfg: Config) -> anyhow::Result<()> {
         }
         match built {
             Ok(new) => {
-                catalog_stats.set_luns(new.len(), new.retiring.len());
                 if current.table.same_as(&new.table) {
                     info!("LUNs unchanged");
                 } else {
@@ -673,7 +676,11 @@ fn main() -> anyhow::Result<()> {
         },
         _ => None,
     };
-    s3lun::logging::init(serving.as_ref().map_or(Default::default(), |c| c.log_format));
+    s3lun::logging::init(
+        serving
+            .as_ref()
+            .map_or(Default::default(), |c| c.log_format),
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -721,7 +728,11 @@ fn main() -> anyhow::Result<()> {
                 announce(&format!("problem: {p}"));
             }
             if !problems.is_empty() {
-                announce(&format!("{}: {} problems", config.display(), problems.len()));
+                announce(&format!(
+                    "{}: {} problems",
+                    config.display(),
+                    problems.len()
+                ));
                 std::process::exit(1);
             }
             announce(&format!("{}: ok", config.display()));

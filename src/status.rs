@@ -167,9 +167,13 @@ impl Status {
                     origin: origin.into(),
                     size: lun.info.size_bytes,
                     content_key: st.content_key,
-                    cached_fraction: st
-                        .cached
-                        .map(|(have, all)| if all == 0 { 1.0 } else { have as f64 / all as f64 }),
+                    cached_fraction: st.cached.map(|(have, all)| {
+                        if all == 0 {
+                            1.0
+                        } else {
+                            have as f64 / all as f64
+                        }
+                    }),
                     state: state.into(),
                     sessions: readers.get(&n).copied().unwrap_or(0),
                     reads: ld(&b.stats.reads),
@@ -210,7 +214,7 @@ impl Status {
             scans: ld(&cat.scans),
             images: ld(&cat.images),
             skipped: ld(&cat.skipped),
-            retiring: ld(&cat.retiring),
+            retiring: served.retiring.len() as u64,
             problems: cat
                 .problems
                 .lock()
@@ -339,11 +343,17 @@ impl Status {
         if let Some(s) = &self.s3 {
             let last = s
                 .last_answer_secs_ago
-                .map_or("never asked".to_string(), |a| format!("answered {} ago", age(a)));
+                .map_or("never asked".to_string(), |a| {
+                    format!("answered {} ago", age(a))
+                });
             let _ = writeln!(
                 o,
                 "  o- s3 [{}, {last}; {} requests, {} GETs, {}, {} errors]",
-                if s.reachable { "reachable" } else { "UNREACHABLE" },
+                if s.reachable {
+                    "reachable"
+                } else {
+                    "UNREACHABLE"
+                },
                 s.requests,
                 s.gets,
                 human(s.bytes),
@@ -359,7 +369,11 @@ impl Status {
             k.images,
             k.skipped,
             k.retiring,
-            if problems.is_empty() { "" } else { "; problems: " },
+            if problems.is_empty() {
+                ""
+            } else {
+                "; problems: "
+            },
             problems.join(", ")
         );
         o

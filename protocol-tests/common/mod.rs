@@ -322,3 +322,21 @@ pub fn check_image(out: &Path, image: &[u8]) {
         "tail is not zero-filled"
     );
 }
+
+/// `GET path` from s3lun's HTTP listener on `port`: the status code and the body.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("HTTP listener");
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").expect("send request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read answer");
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    (code, body)
+}

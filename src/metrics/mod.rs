@@ -24,16 +24,14 @@ use crate::latency::{Encoded, Latency};
 use crate::server::Target;
 use crate::store::cache::ChunkCache;
 use crate::store::s3::S3Stats;
+use crate::store::ServedLuns;
 
 /// What the catalog's scans found.
 #[derive(Debug, Default)]
 pub struct CatalogStats {
     pub scans: AtomicU64,
     pub images: AtomicU64,
-    pub luns: AtomicU64,
     pub skipped: AtomicU64,
-    /// LUNs kept for their readers after their image left the catalog.
-    pub retiring: AtomicU64,
     /// Problems by kind, over all scans.
     pub problems: Mutex<BTreeMap<&'static str, u64>>,
     /// How long scans take (listing, manifests, HEADs).
@@ -51,12 +49,6 @@ impl CatalogStats {
         for p in &scan.problems {
             *m.entry(p.kind).or_default() += 1;
         }
-    }
-
-    /// What the last build serves, and how many of those are retiring.
-    pub fn set_luns(&self, n: usize, retiring: usize) {
-        self.luns.store(n as u64, Ordering::Relaxed);
-        self.retiring.store(retiring as u64, Ordering::Relaxed);
     }
 }
 
@@ -105,7 +97,10 @@ fn labelled_gauges(
 ) {
     let family = Family::<Vec<(String, String)>, Gauge>::default();
     for (labels, v) in values {
-        let labels = labels.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let labels = labels
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
         family
             .get_or_create(&labels)
             .set(i64::try_from(v).unwrap_or(i64::MAX));
@@ -135,11 +130,10 @@ impl Metrics {
     }
 
     /// Per-LUN READ counters, labelled by LUN number and image identity.
-    fn per_lun(&self, r: &mut Registry) {
-        let served = self.target.luns.borrow().clone();
+    fn per_lun(&self, r: &mut Registry, served: &ServedLuns) {
         let reads = Family::<Vec<(String, String)>, Counter>::default();
-        let bytes = reads.clone();
-        let errors = reads.clone();
+        let bytes = Family::<Vec<(String, String)>, Counter>::default();
+        let errors = Family::<Vec<(String, String)>, Counter>::default();
         for (lun, b) in served.backings() {
             let labels = vec![
                 ("lun".to_string(), lun.info.lun.to_string()),
@@ -211,7 +205,8 @@ impl Metrics {
             "SCSI READ service time: command in to data out (cache, disk or S3)",
             Encoded(Arc::clone(&sv.read_latency)),
         );
-        self.per_lun(&mut r);
+        let served = self.target.luns.borrow().clone();
+        self.per_lun(&mut r, &served);
         let c = &self.cache.stats;
         counter(
             &mut r,
@@ -276,12 +271,12 @@ impl Metrics {
             "Images the last scan skipped",
             ld(&cat.skipped),
         );
-        gauge(&mut r, "s3lun_luns", "LUNs served", ld(&cat.luns));
+        gauge(&mut r, "s3lun_luns", "LUNs served", served.len() as u64);
         gauge(
             &mut r,
             "s3lun_retiring_luns",
             "LUNs kept for their readers after their image left the catalog",
-            ld(&cat.retiring),
+            served.retiring.len() as u64,
         );
         by_kind(
             &mut r,
@@ -353,4 +348,3 @@ impl Metrics {
         out
     }
 }
-
