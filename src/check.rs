@@ -84,9 +84,8 @@ fn files(cfg: &Config, p: &mut Vec<String>) {
         must_exist("[catalog] ims_token_file", f, p);
     }
     if let Some(f) = &cfg.state_file {
-        match f.parent().filter(|d| !d.as_os_str().is_empty()) {
-            Some(dir) => must_exist("state_file directory", dir, p),
-            None => {}
+        if let Some(dir) = f.parent().filter(|d| !d.as_os_str().is_empty()) {
+            must_exist("state_file directory", dir, p);
         }
     }
     if let Some(dir) = &cfg.cache.dir {
