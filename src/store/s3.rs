@@ -193,7 +193,7 @@ impl S3Client {
         let sent = Instant::now();
         let out = req.send().await;
         self.stats.get_latency.observe(sent.elapsed());
-        self.stats.outcome(out.as_ref().err().map(|e| status(e)));
+        self.stats.outcome(out.as_ref().err().map(status));
         let out = out.map_err(|e| {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
             match status(&e) {
