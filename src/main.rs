@@ -728,11 +728,9 @@ fn main() -> anyhow::Result<()> {
                 announce(&format!("problem: {p}"));
             }
             if !problems.is_empty() {
-                announce(&format!(
-                    "{}: {} problems",
-                    config.display(),
-                    problems.len()
-                ));
+                let n = problems.len();
+                let s = if n == 1 { "" } else { "s" };
+                announce(&format!("{}: {n} problem{s}", config.display()));
                 std::process::exit(1);
             }
             announce(&format!("{}: ok", config.display()));

@@ -7,6 +7,8 @@
 # they need, and /mpath-init. Packages are downloaded and extracted, not installed.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=download.sh
+. "$here/download.sh"
 out="$here/../../target/kernel-mpath"
 mkdir -p "$here/../../target"
 exec 9>"$here/../../target/kernel-mpath.lock"
@@ -14,10 +16,10 @@ flock 9
 [ -f "$out/ready" ] && exit 0
 rm -rf "$out" && mkdir -p "$out/debs" "$out/x"
 cd "$out/debs"
-apt-get download linux-image-amd64 >/dev/null 2>&1
+download linux-image-amd64
 kpkg=$(dpkg-deb -f linux-image-amd64_*.deb Depends | sed -n 's/.*\(linux-image-[^ ,]*\).*/\1/p' | head -1)
-apt-get download "$kpkg" open-iscsi libopeniscsiusr multipath-tools libdevmapper1.02.1 \
-  libaio1 liburcu8 libjson-c5 libedit2 dmsetup >/dev/null 2>&1
+download "$kpkg" open-iscsi libopeniscsiusr multipath-tools libdevmapper1.02.1 \
+  libaio1 liburcu8 libjson-c5 libedit2 dmsetup
 for d in *.deb; do dpkg-deb -x "$d" "$out/x"; done
 kver=$(ls "$out/x/lib/modules" | head -1)
 cp "$out/x/boot/vmlinuz-$kver" "$out/vmlinuz"

@@ -11,6 +11,8 @@
 # that version is installed, a symlink to the extracted modules is placed there.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=download.sh
+. "$here/download.sh"
 out="$here/../../target/kernel-boot"
 mkdir -p "$here/../../target"
 # Tests run in parallel: one builds, the others wait for it.
@@ -19,9 +21,9 @@ flock 9
 [ -f "$out/ready" ] && exit 0
 rm -rf "$out" && mkdir -p "$out/debs" "$out/x"
 cd "$out/debs"
-apt-get download linux-image-cloud-amd64 >/dev/null 2>&1
+download linux-image-cloud-amd64
 kpkg=$(dpkg-deb -f linux-image-cloud-amd64_*.deb Depends | sed -n 's/.*\(linux-image-[^ ,]*\).*/\1/p' | head -1)
-apt-get download "$kpkg" open-iscsi libopeniscsiusr >/dev/null 2>&1
+download "$kpkg" open-iscsi libopeniscsiusr
 for d in *.deb; do dpkg-deb -x "$d" "$out/x"; done
 kver=$(ls "$out/x/lib/modules" | head -1)
 cp "$out/x/boot/vmlinuz-$kver" "$out/vmlinuz"
