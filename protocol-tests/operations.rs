@@ -188,7 +188,7 @@ fn the_dashboard_queries_only_metrics_a_live_target_exposes() {
     std::fs::write(
         &cfg,
         format!(
-            "[s3]\nendpoint = \"{}\"\naccess_key = \"test\"\nsecret_key = \"test\"\n[cache]\ndir = \"{}\"\n[[lun]]\ns3 = \"s3://boot-images/PE/x.squashfs\"\n",
+            "[s3]\nendpoint = \"{}\"\naccess_key = \"test\"\nsecret_key = \"test\"\nattempts = 1\nattempt_timeout_secs = 1\ndeadline_secs = 2\n[cache]\ndir = \"{}\"\nchunk_size = 65536\nreadahead_chunks = 0\n[[lun]]\ns3 = \"s3://boot-images/PE/x.squashfs\"\n",
             moto.endpoint,
             dir.path().join("cache").display()
         ),
@@ -207,6 +207,19 @@ fn the_dashboard_queries_only_metrics_a_live_target_exposes() {
     );
     // The check can fail: a name that is not there is found missing.
     assert!(!exposes(&metrics, "s3lun_no_such_metric_total"));
+
+    // S3 goes away: the next read of an uncached chunk finds no server, and the
+    // target says it is not ready for new sessions (its S3 LUN cannot be read).
+    assert_eq!(http_get(mport, "/readyz").0, 200);
+    let mut moto = moto;
+    moto.stop();
+    let (_, st, _) = r.command(0, &read10(1024, 8), 4096);
+    assert_eq!(st, 2, "a read with S3 gone");
+    let (code, body) = http_get(mport, "/readyz");
+    assert_eq!((code, body.as_str()), (503, "not ready: S3 unreachable\n"));
+    let (_, metrics) = http_get(mport, "/metrics");
+    assert!(metrics.contains("\ns3lun_s3_reachable 0\n"), "{metrics}");
+    assert_eq!(json(&http_get(mport, "/status").1)["s3"]["reachable"], false);
 }
 
 /// A config serving one S3 image from moto, whose object is then replaced: every

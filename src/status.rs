@@ -202,7 +202,7 @@ impl Status {
             let last = ld(&s.last_answer);
             S3Status {
                 reachable: s.reachable(),
-                last_answer_secs_ago: (last > 0).then(|| now.saturating_sub(last)),
+                last_answer_secs_ago: (last > 0).then(|| now.saturating_sub(last / 1000)),
                 requests: ld(&s.requests),
                 gets: ld(&s.gets),
                 bytes: ld(&s.bytes),

@@ -89,7 +89,7 @@ pub struct S3Stats {
     pub latency_micros: AtomicU64,
     /// Time from a GET sent to its answer's headers (the first byte).
     pub get_latency: Arc<crate::latency::Latency>,
-    /// Unix seconds S3 last answered (any HTTP status), and last failed to (no
+    /// Unix milliseconds S3 last answered (any HTTP status), and last failed to (no
     /// connection, timeout): `/readyz` and `/status` tell whether it is reachable.
     pub last_answer: AtomicU64,
     pub last_unreachable: AtomicU64,
@@ -99,7 +99,9 @@ impl S3Stats {
     /// Record whether the server answered a request (`status` of the failure, if
     /// it failed).
     fn outcome(&self, failed_status: Option<Option<u16>>) {
-        let now = crate::store::served::unix_now();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         match failed_status {
             None | Some(Some(_)) => self.last_answer.store(now, Ordering::Relaxed),
             Some(None) => self.last_unreachable.store(now, Ordering::Relaxed),
@@ -107,7 +109,7 @@ impl S3Stats {
     }
 
     /// Not known to be unreachable: no request has failed to reach the server since
-    /// its last answer (within the same second counts as answered).
+    /// its last answer.
     pub fn reachable(&self) -> bool {
         self.last_answer.load(Ordering::Relaxed) >= self.last_unreachable.load(Ordering::Relaxed)
     }
