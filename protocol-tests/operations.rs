@@ -219,7 +219,10 @@ fn the_dashboard_queries_only_metrics_a_live_target_exposes() {
     assert_eq!((code, body.as_str()), (503, "not ready: S3 unreachable\n"));
     let (_, metrics) = http_get(mport, "/metrics");
     assert!(metrics.contains("\ns3lun_s3_reachable 0\n"), "{metrics}");
-    assert_eq!(json(&http_get(mport, "/status").1)["s3"]["reachable"], false);
+    assert_eq!(
+        json(&http_get(mport, "/status").1)["s3"]["reachable"],
+        false
+    );
 }
 
 /// A config serving one S3 image from moto, whose object is then replaced: every

@@ -18,6 +18,5 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod server;
-pub mod status;
 pub mod store;
 pub mod tools;

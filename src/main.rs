@@ -29,6 +29,9 @@ use s3lun::server::{self, Registry, Target};
 use s3lun::store::ServedLuns;
 use std::time::Duration;
 
+/// Where the packages install the config.
+const PACKAGED_CONFIG: &str = "/etc/s3lun/s3lun.toml";
+
 /// The demo's target name (unless one is given).
 const DEMO_TARGET: &str = "iqn.2023-06.csm.iscsi:demo";
 
@@ -82,6 +85,7 @@ enum Cmd {
     /// Show a running target: LUNs, sessions, cache, S3 and catalog, as a tree (from
     /// its HTTP listener's /status).
     Status {
+        /// The target's config (default: /etc/s3lun/s3lun.toml, where it exists).
         #[arg(short, long)]
         config: Option<PathBuf>,
         /// The target's HTTP listener (default: the config's metrics_listen).
@@ -555,7 +559,13 @@ async fn serve(args: ServeArgs, cfg: Config) -> anyhow::Result<()> {
         match built {
             Ok(new) => {
                 if current.table.same_as(&new.table) {
-                    info!("LUNs unchanged");
+                    if current.retiring != new.retiring {
+                        // Only what /status and the metrics report changed.
+                        info!(retiring = ?new.retiring, "retiring LUNs changed");
+                        luns_tx.send_replace(Arc::new(current.with_retiring(new.retiring)));
+                    } else {
+                        info!("LUNs unchanged");
+                    }
                 } else {
                     info!("LUNs changed");
                     log_luns(&new);
@@ -710,13 +720,17 @@ fn main() -> anyhow::Result<()> {
         } => {
             let addr = match address {
                 Some(a) => a,
-                None => status_address(&load(&config)?)?,
+                None => {
+                    let packaged = PathBuf::from(PACKAGED_CONFIG);
+                    let config = config.or_else(|| packaged.exists().then_some(packaged));
+                    status_address(&load(&config)?)?
+                }
             };
-            let body = s3lun::status::fetch(&addr)?;
+            let body = s3lun::metrics::status::fetch(&addr)?;
             if json {
                 announce(body.trim_end());
             } else {
-                let st: s3lun::status::Status =
+                let st: s3lun::metrics::status::Status =
                     serde_json::from_str(&body).context("reading /status")?;
                 announce(st.tree().trim_end());
             }

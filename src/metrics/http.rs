@@ -1,6 +1,6 @@
 //! The HTTP endpoint (`metrics_listen`): `/metrics` (Prometheus text), `/healthz`
 //! (alive), `/readyz` (ready for new sessions), `/status` (JSON, see
-//! [`crate::status`]); any other path is 404. Read-only: what changes the target's
+//! [`super::status`]); any other path is 404. Read-only: what changes the target's
 //! state goes through the admin socket, never the network.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -65,7 +65,7 @@ async fn answer(mut sock: TcpStream, metrics: Metrics) -> std::io::Result<()> {
                 format!("not ready: {why}\n"),
             ),
         },
-        "/status" => match serde_json::to_string_pretty(&crate::status::Status::of(&metrics)) {
+        "/status" => match serde_json::to_string_pretty(&super::status::Status::of(&metrics)) {
             Ok(json) => ("200 OK", "application/json", json + "\n"),
             Err(e) => ("500 Internal Server Error", "text/plain", format!("{e}\n")),
         },

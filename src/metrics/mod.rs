@@ -4,6 +4,7 @@
 //! per LUN; nothing per initiator). The HTTP endpoint itself is [`http`].
 
 pub mod http;
+pub mod status;
 
 pub use http::{serve, MAX_CONNECTIONS};
 

@@ -102,6 +102,16 @@ impl ServedLuns {
         }
     }
 
+    /// The same LUNs (the same table and stores: sessions see no change) with
+    /// another set of retiring LUNs.
+    pub fn with_retiring(&self, retiring: Vec<u64>) -> ServedLuns {
+        ServedLuns {
+            table: Arc::clone(&self.table),
+            backing: self.backing.clone(),
+            retiring,
+        }
+    }
+
     pub fn store(&self, lun: u64) -> Option<&Arc<dyn BlockStore>> {
         self.backing.get(&lun).map(|b| &b.store)
     }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::Metrics;
+use super::Metrics;
 use crate::store::served::unix_now;
 use crate::store::Health;
 
