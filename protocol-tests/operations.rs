@@ -185,10 +185,12 @@ fn the_dashboard_queries_only_metrics_a_live_target_exposes() {
     let data = pattern(1 << 20, 3);
     moto.put(dir.path(), "boot-images", "PE/x.squashfs", &data, &[]);
     let cfg = dir.path().join("s3lun.toml");
+    let admin = dir.path().join("admin.sock");
     std::fs::write(
         &cfg,
         format!(
-            "[s3]\nendpoint = \"{}\"\naccess_key = \"test\"\nsecret_key = \"test\"\nattempts = 1\nattempt_timeout_secs = 1\ndeadline_secs = 2\n[cache]\ndir = \"{}\"\nchunk_size = 65536\nreadahead_chunks = 0\n[[lun]]\ns3 = \"s3://boot-images/PE/x.squashfs\"\n",
+            "admin_socket = \"{}\"\n[s3]\nendpoint = \"{}\"\naccess_key = \"test\"\nsecret_key = \"test\"\nattempts = 1\nattempt_timeout_secs = 1\ndeadline_secs = 2\n[cache]\ndir = \"{}\"\nchunk_size = 65536\nreadahead_chunks = 0\n[[lun]]\ns3 = \"s3://boot-images/PE/x.squashfs\"\n",
+            admin.display(),
             moto.endpoint,
             dir.path().join("cache").display()
         ),
@@ -207,6 +209,27 @@ fn the_dashboard_queries_only_metrics_a_live_target_exposes() {
     );
     // The check can fail: a name that is not there is found missing.
     assert!(!exposes(&metrics, "s3lun_no_such_metric_total"));
+
+    // The admin socket: a purge empties the cache (it shows in /status), a reload
+    // answers once done.
+    let cached = |port| {
+        json(&http_get(port, "/status").1)["luns"][0]["cached_fraction"]
+            .as_f64()
+            .unwrap_or(-1.0)
+    };
+    let sock = admin.to_str().unwrap();
+    std::thread::sleep(Duration::from_millis(300)); // the write-behind
+    assert!(cached(mport) > 0.0);
+    let out = s3lun(&["admin", "--socket", sock, "purge"]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: purged"));
+    assert_eq!(cached(mport), 0.0);
+    r.read_checked(&data, 0, 8);
+    assert!(cached(mport) > 0.0, "read again from S3 after the purge");
+    let out = s3lun(&["admin", "--socket", sock, "reload"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ok: reloaded, 1 LUNs\n"
+    );
 
     // S3 goes away: the next read of an uncached chunk finds no server, and the
     // target says it is not ready for new sessions (its S3 LUN cannot be read).
