@@ -75,6 +75,7 @@ fn client(endpoint: &str) -> S3Client {
         attempts: 2,
         attempt_timeout: Duration::from_secs(5),
         deadline: Duration::from_secs(10),
+        ca_pem: None,
     })
 }
 

@@ -216,6 +216,9 @@ pub struct S3Config {
     pub attempt_timeout_secs: u64,
     /// After this long a read fails with a retryable SCSI error.
     pub deadline_secs: u64,
+    /// PEM bundle of the site's CA, trusted for an https endpoint besides the
+    /// system roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for S3Config {
@@ -230,6 +233,7 @@ impl Default for S3Config {
             attempts: 4,
             attempt_timeout_secs: 10,
             deadline_secs: 30,
+            ca_file: None,
         }
     }
 }
@@ -343,6 +347,14 @@ impl S3Config {
             attempts: self.attempts,
             attempt_timeout: Duration::from_secs(self.attempt_timeout_secs.max(1)),
             deadline: Duration::from_secs(self.deadline_secs.max(1)),
+            ca_pem: match &self.ca_file {
+                Some(p) => {
+                    // Checked here, so a bad file stops the start with its reason.
+                    crate::catalog::ims::tls_with_ca(p)?;
+                    Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?)
+                }
+                None => None,
+            },
         })
     }
 }
@@ -588,8 +600,16 @@ pub struct CatalogConfig {
     /// An IMS-style endpoint listing images with their manifest links; only images
     /// tagged `sbps-project=true` are projected.
     pub ims_url: Option<String>,
-    /// File holding the bearer token for `ims_url`.
+    /// File holding the bearer token for `ims_url`, read again each scan.
     pub ims_token_file: Option<std::path::PathBuf>,
+    /// A command (program and arguments, no shell) printing the bearer token on
+    /// stdout, e.g. the SPIRE agent's JWT fetch; run when the last token's JWT `exp`
+    /// is a minute away (each scan for a token without `exp`). Wins over the file.
+    pub ims_token_command: Option<Vec<String>>,
+    /// The token command is killed after this many seconds.
+    pub ims_token_timeout_secs: u64,
+    /// PEM bundle of the site's CA, trusted for `ims_url` besides the public roots.
+    pub ca_file: Option<std::path::PathBuf>,
     /// An image that leaves the catalog keeps its LUN while any session has read it
     /// within this many seconds; then it goes (REPORTED LUNS DATA HAS CHANGED).
     pub retire_after_secs: u64,
@@ -603,6 +623,9 @@ impl Default for CatalogConfig {
             refresh_secs: 0,
             ims_url: None,
             ims_token_file: None,
+            ims_token_command: None,
+            ims_token_timeout_secs: 10,
+            ca_file: None,
             retire_after_secs: DEFAULT_RETIRE_AFTER_SECS,
         }
     }

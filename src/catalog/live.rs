@@ -111,10 +111,12 @@ impl Builder {
         let mut entries = scan.entries;
         if !scan.failed_sources.is_empty() {
             for old in &self.catalog {
-                let from_failed = scan
-                    .failed_sources
-                    .iter()
-                    .any(|src| old.url.starts_with(src.as_str()));
+                // A bucket or prefix source is named by its URL; IMS, whose
+                // images live anywhere, by their origin.
+                let from_failed = scan.failed_sources.iter().any(|src| match src.as_str() {
+                    "ims" => old.origin == "ims",
+                    url => old.url.starts_with(url),
+                });
                 if from_failed && !entries.iter().any(|e| e.url == old.url) {
                     entries.push(old.clone());
                 }

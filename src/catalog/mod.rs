@@ -2,6 +2,7 @@
 //! images), and local files. A scan yields the images to serve and the problems met;
 //! a bad manifest is skipped with a log line and a counter and never stops the rest.
 
+pub mod ims;
 pub mod live;
 pub mod lun_numbers;
 pub mod manifest;

@@ -2,7 +2,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use serde::Deserialize;
 use tracing::warn;
 
 use super::manifest;
@@ -13,71 +12,6 @@ use crate::store::StoreError;
 
 /// Manifests are small; anything bigger is not one.
 const MAX_MANIFEST: u64 = 1 << 20;
-
-/// One image as an IMS-style API lists it.
-#[derive(Debug, Deserialize)]
-struct ImsImage {
-    id: Option<String>,
-    link: Option<ImsLink>,
-    #[serde(default)]
-    metadata: serde_json::Map<String, serde_json::Value>,
-    #[serde(default)]
-    tags: serde_json::Map<String, serde_json::Value>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ImsLink {
-    path: Option<String>,
-}
-
-fn tagged(i: &ImsImage) -> bool {
-    [&i.metadata, &i.tags]
-        .iter()
-        .any(|m| match m.get("sbps-project") {
-            Some(serde_json::Value::Bool(b)) => *b,
-            Some(serde_json::Value::String(s)) => s.eq_ignore_ascii_case("true"),
-            _ => false,
-        })
-}
-
-/// Manifest URLs (image id, s3://bucket/key) of the IMS images tagged for projection.
-async fn ims_manifests(
-    url: &str,
-    token_file: Option<&std::path::Path>,
-) -> Result<Vec<(String, String)>, String> {
-    let token = match token_file {
-        Some(p) => Some(
-            std::fs::read_to_string(p)
-                .map_err(|e| format!("reading {}: {e}", p.display()))?
-                .trim()
-                .to_string(),
-        ),
-        None => None,
-    };
-    let url = url.to_string();
-    let body = tokio::task::spawn_blocking(move || {
-        let mut req = ureq::get(&url).timeout(std::time::Duration::from_secs(30));
-        if let Some(t) = &token {
-            req = req.set("Authorization", &format!("Bearer {t}"));
-        }
-        req.call()
-            .map_err(|e| format!("GET {url}: {e}"))?
-            .into_string()
-            .map_err(|e| format!("GET {url}: {e}"))
-    })
-    .await
-    .map_err(|e| e.to_string())??;
-    let images: Vec<ImsImage> =
-        serde_json::from_str(&body).map_err(|e| format!("IMS answer is not an image list: {e}"))?;
-    Ok(images
-        .into_iter()
-        .filter(tagged)
-        .filter_map(|i| {
-            let path = i.link?.path?;
-            Some((i.id.unwrap_or_else(|| path.clone()), path))
-        })
-        .collect())
-}
 
 /// An image the catalog would serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,9 +106,10 @@ pub async fn scan(
         }
     }
     if let Some(url) = &cfg.ims_url {
-        match ims_manifests(url, cfg.ims_token_file.as_deref()).await {
+        match super::ims::manifests(url, cfg).await {
             Err(e) => {
-                warn!(ims = %url, error = %e, "cannot list IMS images");
+                // The last good catalog stays served (a failed source keeps its set).
+                w.s.problem("IMS", e.kind(), e.to_string(), false);
                 w.s.failed_sources.push("ims".into());
             }
             Ok(list) => {

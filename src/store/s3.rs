@@ -37,6 +37,8 @@ pub struct S3Settings {
     pub attempt_timeout: Duration,
     /// Bound on a read, retries included: after it the initiator gets a SCSI error.
     pub deadline: Duration,
+    /// PEM certificates trusted for an https endpoint besides the system roots.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for S3Settings {
@@ -129,11 +131,23 @@ impl S3Client {
     pub fn new(s: &S3Settings) -> S3Client {
         let http = if s.endpoint.starts_with("https://") {
             use aws_smithy_http_client::tls;
-            aws_smithy_http_client::Builder::new()
-                .tls_provider(tls::Provider::Rustls(
-                    tls::rustls_provider::CryptoMode::Ring,
-                ))
-                .build_https()
+            let b = aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::Ring,
+            ));
+            let b = match &s.ca_pem {
+                None => b,
+                Some(pem) => {
+                    let trust = tls::TrustStore::default().with_pem_certificate(pem.clone());
+                    match tls::TlsContext::builder().with_trust_store(trust).build() {
+                        Ok(ctx) => b.tls_context(ctx),
+                        Err(e) => {
+                            warn!(error = %e, "[s3] ca_file unusable: system roots only");
+                            b
+                        }
+                    }
+                }
+            };
+            b.build_https()
         } else {
             aws_smithy_http_client::Builder::new().build_http()
         };

@@ -1,0 +1,304 @@
+//! The IMS source: the image list from an IMS-style API over HTTP(S), authenticated
+//! with a bearer token that is read from a file each scan or printed by a command
+//! (the SPIRE agent's JWT fetch), trusted through the system roots plus a site CA.
+//!
+//! A token from a command is kept until its JWT `exp` (less a margin), so a scan
+//! every few minutes does not fork the agent each time; one without `exp` is fetched
+//! again each scan. Tokens are never logged.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::config::CatalogConfig;
+use crate::store::served::unix_now;
+
+/// A token is fetched again this long before its `exp`.
+const EXPIRY_MARGIN_SECS: u64 = 60;
+/// The largest image list read.
+const MAX_LIST_BYTES: u64 = 256 << 20;
+
+#[derive(Debug, Error)]
+pub enum ImsError {
+    #[error("token command: {0}")]
+    TokenCommand(String),
+    #[error("token file {path}: {msg}")]
+    TokenFile { path: String, msg: String },
+    #[error("ca_file {path}: {msg}")]
+    CaFile { path: String, msg: String },
+    #[error("GET {url}: TLS: {msg}")]
+    Tls { url: String, msg: String },
+    #[error("GET {url}: HTTP {status} (the token was refused)")]
+    Refused { url: String, status: u16 },
+    #[error("GET {url}: HTTP {status}")]
+    Status { url: String, status: u16 },
+    #[error("GET {url}: {msg}")]
+    Unreachable { url: String, msg: String },
+    #[error("IMS answer is not an image list: {0}")]
+    Json(String),
+}
+
+impl ImsError {
+    /// The `catalog_problems` label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ImsError::TokenCommand(_) | ImsError::TokenFile { .. } => "ims_token",
+            ImsError::CaFile { .. } | ImsError::Tls { .. } => "ims_tls",
+            ImsError::Refused { .. } => "ims_auth",
+            ImsError::Status { .. } => "ims_http",
+            ImsError::Unreachable { .. } => "ims_unreachable",
+            ImsError::Json(_) => "ims_json",
+        }
+    }
+}
+
+/// One image as an IMS-style API lists it.
+#[derive(Debug, Deserialize)]
+pub struct ImsImage {
+    pub id: Option<String>,
+    pub link: Option<ImsLink>,
+    #[serde(default)]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub tags: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ImsLink {
+    pub path: Option<String>,
+}
+
+fn tagged(i: &ImsImage) -> bool {
+    [&i.metadata, &i.tags]
+        .iter()
+        .any(|m| match m.get("sbps-project") {
+            Some(serde_json::Value::Bool(b)) => *b,
+            Some(serde_json::Value::String(s)) => s.eq_ignore_ascii_case("true"),
+            _ => false,
+        })
+}
+
+/// A token a command printed, and until when it may be used (unix seconds).
+#[derive(Debug, Clone)]
+struct Cached {
+    command: Vec<String>,
+    token: String,
+    until: u64,
+}
+
+/// The last token from a command (one IMS source per process).
+static TOKEN: Mutex<Option<Cached>> = Mutex::new(None);
+
+/// The `exp` claim of a JWT, if the token is one and has it.
+fn jwt_expiry(token: &str) -> Option<u64> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get("exp")?.as_u64()
+}
+
+/// Run `command` (no shell) for a token: its stdout, trimmed. Killed at `timeout`.
+async fn run_token_command(command: &[String], timeout: Duration) -> Result<String, ImsError> {
+    let (prog, args) = command
+        .split_first()
+        .ok_or_else(|| ImsError::TokenCommand("ims_token_command is empty".into()))?;
+    let child = tokio::process::Command::new(prog)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| ImsError::TokenCommand(format!("{prog}: {e}")))?;
+    let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Err(_) => {
+            return Err(ImsError::TokenCommand(format!(
+                "{prog} did not finish within {} s: killed",
+                timeout.as_secs()
+            )))
+        }
+        Ok(Err(e)) => return Err(ImsError::TokenCommand(format!("{prog}: {e}"))),
+        Ok(Ok(o)) => o,
+    };
+    if !out.status.success() {
+        // Its stderr says why (a token goes to stdout, never logged).
+        let err = String::from_utf8_lossy(&out.stderr);
+        let err: String = err.trim().chars().take(200).collect();
+        return Err(ImsError::TokenCommand(format!(
+            "{prog} failed ({}): {err}",
+            out.status
+        )));
+    }
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if token.is_empty() {
+        return Err(ImsError::TokenCommand(format!("{prog} printed no token")));
+    }
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ImsError::TokenCommand(format!(
+            "{prog} printed more than one token (whitespace in its output)"
+        )));
+    }
+    Ok(token)
+}
+
+/// The bearer token for this scan, if one is configured.
+async fn token(cfg: &CatalogConfig) -> Result<Option<String>, ImsError> {
+    if let Some(command) = &cfg.ims_token_command {
+        let now = unix_now();
+        let cached = TOKEN.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(c) = cached.filter(|c| &c.command == command && now < c.until) {
+            return Ok(Some(c.token));
+        }
+        let timeout = Duration::from_secs(cfg.ims_token_timeout_secs.max(1));
+        let token = run_token_command(command, timeout).await?;
+        let until = jwt_expiry(&token).map_or(0, |exp| exp.saturating_sub(EXPIRY_MARGIN_SECS));
+        *TOKEN.lock().unwrap_or_else(|p| p.into_inner()) = Some(Cached {
+            command: command.clone(),
+            token: token.clone(),
+            until,
+        });
+        return Ok(Some(token));
+    }
+    match &cfg.ims_token_file {
+        Some(p) => std::fs::read_to_string(p)
+            .map(|t| Some(t.trim().to_string()))
+            .map_err(|e| ImsError::TokenFile {
+                path: p.display().to_string(),
+                msg: e.to_string(),
+            }),
+        None => Ok(None),
+    }
+}
+
+/// A rustls configuration trusting the bundled public roots plus the certificates
+/// of `ca_file` (a PEM bundle).
+pub fn tls_with_ca(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, ImsError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let bad = |msg: String| ImsError::CaFile {
+        path: ca_file.display().to_string(),
+        msg,
+    };
+    let pem = std::fs::read(ca_file).map_err(|e| bad(e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut added = 0;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| bad(format!("not PEM certificates: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| bad(format!("a certificate rustls refuses: {e}")))?;
+        added += 1;
+    }
+    if added == 0 {
+        return Err(bad("no certificate in it".into()));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(
+        rustls::crypto::ring::default_provider().into(),
+    )
+    .with_safe_default_protocol_versions()
+    .map_err(|e| bad(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+fn agent(ca_file: Option<&PathBuf>) -> Result<ureq::Agent, ImsError> {
+    let mut b = ureq::AgentBuilder::new().timeout(Duration::from_secs(30));
+    if let Some(ca) = ca_file {
+        b = b.tls_config(tls_with_ca(ca)?);
+    }
+    Ok(b.build())
+}
+
+/// What a failed GET was: refused, another status, TLS, or no answer.
+fn classify(url: &str, e: ureq::Error) -> ImsError {
+    let url = url.to_string();
+    match e {
+        ureq::Error::Status(status @ (401 | 403), _) => ImsError::Refused { url, status },
+        ureq::Error::Status(status, _) => ImsError::Status { url, status },
+        ureq::Error::Transport(t) => {
+            let msg = t.to_string();
+            // rustls errors (unknown issuer, bad name) come through as I/O errors.
+            let tls = msg.contains("certificate")
+                || msg.contains("InvalidCertificate")
+                || msg.contains("tls")
+                || msg.contains("TLS");
+            match tls {
+                true => ImsError::Tls { url, msg },
+                false => ImsError::Unreachable { url, msg },
+            }
+        }
+    }
+}
+
+/// Manifest URLs (image id, s3://bucket/key) of the IMS images tagged for projection.
+pub async fn manifests(url: &str, cfg: &CatalogConfig) -> Result<Vec<(String, String)>, ImsError> {
+    let result = list(url, cfg).await;
+    if let Err(ImsError::Refused { .. }) = &result {
+        // A refused token is not used again: the next scan asks the command anew.
+        *TOKEN.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+    result
+}
+
+async fn list(url: &str, cfg: &CatalogConfig) -> Result<Vec<(String, String)>, ImsError> {
+    let token = token(cfg).await?;
+    let agent = agent(cfg.ca_file.as_ref())?;
+    let url = url.to_string();
+    let body = tokio::task::spawn_blocking(move || {
+        let mut req = agent.get(&url);
+        if let Some(t) = &token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        let resp = req.call().map_err(|e| classify(&url, e))?;
+        let mut body = String::new();
+        std::io::Read::read_to_string(
+            &mut std::io::Read::take(resp.into_reader(), MAX_LIST_BYTES),
+            &mut body,
+        )
+        .map_err(|e| ImsError::Unreachable {
+            url: url.clone(),
+            msg: format!("reading the answer: {e}"),
+        })?;
+        Ok::<_, ImsError>(body)
+    })
+    .await
+    .map_err(|e| ImsError::Unreachable {
+        url: String::new(),
+        msg: e.to_string(),
+    })??;
+    let images: Vec<ImsImage> =
+        serde_json::from_str(&body).map_err(|e| ImsError::Json(e.to_string()))?;
+    Ok(images
+        .into_iter()
+        .filter(tagged)
+        .filter_map(|i| {
+            let path = i.link?.path?;
+            Some((i.id.unwrap_or_else(|| path.clone()), path))
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_from_a_jwt() {
+        let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"sub":"spiffe://shasta/ncn/workload/sbps-marshal","exp":1893456000}"#);
+        assert_eq!(
+            jwt_expiry(&format!("eyJhbGciOiJFUzI1NiJ9.{claims}.sig")),
+            Some(1_893_456_000)
+        );
+        assert_eq!(jwt_expiry("opaque-token"), None);
+        assert_eq!(jwt_expiry("a.!!!.c"), None);
+    }
+}
