@@ -417,3 +417,116 @@ fn rotating_tokens_from_a_command_never_logged_and_a_hung_command_killed() {
         assert!(text.contains("ims_token") && text.contains(want), "{text}");
     }
 }
+
+/// The old agent's project rules, one fixture case each
+/// (`protocol-tests/fixtures/ims/agent-rules.json`): IMS records and their manifests
+/// in moto, listed by the HTTPS IMS stand-in, and the set `s3lun catalog` projects.
+#[test]
+fn the_old_agents_project_rules_case_by_case() {
+    let site = site();
+    let fixture: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("protocol-tests/fixtures/ims/agent-rules.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let cases = fixture["cases"].as_array().unwrap();
+    let d = site.dir.path();
+    let mut records = Vec::new();
+    let mut want = std::collections::BTreeSet::new();
+    for (i, c) in cases.iter().enumerate() {
+        let rec = &c["record"];
+        let id = rec["id"].as_str().unwrap();
+        let data = pattern((1 << 20) + i, 100 + i as u64);
+        let rootfs = format!("s3://boot-images/{id}/rootfs");
+        let etag = match c["object"].as_str() {
+            Some("match") => site
+                .moto
+                .put(d, "boot-images", &format!("{id}/rootfs"), &data, &[]),
+            _ => "00000000000000000000000000000000".to_string(),
+        };
+        let md5 = {
+            use md5::{Digest, Md5};
+            hex::encode(Md5::digest(&data))
+        };
+        let fill = |s: &str| {
+            s.replace("@ID@", id)
+                .replace("@ROOTFS@", &rootfs)
+                .replace("@ETAG@", &etag)
+                .replace("@MD5@", &md5)
+        };
+        match &c["manifest"] {
+            serde_json::Value::Null => {}
+            serde_json::Value::String(raw) => {
+                site.moto.put(
+                    d,
+                    "boot-images",
+                    &format!("{id}/manifest.json"),
+                    raw.as_bytes(),
+                    &[],
+                );
+            }
+            m => {
+                site.moto.put(
+                    d,
+                    "boot-images",
+                    &format!("{id}/manifest.json"),
+                    fill(&m.to_string()).as_bytes(),
+                    &[],
+                );
+            }
+        }
+        records.push(rec.clone());
+        if c["projected"] == true {
+            want.insert(id.to_string());
+        }
+        // Where s3lun and the agent part, the fixture says why.
+        if c["projected"] != c["agent"] {
+            assert!(
+                c["difference"].as_str().is_some_and(|s| !s.is_empty()),
+                "{id}: differs from the agent without a reason"
+            );
+        }
+    }
+    std::fs::write(d.join("images.json"), serde_json::to_vec(&records).unwrap()).unwrap();
+    std::fs::write(site.path("valid-tokens"), "t0ken\n").unwrap();
+    std::fs::write(site.path("token"), "t0ken\n").unwrap();
+    let cfg = site.config(
+        "rules.toml",
+        &format!(
+            "ims_token_file = \"{}\"\nca_file = \"{}\"\n",
+            site.path("token").display(),
+            site.ca.display()
+        ),
+    );
+    let (text, _) = catalog(&cfg);
+    let got: std::collections::BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.split_once("\tims\t"))
+        .map(|(id, _)| id.to_string())
+        .collect();
+    assert_eq!(got, want, "projected set:\n{text}");
+    // The one with two rootfs artifacts serves the last (with its etag).
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("two-rootfs\t"))
+        .unwrap();
+    assert!(
+        line.contains("s3://boot-images/two-rootfs/rootfs"),
+        "{line}"
+    );
+    for (id, kind) in [
+        ("etag-mismatch", "etag_mismatch"),
+        ("no-object", "missing_object"),
+        ("bad-manifest", "invalid_json"),
+        ("no-rootfs", "no_rootfs"),
+        ("no-manifest", "manifest_unreadable"),
+    ] {
+        assert!(
+            text.contains(&format!("SKIPPED\t{id}\t{kind}")),
+            "{id} {kind}:\n{text}"
+        );
+    }
+}

@@ -597,8 +597,8 @@ pub struct CatalogConfig {
     pub prefixes: Vec<String>,
     /// Seconds between scans (SIGHUP scans at once); 0: only at start and on SIGHUP.
     pub refresh_secs: u64,
-    /// An IMS-style endpoint listing images with their manifest links; only images
-    /// tagged `sbps-project=true` are projected.
+    /// An IMS-style endpoint listing images with their manifest links (which are
+    /// projected: see `ims_require_tag`).
     pub ims_url: Option<String>,
     /// File holding the bearer token for `ims_url`, read again each scan.
     pub ims_token_file: Option<std::path::PathBuf>,
@@ -610,6 +610,9 @@ pub struct CatalogConfig {
     pub ims_token_timeout_secs: u64,
     /// PEM bundle of the site's CA, trusted for `ims_url` besides the public roots.
     pub ca_file: Option<std::path::PathBuf>,
+    /// The old agent's IMS_TAGGING: an IMS image with `metadata` is projected only
+    /// with `"sbps-project": "true"` in it (one without `metadata` always is).
+    pub ims_require_tag: bool,
     /// An image that leaves the catalog keeps its LUN while any session has read it
     /// within this many seconds; then it goes (REPORTED LUNS DATA HAS CHANGED).
     pub retire_after_secs: u64,
@@ -626,6 +629,7 @@ impl Default for CatalogConfig {
             ims_token_command: None,
             ims_token_timeout_secs: 10,
             ca_file: None,
+            ims_require_tag: true,
             retire_after_secs: DEFAULT_RETIRE_AFTER_SECS,
         }
     }

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use serde::Deserialize;
 use thiserror::Error;
+use tracing::debug;
 
 use crate::config::CatalogConfig;
 use crate::store::served::unix_now;
@@ -56,30 +56,44 @@ impl ImsError {
     }
 }
 
-/// One image as an IMS-style API lists it.
-#[derive(Debug, Deserialize)]
-pub struct ImsImage {
-    pub id: Option<String>,
-    pub link: Option<ImsLink>,
-    #[serde(default)]
-    pub metadata: serde_json::Map<String, serde_json::Value>,
-    #[serde(default)]
-    pub tags: serde_json::Map<String, serde_json::Value>,
+/// Why an IMS record is not projected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotProjected {
+    /// No `link.path` (no link, a null link, a link without a path).
+    NoLink,
+    /// `metadata` present without `sbps-project`, or with another value than the
+    /// string "true" (the agent compares exactly; `true` as a JSON bool is not it).
+    NotTagged,
 }
 
-#[derive(Debug, Deserialize)]
-pub struct ImsLink {
-    pub path: Option<String>,
-}
-
-fn tagged(i: &ImsImage) -> bool {
-    [&i.metadata, &i.tags]
-        .iter()
-        .any(|m| match m.get("sbps-project") {
-            Some(serde_json::Value::Bool(b)) => *b,
-            Some(serde_json::Value::String(s)) => s.eq_ignore_ascii_case("true"),
-            _ => false,
-        })
+/// The old agent's rule for one IMS image record: its (image id, manifest URL) when
+/// it is projected. With `require_tag` (the agent's IMS_TAGGING, on by default), a
+/// record with `metadata` must carry `"sbps-project": "true"`; one without
+/// `metadata` at all (an IMS too old for tags) is projected. A null `metadata`,
+/// which crashed the agent, counts as present without the tag.
+pub fn projected(
+    rec: &serde_json::Value,
+    require_tag: bool,
+) -> Result<(String, String), NotProjected> {
+    let path = rec
+        .get("link")
+        .and_then(|l| l.get("path"))
+        .and_then(|p| p.as_str())
+        .filter(|p| !p.is_empty())
+        .ok_or(NotProjected::NoLink)?;
+    if require_tag {
+        if let Some(meta) = rec.get("metadata") {
+            let tag = meta.get("sbps-project").and_then(|t| t.as_str());
+            if tag != Some("true") {
+                return Err(NotProjected::NotTagged);
+            }
+        }
+    }
+    let id = rec
+        .get("id")
+        .and_then(|i| i.as_str())
+        .map_or_else(|| path.to_string(), str::to_string);
+    Ok((id, path.to_string()))
 }
 
 /// A token a command printed, and until when it may be used (unix seconds).
@@ -274,21 +288,58 @@ async fn list(url: &str, cfg: &CatalogConfig) -> Result<Vec<(String, String)>, I
         url: String::new(),
         msg: e.to_string(),
     })??;
-    let images: Vec<ImsImage> =
+    let records: Vec<serde_json::Value> =
         serde_json::from_str(&body).map_err(|e| ImsError::Json(e.to_string()))?;
-    Ok(images
-        .into_iter()
-        .filter(tagged)
-        .filter_map(|i| {
-            let path = i.link?.path?;
-            Some((i.id.unwrap_or_else(|| path.clone()), path))
-        })
-        .collect())
+    let mut out = Vec::new();
+    for rec in &records {
+        match projected(rec, cfg.ims_require_tag) {
+            Ok(p) => out.push(p),
+            Err(why) => debug!(id = ?rec.get("id"), ?why, "IMS image not projected"),
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_agents_tag_rule() {
+        use serde_json::json;
+        let link = json!({"path": "s3://boot-images/a/manifest.json", "etag": "x", "type": "s3"});
+        let rec = |extra: serde_json::Value| {
+            let mut r = json!({"id": "a", "link": link});
+            for (k, v) in extra.as_object().unwrap() {
+                r[k] = v.clone();
+            }
+            r
+        };
+        let yes = |r: serde_json::Value| projected(&r, true).is_ok();
+        assert!(yes(rec(json!({"metadata": {"sbps-project": "true"}}))));
+        assert!(yes(rec(json!({}))), "no metadata: an IMS without tags");
+        assert!(!yes(rec(json!({"metadata": {}}))));
+        assert!(!yes(rec(
+            json!({"metadata": {"annotations": [{"key": "sbps-project", "value": "true"}]}})
+        )));
+        assert!(!yes(rec(json!({"metadata": {"sbps-project": "True"}}))));
+        assert!(!yes(rec(json!({"metadata": {"sbps-project": true}}))));
+        assert!(!yes(rec(json!({"metadata": {"sbps-project": "false"}}))));
+        assert!(!yes(rec(json!({"metadata": null}))));
+        assert!(
+            projected(&rec(json!({"metadata": {}})), false).is_ok(),
+            "tagging off"
+        );
+        assert_eq!(
+            projected(&json!({"id": "b", "link": null}), true),
+            Err(NotProjected::NoLink)
+        );
+        assert_eq!(
+            projected(&json!({"id": "b", "link": {"etag": "x"}}), true),
+            Err(NotProjected::NoLink)
+        );
+        assert_eq!(projected(&json!("junk"), true), Err(NotProjected::NoLink));
+    }
 
     #[test]
     fn expiry_from_a_jwt() {

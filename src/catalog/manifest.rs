@@ -64,21 +64,39 @@ impl ManifestError {
 }
 
 pub fn rootfs(bytes: &[u8]) -> Result<Rootfs, ManifestError> {
-    // A JSON `null` for a string field deserializes to None, as does a missing key.
     let m: Manifest =
         serde_json::from_slice(bytes).map_err(|e| ManifestError::InvalidJson(e.to_string()))?;
-    let a = m
+    let rootfs: Vec<Artifact> = m
         .artifacts
         .into_iter()
-        .find(|a| a.kind.as_deref() == Some(ROOTFS_TYPE))
-        .ok_or(ManifestError::NoRootfs)?;
-    let link = a.link.ok_or(ManifestError::NoPath)?;
-    let path = link
-        .path
-        .filter(|p| !p.is_empty())
+        .filter(|a| a.kind.as_deref() == Some(ROOTFS_TYPE))
+        .collect();
+    if rootfs.is_empty() {
+        return Err(ManifestError::NoRootfs);
+    }
+    let path_of = |a: &Artifact| {
+        a.link
+            .as_ref()
+            .and_then(|l| l.path.clone())
+            .filter(|p| !p.is_empty())
+    };
+    let etag_of = |a: &Artifact| {
+        a.link
+            .as_ref()
+            .and_then(|l| l.etag.clone())
+            .filter(|e| !e.is_empty())
+    };
+    // As the old agent: of several rootfs artifacts, the last with a path and an
+    // etag; without any etag (which the agent skipped), the last with a path.
+    let a = rootfs
+        .iter()
+        .rev()
+        .find(|a| path_of(a).is_some() && etag_of(a).is_some())
+        .or_else(|| rootfs.iter().rev().find(|a| path_of(a).is_some()))
         .ok_or(ManifestError::NoPath)?;
-    let etag = link.etag.filter(|e| !e.is_empty());
-    let md5 = a.md5.filter(|m| !m.is_empty());
+    let path = path_of(a).ok_or(ManifestError::NoPath)?;
+    let etag = etag_of(a);
+    let md5 = a.md5.clone().filter(|m| !m.is_empty());
     let mut warnings = Vec::new();
     if etag.is_none() {
         warnings.push("missing_etag");

@@ -253,6 +253,13 @@ impl Walk<'_> {
             }
         }
         let mut notes = Vec::new();
+        if let (Some(why), Some(_)) = (&key.stale_manifest, etag) {
+            // As the old agent: a rootfs whose ETag is not the one its manifest names
+            // is not the image the manifest describes. It is not served.
+            let d = format!("{url}: the manifest's etag is not the object's: {why}");
+            s.problem(image_id, "etag_mismatch", d, true);
+            return;
+        }
         if let Some(why) = &key.stale_manifest {
             s.problem(
                 image_id,
