@@ -508,3 +508,95 @@ fn a_restart_serves_the_known_images_even_with_s3_down() {
         "a failed scan must not empty the LUN set"
     );
 }
+
+/// Scans cost what changed: after the first, an unchanged catalog is listed and
+/// nothing else (no manifest GET, no HEAD); one changed image costs its manifest and
+/// its HEAD; and the catalog served is the same.
+#[test]
+fn rescans_cost_only_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let moto = Moto::start();
+    moto.ctl(&["mkbucket", "boot-images"]);
+    let image = |i: usize, seed: u64| {
+        let data = pattern(4096 + i, seed);
+        let path = format!("s3://boot-images/img{i:02}/rootfs");
+        let etag = put(&moto, d, &format!("img{i:02}/rootfs"), &data, &[]);
+        put(
+            &moto,
+            d,
+            &format!("img{i:02}/manifest.json"),
+            &manifest("with-etag.json", &path, Some(Some(&etag)), None),
+            &[],
+        );
+    };
+    for i in 0..20 {
+        image(i, i as u64);
+    }
+    for i in 0..5 {
+        put(
+            &moto,
+            d,
+            &format!("PE/pe{i}.squashfs"),
+            &pattern(4096, 90 + i),
+            &[],
+        );
+    }
+    let cfg = d.join("s3lun.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[s3]\nendpoint = \"{}\"\naccess_key = \"test\"\nsecret_key = \"test\"\n[cache]\ndir = \"{}\"\n[catalog]\nmanifest_buckets = [\"boot-images\"]\nprefixes = [\"s3://boot-images/PE/\"]\nrefresh_secs = 1\n",
+            moto.endpoint,
+            d.join("cache").display()
+        ),
+    )
+    .unwrap();
+    let (srv, mport) = Server::start_config(&cfg);
+    let counts = || {
+        (
+            metric(mport, "s3lun_catalog_scans_total"),
+            metric(mport, "s3lun_s3_gets_total"),
+            metric(mport, "s3lun_s3_heads_total"),
+            metric(mport, "s3lun_s3_lists_total"),
+        )
+    };
+    let wait_scans = |n: u64| {
+        let start = counts().0;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while counts().0 < start + n {
+            assert!(Instant::now() < deadline, "scans stopped");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(mport, "s3lun_luns") != 25 {
+        assert!(Instant::now() < deadline, "the first scan never completed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let luns = report_luns(&srv);
+    // Let the first scan's effects settle, then count whole scans.
+    wait_scans(1);
+    let (s0, g0, h0, l0) = counts();
+    wait_scans(3);
+    let (s1, g1, h1, l1) = counts();
+    assert!(s1 >= s0 + 3);
+    assert_eq!(
+        (g1 - g0, h1 - h0),
+        (0, 0),
+        "an unchanged rescan made GETs or HEADs"
+    );
+    assert!(
+        l1 - l0 >= 2 * (s1 - s0),
+        "each scan lists the bucket and the prefix"
+    );
+    assert_eq!(report_luns(&srv), luns);
+
+    // One image rebuilt in place: its manifest is read again and its rootfs HEADed.
+    image(7, 777);
+    wait_scans(3);
+    let (_, g2, h2, _) = counts();
+    assert_eq!(g2 - g1, 1, "one manifest GET");
+    assert!((1..=2).contains(&(h2 - h1)), "{} HEADs", h2 - h1);
+    assert_eq!(report_luns(&srv).len(), 25);
+}

@@ -160,7 +160,13 @@ async fn s3(cfg: &Config, p: &mut Vec<String>) {
         }
     }
     if cfg.catalog.ims_url.is_some() {
-        let scan = crate::catalog::scan(&client, &cfg.catalog, &HashMap::new()).await;
+        let scan = crate::catalog::scan(
+            &client,
+            &cfg.catalog,
+            &HashMap::new(),
+            &mut Default::default(),
+        )
+        .await;
         for f in scan.failed_sources {
             p.push(format!("catalog source {f} does not answer"));
         }

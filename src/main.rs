@@ -486,7 +486,11 @@ async fn serve(args: ServeArgs, cfg: Config) -> anyhow::Result<()> {
         n => Duration::from_secs(n),
     };
     // The first tick is immediate: the first scan runs while the known set serves.
+    // A scan that outlasts the interval is followed by the next one a whole interval
+    // later, never at once (scans never overlap: they run in this loop).
     let mut ticker = tokio::time::interval(refresh);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut scan_memory = catalog::scan::ScanMemory::default();
     loop {
         let reload_config = tokio::select! {
             _ = hup.recv() => {
@@ -539,7 +543,8 @@ async fn serve(args: ServeArgs, cfg: Config) -> anyhow::Result<()> {
         }
         if let (false, Some(client)) = (cfg.catalog.is_empty(), &backends.s3) {
             let started = std::time::Instant::now();
-            let scan = catalog::scan(client, &cfg.catalog, &builder.previous()).await;
+            let scan =
+                catalog::scan(client, &cfg.catalog, &builder.previous(), &mut scan_memory).await;
             catalog_stats.scan_duration.observe(started.elapsed());
             catalog_stats.record(&scan);
             builder.apply_scan(scan);

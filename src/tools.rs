@@ -186,7 +186,8 @@ pub async fn catalog(cfg: &Config) -> anyhow::Result<()> {
         }
         None => false,
     };
-    let scan = crate::catalog::scan(&client, &cfg.catalog, &previous).await;
+    let scan =
+        crate::catalog::scan(&client, &cfg.catalog, &previous, &mut Default::default()).await;
     println!("IMAGE\tORIGIN\tLUN\tSIZE\tCONTENT KEY (SOURCE)\tWWID\tOBJECT");
     for e in &scan.entries {
         let lun = match shared {

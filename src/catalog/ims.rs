@@ -71,12 +71,9 @@ pub enum NotProjected {
 /// record with `metadata` must carry `"sbps-project": "true"`; one without
 /// `metadata` at all (an IMS too old for tags) is projected. A null `metadata`,
 /// which crashed the agent, counts as present without the tag.
-pub fn projected(
-    rec: &serde_json::Value,
-    require_tag: bool,
-) -> Result<(String, String), NotProjected> {
-    let path = rec
-        .get("link")
+pub fn projected(rec: &serde_json::Value, require_tag: bool) -> Result<ImsManifest, NotProjected> {
+    let link = rec.get("link");
+    let path = link
         .and_then(|l| l.get("path"))
         .and_then(|p| p.as_str())
         .filter(|p| !p.is_empty())
@@ -93,7 +90,27 @@ pub fn projected(
         .get("id")
         .and_then(|i| i.as_str())
         .map_or_else(|| path.to_string(), str::to_string);
-    Ok((id, path.to_string()))
+    let etag = link
+        .and_then(|l| l.get("etag"))
+        .and_then(|e| e.as_str())
+        .map(|e| e.trim_matches('"').to_string())
+        .filter(|e| !e.is_empty());
+    Ok(ImsManifest {
+        id,
+        url: path.to_string(),
+        etag,
+    })
+}
+
+/// A manifest IMS lists for projection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImsManifest {
+    pub id: String,
+    /// `s3://bucket/key` of the manifest.
+    pub url: String,
+    /// The manifest object's ETag as IMS recorded it: a scan that finds it unchanged
+    /// does not read the manifest again.
+    pub etag: Option<String>,
 }
 
 /// A token a command printed, and until when it may be used (unix seconds).
@@ -252,8 +269,8 @@ fn classify(url: &str, e: ureq::Error) -> ImsError {
     }
 }
 
-/// Manifest URLs (image id, s3://bucket/key) of the IMS images tagged for projection.
-pub async fn manifests(url: &str, cfg: &CatalogConfig) -> Result<Vec<(String, String)>, ImsError> {
+/// The manifests of the IMS images projected.
+pub async fn manifests(url: &str, cfg: &CatalogConfig) -> Result<Vec<ImsManifest>, ImsError> {
     let result = list(url, cfg).await;
     if let Err(ImsError::Refused { .. }) = &result {
         // A refused token is not used again: the next scan asks the command anew.
@@ -262,7 +279,7 @@ pub async fn manifests(url: &str, cfg: &CatalogConfig) -> Result<Vec<(String, St
     result
 }
 
-async fn list(url: &str, cfg: &CatalogConfig) -> Result<Vec<(String, String)>, ImsError> {
+async fn list(url: &str, cfg: &CatalogConfig) -> Result<Vec<ImsManifest>, ImsError> {
     let token = token(cfg).await?;
     let agent = agent(cfg.ca_file.as_ref())?;
     let url = url.to_string();

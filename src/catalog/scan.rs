@@ -4,10 +4,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use tracing::warn;
 
-use super::manifest;
+use futures::StreamExt;
+
+use super::manifest::{self, ManifestError, Rootfs};
 use crate::config::CatalogConfig;
 use crate::store::key::{content_key, ContentKey};
-use crate::store::s3::{parse_url, ObjectInfo, S3Client};
+use crate::store::s3::{parse_url, Listed, ObjectInfo, S3Client};
 use crate::store::StoreError;
 
 /// Manifests are small; anything bigger is not one.
@@ -60,33 +62,119 @@ impl Scan {
     }
 }
 
+/// Requests a scan keeps in flight at once (manifest GETs, HEADs).
+pub const MAX_IN_FLIGHT: usize = 16;
+
+/// What earlier scans learned, so that a scan costs what changed: a manifest is read
+/// again only when its ETag (from the bucket listing, or IMS's link) changed, and an
+/// image HEADed again only when its listing ETag (or, unlisted, its manifest) did.
+/// Holds only what the last scan saw.
+#[derive(Debug, Default)]
+pub struct ScanMemory {
+    /// (bucket, key) -> (the manifest's ETag, what it said).
+    manifests: HashMap<(String, String), (String, Result<Rootfs, ManifestError>)>,
+    /// Object URL -> (its listing ETag when HEADed, if listed; what HEAD said).
+    objects: HashMap<String, (Option<String>, ObjectInfo)>,
+}
+
+/// Objects the listings of this scan saw: URL -> (size, ETag), and the (bucket,
+/// prefix) ranges they cover (an object in a range but not listed does not exist).
+#[derive(Debug, Default)]
+struct Listings {
+    objects: HashMap<String, (u64, Option<String>)>,
+    ranges: Vec<(String, String)>,
+}
+
+impl Listings {
+    fn add(&mut self, bucket: &str, prefix: &str, listed: &[Listed]) {
+        for l in listed {
+            let url = format!("s3://{bucket}/{}", l.key);
+            self.objects.insert(url, (l.size, l.etag.clone()));
+        }
+        self.ranges.push((bucket.to_string(), prefix.to_string()));
+    }
+
+    /// What the listings say of `url`: `None` if no listing covers it, `Some(None)`
+    /// if one does and it is not there.
+    fn get(&self, url: &str) -> Option<Option<&(u64, Option<String>)>> {
+        if let Some(o) = self.objects.get(url) {
+            return Some(Some(o));
+        }
+        let (bucket, key) = parse_url(url)?;
+        self.ranges
+            .iter()
+            .any(|(b, p)| *b == bucket && key.starts_with(p.as_str()))
+            .then_some(None)
+    }
+}
+
+/// One manifest to project, from a bucket listing or IMS.
+struct ManifestJob {
+    bucket: String,
+    key: String,
+    image_id: String,
+    origin: &'static str,
+    /// Its ETag if known without asking (listing, IMS).
+    etag: Option<String>,
+}
+
+/// One image to HEAD (or not) and project.
+struct ImageJob {
+    image_id: String,
+    origin: &'static str,
+    url: String,
+    identity: String,
+    etag: Option<String>,
+    md5: Option<String>,
+    /// Its manifest was read again this scan (an unlisted image is HEADed then).
+    manifest_changed: bool,
+}
+
 /// One scan in progress: the result so far and what it has already seen.
 struct Walk<'a> {
     s: Scan,
-    client: &'a S3Client,
     previous: &'a HashMap<String, (String, u64)>,
     /// Rootfs URL -> image id serving it.
     by_url: BTreeMap<String, String>,
-    /// Manifests already projected (by the bucket scan or IMS).
-    seen: HashSet<(String, String)>,
+}
+
+/// Read a manifest unless `memory` holds it at the ETag known for it; returns what
+/// it said, the ETag it was read at, and whether it was read.
+async fn read_manifest(
+    client: &S3Client,
+    job: &ManifestJob,
+    remembered: Option<&(String, Result<Rootfs, ManifestError>)>,
+) -> Result<(String, Result<Rootfs, ManifestError>, bool), StoreError> {
+    if let (Some(known), Some((etag, parsed))) = (&job.etag, remembered) {
+        if known == etag {
+            return Ok((etag.clone(), parsed.clone(), false));
+        }
+    }
+    let (bytes, etag) = client
+        .get_small_tagged(&job.bucket, &job.key, MAX_MANIFEST)
+        .await?;
+    Ok((etag.unwrap_or_default(), manifest::rootfs(&bytes), true))
 }
 
 /// Scan every source. `previous` maps URL to (content key, size) from the last scan,
-/// to notice an object whose size changed under the same key (still being written).
+/// to notice an object whose size changed under the same key (still being written);
+/// `memory` is what the last scan learned (updated to what this one saw).
 pub async fn scan(
     client: &S3Client,
     cfg: &CatalogConfig,
     previous: &HashMap<String, (String, u64)>,
+    memory: &mut ScanMemory,
 ) -> Scan {
     let mut w = Walk {
         s: Scan::default(),
-        client,
         previous,
         by_url: BTreeMap::new(),
-        seen: HashSet::new(),
     };
+    let mut listings = Listings::default();
+    let mut jobs: Vec<ManifestJob> = Vec::new();
+    let mut seen: HashSet<(String, String)> = HashSet::new();
     for bucket in &cfg.manifest_buckets {
-        let keys = match client.list(bucket, "").await {
+        let listed = match client.list(bucket, "").await {
             Ok(k) => k,
             Err(e) => {
                 warn!(bucket, error = %e, "cannot list manifests");
@@ -94,15 +182,52 @@ pub async fn scan(
                 continue;
             }
         };
-        let mut manifests: Vec<String> = keys
-            .into_iter()
-            .map(|(k, _)| k)
-            .filter(|k| k.ends_with("/manifest.json") && k.matches('/').count() == 1)
+        listings.add(bucket, "", &listed);
+        let mut manifests: Vec<&Listed> = listed
+            .iter()
+            .filter(|l| l.key.ends_with("/manifest.json") && l.key.matches('/').count() == 1)
             .collect();
-        manifests.sort();
-        for mkey in manifests {
-            let image_id = mkey.trim_end_matches("/manifest.json").to_string();
-            w.manifest(bucket, &mkey, &image_id, "manifest").await;
+        manifests.sort_by(|a, b| a.key.cmp(&b.key));
+        for l in manifests {
+            if seen.insert((bucket.clone(), l.key.clone())) {
+                jobs.push(ManifestJob {
+                    bucket: bucket.clone(),
+                    key: l.key.clone(),
+                    image_id: l.key.trim_end_matches("/manifest.json").to_string(),
+                    origin: "manifest",
+                    etag: l.etag.clone(),
+                });
+            }
+        }
+    }
+    let mut prefix_images = Vec::new();
+    for prefix_url in &cfg.prefixes {
+        let Some((bucket, prefix)) = parse_prefix(prefix_url) else {
+            let d = format!("{prefix_url} is not s3://bucket/prefix/");
+            w.s.problem(prefix_url, "bad_prefix", d, true);
+            continue;
+        };
+        let listed = match client.list(&bucket, &prefix).await {
+            Ok(k) => k,
+            Err(e) => {
+                warn!(prefix = %prefix_url, error = %e, "cannot list prefix");
+                w.s.failed_sources.push(prefix_url.clone());
+                continue;
+            }
+        };
+        listings.add(&bucket, &prefix, &listed);
+        for l in listed.iter().filter(|l| !l.key.ends_with('/')) {
+            let url = format!("s3://{bucket}/{}", l.key);
+            let name = l.key.rsplit('/').next().unwrap_or(&l.key).to_string();
+            prefix_images.push(ImageJob {
+                image_id: name,
+                origin: "prefix",
+                identity: url.clone(),
+                url,
+                etag: None,
+                md5: None,
+                manifest_changed: false,
+            });
         }
     }
     if let Some(url) = &cfg.ims_url {
@@ -113,39 +238,94 @@ pub async fn scan(
                 w.s.failed_sources.push("ims".into());
             }
             Ok(list) => {
-                for (image_id, murl) in list {
-                    match parse_url(&murl) {
-                        Some((bucket, key)) => w.manifest(&bucket, &key, &image_id, "ims").await,
-                        None => {
-                            let d = format!("manifest link {murl} is not s3://bucket/key");
-                            w.s.problem(&image_id, "bad_path", d, true);
-                        }
+                for m in list {
+                    let Some((bucket, key)) = parse_url(&m.url) else {
+                        let d = format!("manifest link {} is not s3://bucket/key", m.url);
+                        w.s.problem(&m.id, "bad_path", d, true);
+                        continue;
+                    };
+                    if !seen.insert((bucket.clone(), key.clone())) {
+                        continue;
                     }
+                    // IMS's record of the manifest's ETag, else the listing's.
+                    let etag = m
+                        .etag
+                        .clone()
+                        .or_else(|| listings.get(&m.url).flatten().and_then(|(_, e)| e.clone()));
+                    jobs.push(ManifestJob {
+                        bucket,
+                        key,
+                        image_id: m.id,
+                        origin: "ims",
+                        etag,
+                    });
                 }
             }
         }
     }
-    for prefix_url in &cfg.prefixes {
-        let Some((bucket, prefix)) = parse_prefix(prefix_url) else {
-            let d = format!("{prefix_url} is not s3://bucket/prefix/");
-            w.s.problem(prefix_url, "bad_prefix", d, true);
-            continue;
-        };
-        let keys = match client.list(&bucket, &prefix).await {
-            Ok(k) => k,
+
+    // Manifests: the changed ones read, MAX_IN_FLIGHT at a time.
+    let mem = &*memory;
+    let read: Vec<_> = futures::stream::iter(jobs.iter().map(|job| {
+        let remembered = mem.manifests.get(&(job.bucket.clone(), job.key.clone()));
+        read_manifest(client, job, remembered)
+    }))
+    .buffered(MAX_IN_FLIGHT)
+    .collect()
+    .await;
+    let mut manifests = HashMap::new();
+    let mut images = Vec::new();
+    for (job, result) in jobs.iter().zip(read) {
+        let (etag, parsed, changed) = match result {
+            Ok(r) => r,
             Err(e) => {
-                warn!(prefix = %prefix_url, error = %e, "cannot list prefix");
-                w.s.failed_sources.push(prefix_url.clone());
+                let d = format!("s3://{}/{}: {e}", job.bucket, job.key);
+                w.s.problem(&job.image_id, "manifest_unreadable", d, true);
                 continue;
             }
         };
-        for (key, _) in keys.into_iter().filter(|(k, _)| !k.ends_with('/')) {
-            let url = format!("s3://{bucket}/{key}");
-            let name = key.rsplit('/').next().unwrap_or(&key).to_string();
-            w.image(&name, "prefix", &url, url.clone(), None, None)
-                .await;
+        manifests.insert(
+            (job.bucket.clone(), job.key.clone()),
+            (etag, parsed.clone()),
+        );
+        if let Some(img) = w.rootfs(job, parsed, changed) {
+            images.push(img);
         }
     }
+    images.extend(prefix_images);
+
+    // Images: HEADed where the listing (or the manifest) says they changed.
+    let heads: Vec<_> = futures::stream::iter(images.iter().map(|img| {
+        let listed = listings.get(&img.url);
+        let remembered = mem.objects.get(&img.url);
+        async move {
+            let listed_etag = listed.flatten().and_then(|(_, e)| e.clone());
+            match (listed, remembered) {
+                // Listed where it should be and not there: no HEAD needed.
+                (Some(None), _) => Err(StoreError::NotFound(img.url.clone())),
+                (Some(Some(_)), Some((was, info))) if *was == listed_etag && was.is_some() => {
+                    Ok((listed_etag, info.clone()))
+                }
+                (None, Some((_, info))) if !img.manifest_changed => Ok((None, info.clone())),
+                _ => {
+                    let (bucket, key) =
+                        parse_url(&img.url).ok_or_else(|| StoreError::NotFound(img.url.clone()))?;
+                    client.head(&bucket, &key).await.map(|i| (listed_etag, i))
+                }
+            }
+        }
+    }))
+    .buffered(MAX_IN_FLIGHT)
+    .collect()
+    .await;
+    let mut objects = HashMap::new();
+    for (img, head) in images.into_iter().zip(heads) {
+        if let Ok((listed, info)) = &head {
+            objects.insert(img.url.clone(), (listed.clone(), info.clone()));
+        }
+        w.image(img, head.map(|(_, i)| i));
+    }
+    *memory = ScanMemory { manifests, objects };
     w.s
 }
 
@@ -155,26 +335,20 @@ fn parse_prefix(url: &str) -> Option<(String, String)> {
 }
 
 impl Walk<'_> {
-    /// Project one manifest (once): its rootfs artifact becomes an entry, or a
-    /// problem says why not.
-    async fn manifest(&mut self, bucket: &str, mkey: &str, image_id: &str, origin: &'static str) {
-        if !self.seen.insert((bucket.to_string(), mkey.to_string())) {
-            return;
-        }
-        let bytes = match self.client.get_small(bucket, mkey, MAX_MANIFEST).await {
-            Ok(b) => b,
-            Err(e) => {
-                let d = format!("s3://{bucket}/{mkey}: {e}");
-                self.s.problem(image_id, "manifest_unreadable", d, true);
-                return;
-            }
-        };
-        let rootfs = match manifest::rootfs(&bytes) {
+    /// What a manifest projects: its rootfs image, or a problem saying why not.
+    fn rootfs(
+        &mut self,
+        job: &ManifestJob,
+        parsed: Result<Rootfs, ManifestError>,
+        changed: bool,
+    ) -> Option<ImageJob> {
+        let image_id = &job.image_id;
+        let rootfs = match parsed {
             Ok(r) => r,
             Err(e) => {
-                let d = format!("s3://{bucket}/{mkey}: {e}; image skipped");
+                let d = format!("s3://{}/{}: {e}; image skipped", job.bucket, job.key);
                 self.s.problem(image_id, e.kind(), d, true);
-                return;
+                return None;
             }
         };
         for w in &rootfs.warnings {
@@ -189,28 +363,37 @@ impl Walk<'_> {
         }
         // The identity follows what boot parameters carry: path|etag as written.
         let identity = format!("{}|{}", rootfs.path, rootfs.etag.as_deref().unwrap_or(""));
-        let (etag, md5) = (rootfs.etag.as_deref(), rootfs.md5.as_deref());
-        self.image(image_id, origin, &rootfs.path, identity, etag, md5)
-            .await;
+        Some(ImageJob {
+            image_id: image_id.clone(),
+            origin: job.origin,
+            url: rootfs.path,
+            identity,
+            etag: rootfs.etag,
+            md5: rootfs.md5,
+            manifest_changed: changed,
+        })
     }
 
-    /// HEAD one image and decide its content key; record it or the problem.
-    async fn image(
-        &mut self,
-        image_id: &str,
-        origin: &'static str,
-        url: &str,
-        identity: String,
-        etag: Option<&str>,
-        md5: Option<&str>,
-    ) {
+    /// Decide one image's content key from what HEAD said; record it or the problem.
+    fn image(&mut self, img: ImageJob, head: Result<ObjectInfo, StoreError>) {
+        let ImageJob {
+            image_id,
+            origin,
+            url,
+            identity,
+            etag,
+            md5,
+            ..
+        } = img;
+        let (image_id, url) = (image_id.as_str(), url.as_str());
+        let (etag, md5) = (etag.as_deref(), md5.as_deref());
         let s = &mut self.s;
         if let Some(first) = self.by_url.get(url) {
             let d = format!("{url} is already served for image {first}");
             s.problem(image_id, "duplicate", d, true);
             return;
         }
-        let Some((bucket, key)) = parse_url(url) else {
+        if parse_url(url).is_none() {
             s.problem(
                 image_id,
                 "bad_path",
@@ -218,8 +401,8 @@ impl Walk<'_> {
                 true,
             );
             return;
-        };
-        let info = match self.client.head(&bucket, &key).await {
+        }
+        let info = match head {
             Ok(i) => i,
             Err(StoreError::NotFound(_)) => {
                 let d = format!("{url} does not exist (or is still being uploaded)");

@@ -311,7 +311,14 @@ impl Metrics {
                 "S3 requests (HEAD, LIST and GET)",
                 ld(&s.requests),
             );
-            counter(&mut r, "s3lun_s3_gets", "S3 ranged GETs", ld(&s.gets));
+            counter(
+                &mut r,
+                "s3lun_s3_gets",
+                "S3 GETs (image ranges and manifests)",
+                ld(&s.gets),
+            );
+            counter(&mut r, "s3lun_s3_heads", "S3 HEADs", ld(&s.heads));
+            counter(&mut r, "s3lun_s3_lists", "S3 LIST pages", ld(&s.lists));
             counter(
                 &mut r,
                 "s3lun_s3_bytes",

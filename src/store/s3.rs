@@ -89,6 +89,9 @@ pub struct S3Stats {
     pub bytes: AtomicU64,
     pub errors: AtomicU64,
     pub latency_micros: AtomicU64,
+    /// HEADs and LIST pages (the catalog's requests besides manifest GETs).
+    pub heads: AtomicU64,
+    pub lists: AtomicU64,
     /// Time from a GET sent to its answer's headers (the first byte).
     pub get_latency: Arc<crate::latency::Latency>,
     /// Unix milliseconds S3 last answered (any HTTP status), and last failed to (no
@@ -255,6 +258,7 @@ impl S3Client {
     pub async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, StoreError> {
         let name = format!("s3://{bucket}/{key}");
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.stats.heads.fetch_add(1, Ordering::Relaxed);
         let fut = self.client.head_object().bucket(bucket).key(key).send();
         let out = match tokio::time::timeout(self.deadline, fut).await {
             Err(_) => {
@@ -287,12 +291,13 @@ impl S3Client {
         })
     }
 
-    /// Keys (and sizes) under `prefix`, every page.
-    pub async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+    /// Objects under `prefix` (key, size, ETag), every page.
+    pub async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<Listed>, StoreError> {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            self.stats.lists.fetch_add(1, Ordering::Relaxed);
             let mut req = self.client.list_objects_v2().bucket(bucket).prefix(prefix);
             if let Some(t) = &token {
                 req = req.continuation_token(t);
@@ -323,7 +328,11 @@ impl S3Client {
             for o in page.contents() {
                 if let Some(k) = o.key() {
                     let size = o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
-                    out.push((k.to_string(), size));
+                    out.push(Listed {
+                        key: k.to_string(),
+                        size,
+                        etag: o.e_tag().map(unquote),
+                    });
                 }
             }
             match page.next_continuation_token() {
@@ -509,6 +518,15 @@ pub enum PutCondition<'a> {
     IfNoneMatch,
     /// No precondition (the probe's first write only).
     Always,
+}
+
+/// One object of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    pub size: u64,
+    /// Unquoted.
+    pub etag: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
