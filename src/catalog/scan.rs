@@ -116,6 +116,8 @@ struct ManifestJob {
     origin: &'static str,
     /// Its ETag if known without asking (listing, IMS).
     etag: Option<String>,
+    /// Its size, when a listing gave it with the ETag.
+    size: Option<u64>,
 }
 
 /// One image to HEAD (or not) and project.
@@ -150,10 +152,22 @@ async fn read_manifest(
             return Ok((etag.clone(), parsed.clone(), false));
         }
     }
-    let (bytes, etag) = client
-        .get_small_tagged(&job.bucket, &job.key, MAX_MANIFEST)
-        .await?;
-    Ok((etag.unwrap_or_default(), manifest::rootfs(&bytes), true))
+    let (bytes, etag) = match (&job.etag, job.size) {
+        // Listed: one GET guarded by the listing's ETag.
+        (Some(etag), Some(size)) => {
+            let b = client
+                .get_listed(&job.bucket, &job.key, size, etag, MAX_MANIFEST)
+                .await?;
+            (b, etag.clone())
+        }
+        _ => {
+            let (b, e) = client
+                .get_small_tagged(&job.bucket, &job.key, MAX_MANIFEST)
+                .await?;
+            (b, e.unwrap_or_default())
+        }
+    };
+    Ok((etag, manifest::rootfs(&bytes), true))
 }
 
 /// Scan every source. `previous` maps URL to (content key, size) from the last scan,
@@ -196,6 +210,7 @@ pub async fn scan(
                     image_id: l.key.trim_end_matches("/manifest.json").to_string(),
                     origin: "manifest",
                     etag: l.etag.clone(),
+                    size: Some(l.size),
                 });
             }
         }
@@ -247,17 +262,18 @@ pub async fn scan(
                     if !seen.insert((bucket.clone(), key.clone())) {
                         continue;
                     }
-                    // IMS's record of the manifest's ETag, else the listing's.
-                    let etag = m
-                        .etag
-                        .clone()
-                        .or_else(|| listings.get(&m.url).flatten().and_then(|(_, e)| e.clone()));
+                    // The listing's ETag (and size), else IMS's record of it.
+                    let (etag, size) = match listings.get(&m.url).flatten() {
+                        Some((size, Some(e))) => (Some(e.clone()), Some(*size)),
+                        _ => (m.etag.clone(), None),
+                    };
                     jobs.push(ManifestJob {
                         bucket,
                         key,
                         image_id: m.id,
                         origin: "ims",
                         etag,
+                        size,
                     });
                 }
             }
@@ -303,6 +319,16 @@ pub async fn scan(
             match (listed, remembered) {
                 // Listed where it should be and not there: no HEAD needed.
                 (Some(None), _) => Err(StoreError::NotFound(img.url.clone())),
+                // A rootfs its manifest names by ETag: the listing's size and ETag are
+                // all the content key needs (a mismatch shows there too).
+                (Some(Some((size, Some(e)))), _) if img.etag.is_some() => Ok((
+                    listed_etag.clone(),
+                    ObjectInfo {
+                        size: *size,
+                        etag: Some(e.clone()),
+                        metadata: Default::default(),
+                    },
+                )),
                 (Some(Some(_)), Some((was, info))) if *was == listed_etag && was.is_some() => {
                     Ok((listed_etag, info.clone()))
                 }

@@ -398,6 +398,28 @@ impl S3Client {
         Ok((bytes, info.etag))
     }
 
+    /// A whole small object whose size and ETag a listing gave: one GET, guarded by
+    /// that ETag (no HEAD first).
+    pub async fn get_listed(
+        &self,
+        bucket: &str,
+        key: &str,
+        size: u64,
+        etag: &str,
+        max: u64,
+    ) -> Result<Bytes, StoreError> {
+        if size > max {
+            return Err(StoreError::Unavailable(format!(
+                "s3://{bucket}/{key} is {size} bytes, more than the {max} allowed"
+            )));
+        }
+        if size == 0 {
+            return Ok(Bytes::new());
+        }
+        self.get(&Ranged::new(bucket, key, Some(etag), 0, size as usize))
+            .await
+    }
+
     /// Write a small object only if `cond` holds at the server; returns its new ETag.
     /// A failed precondition (412, or 409 for a conditional write racing another)
     /// is `Stale`; an `If-Match` on a missing object is `NotFound`.
