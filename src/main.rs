@@ -561,6 +561,9 @@ async fn serve(args: ServeArgs, cfg: Config) -> anyhow::Result<()> {
             let _ = server.await;
             return Err(e.into());
         }
+        catalog_stats
+            .unnumbered
+            .store(builder.unnumbered as u64, Ordering::Relaxed);
         match built {
             Ok(new) => {
                 if current.table.same_as(&new.table) {

@@ -29,6 +29,9 @@ pub struct Builder {
     pub catalog: Vec<Entry>,
     /// The fleet's map in S3, when configured: numbers come only from it.
     pub shared: Option<Shared>,
+    /// Catalog images the last build could not number (all numbers used, or none
+    /// in the shared map yet): not served.
+    pub unnumbered: usize,
 }
 
 /// The shared map and what this instance knows of the server behind it.
@@ -95,6 +98,7 @@ impl Builder {
             backends,
             catalog,
             shared,
+            unnumbered: 0,
         }
     }
 
@@ -166,6 +170,22 @@ impl Builder {
             }
         }
         let shared = self.shared.is_some();
+        let mut unnumbered = 0;
+        if !shared {
+            let wanted: Vec<_> = items
+                .iter()
+                .map(|i| (i.identity.clone(), i.pinned))
+                .collect();
+            let left = self.map.assign_all(&wanted);
+            if !left.is_empty() {
+                error!(
+                    images = left.len(),
+                    first = %left[0],
+                    "no LUN number left: all {} (0..={MAX_LUN}) are in use or kept retired; these images are not served",
+                    MAX_LUN + 1
+                );
+            }
+        }
         let mut luns: Vec<(Arc<Lun>, Backing)> = Vec::new();
         let mut identities = Vec::new();
         for it in items {
@@ -174,6 +194,7 @@ impl Builder {
                     Ok(Some(n)) => Ok(n),
                     Ok(None) => {
                         warn!(image = %it.identity, "no number in the shared LUN map yet: not served until one can be written");
+                        unnumbered += 1;
                         continue;
                     }
                     Err(e) => Err(e),
@@ -186,6 +207,7 @@ impl Builder {
                 Ok(n) => bail!("LUN {n} is above {MAX_LUN}"),
                 Err(e) if it.from_catalog => {
                     warn!(image = %it.identity, error = format!("{e:#}"), "catalog image skipped");
+                    unnumbered += 1;
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -257,6 +279,7 @@ impl Builder {
         self.map.retiring = retiring;
         self.map.save()?;
         info!(luns = luns.len(), "LUN table built");
+        self.unnumbered = unnumbered;
         let mut served = ServedLuns::new(luns);
         served.retiring = self.map.retiring.iter().map(|r| r.lun).collect();
         Ok(served)

@@ -2,7 +2,7 @@
 //! LUN it was given. A number is never handed to another image, even after its image
 //! is gone, so a node that cached "LUN 3" never reads the wrong image.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -72,6 +72,31 @@ impl LunMap {
 
     fn used(&self, n: u64) -> bool {
         self.assigned.values().any(|&v| v == n) || self.retired.contains(&n)
+    }
+
+    /// Numbers for every identity of `wanted` that has none (pinned ones as
+    /// [`Self::assign`] does), the lowest never used first, in one pass: a catalog of
+    /// thousands of new images costs one walk over the numbers, not one each. Those
+    /// left without a number once all are used are returned.
+    pub fn assign_all(&mut self, wanted: &[(String, Option<u64>)]) -> Vec<String> {
+        let mut used: HashSet<u64> = self.assigned.values().copied().collect();
+        used.extend(self.retired.iter().copied());
+        // Pins are kept for their images, assigned or not yet.
+        used.extend(wanted.iter().filter_map(|(_, p)| *p));
+        let mut free = (0..=MAX_LUN).filter(move |n| !used.contains(n));
+        let mut left = Vec::new();
+        for (identity, pin) in wanted {
+            if pin.is_some() || self.assigned.contains_key(identity) {
+                continue;
+            }
+            match free.next() {
+                Some(n) => {
+                    self.assigned.insert(identity.clone(), n);
+                }
+                None => left.push(identity.clone()),
+            }
+        }
+        left
     }
 
     /// Number for `identity`: the one it had, the one the configuration pins, or the
@@ -170,6 +195,30 @@ impl LunMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_number_once_then_nothing_left() {
+        let mut m = LunMap::ephemeral();
+        m.retired = vec![5];
+        let mut wanted: Vec<(String, Option<u64>)> = (0..=MAX_LUN + 2)
+            .map(|i| (format!("img{i}"), None))
+            .collect();
+        wanted.push(("pinned".into(), Some(9)));
+        let left = m.assign_all(&wanted);
+        // 16,386 images for 16,384 numbers, one retired, one pinned: four wait.
+        let waiting: Vec<String> = (MAX_LUN - 1..=MAX_LUN + 2)
+            .map(|i| format!("img{i}"))
+            .collect();
+        assert_eq!(left, waiting);
+        let numbers: HashSet<u64> = m.assigned.values().copied().collect();
+        assert_eq!(numbers.len(), m.assigned.len(), "a number given twice");
+        assert!(!numbers.contains(&5) && !numbers.contains(&9));
+        assert_eq!(m.assign("pinned", Some(9)).unwrap(), 9);
+        // Stable: the next pass gives nobody a new number.
+        let before = m.assigned.clone();
+        assert_eq!(m.assign_all(&wanted).len(), 4);
+        assert_eq!(m.assigned, before);
+    }
 
     #[test]
     fn numbers_are_stable_and_never_reused() {

@@ -93,28 +93,37 @@ impl Numbers {
         Ok(n)
     }
 
-    fn used(&self, n: u64) -> bool {
-        self.retired.contains(&n) || self.assigned.values().any(|&v| v == n)
-    }
-
     /// Add what `wanted` lacks: a pinned identity takes its pin if nobody holds it,
     /// any other new identity the lowest number never used. Returns what was added.
     /// Pins that clash are left for the caller to report.
     pub fn extend(&mut self, wanted: &[(String, Option<u64>)]) -> Vec<(String, u64)> {
+        // One walk over the numbers for the whole catalog (thousands of images).
+        let mut used: std::collections::HashSet<u64> = self.assigned.values().copied().collect();
+        used.extend(self.retired.iter().copied());
+        // Free pins first, so that no unpinned image takes one.
+        let granted: std::collections::HashSet<&String> = wanted
+            .iter()
+            .filter(|(id, pin)| {
+                pin.is_some_and(|p| !self.assigned.contains_key(id) && used.insert(p))
+            })
+            .map(|(id, _)| id)
+            .collect();
+        let mut free = (0..=MAX_LUN).filter(|n| !used.contains(n));
         let mut added = Vec::new();
         for (identity, pin) in wanted {
             if self.assigned.contains_key(identity) {
                 continue;
             }
             let n = match pin {
-                Some(p) if !self.used(*p) => Some(*p),
-                Some(_) => None,
-                None => (0..=MAX_LUN).find(|&n| !self.used(n)),
+                Some(p) if granted.contains(identity) => *p,
+                Some(_) => continue,
+                None => match free.next() {
+                    Some(n) => n,
+                    None => break,
+                },
             };
-            if let Some(n) = n {
-                self.assigned.insert(identity.clone(), n);
-                added.push((identity.clone(), n));
-            }
+            self.assigned.insert(identity.clone(), n);
+            added.push((identity.clone(), n));
         }
         added
     }
@@ -310,6 +319,17 @@ mod tests {
         assert_eq!(kind(br#"{"assigned":{"a":16384}}"#), Some("out_of_range"));
         assert_eq!(kind(br#"{"assigned":{},"extra":1}"#), Some("invalid_json"));
         assert_eq!(kind(br#"{"assigned":{"a":0},"retired":[3]}"#), None);
+    }
+
+    #[test]
+    fn extend_stops_at_the_last_number() {
+        let mut n = Numbers {
+            assigned: BTreeMap::new(),
+            retired: (0..MAX_LUN).collect(),
+        };
+        let wanted = vec![("a".to_string(), None), ("b".to_string(), None)];
+        assert_eq!(n.extend(&wanted), vec![("a".to_string(), MAX_LUN)]);
+        assert!(n.extend(&wanted).is_empty());
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub struct CatalogStats {
     pub scans: AtomicU64,
     pub images: AtomicU64,
     pub skipped: AtomicU64,
+    /// Images the last build had no LUN number for.
+    pub unnumbered: AtomicU64,
     /// Problems by kind, over all scans.
     pub problems: Mutex<BTreeMap<&'static str, u64>>,
     /// How long scans take (listing, manifests, HEADs).
@@ -273,6 +275,12 @@ impl Metrics {
             ld(&cat.skipped),
         );
         gauge(&mut r, "s3lun_luns", "LUNs served", served.len() as u64);
+        gauge(
+            &mut r,
+            "s3lun_catalog_unnumbered_images",
+            "Catalog images with no LUN number (all 16,384 used or kept retired; or none in the shared map yet): not served",
+            ld(&cat.unnumbered),
+        );
         gauge(
             &mut r,
             "s3lun_retiring_luns",
