@@ -530,3 +530,56 @@ fn the_old_agents_project_rules_case_by_case() {
         );
     }
 }
+
+/// S3 over HTTPS signed by the site's CA: `[s3] ca_file` makes it work (the image is
+/// served byte for byte); without it, `s3lun check` names the TLS failure.
+#[test]
+fn s3_over_https_with_the_site_ca() {
+    use common::raw::Raw;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ca, cert, key) = site_ca(d);
+    let moto = Moto::start_tls(&cert, &key, &ca);
+    moto.ctl(&["mkbucket", "boot-images"]);
+    let data = pattern(1 << 20, 77);
+    moto.put(d, "boot-images", "PE/tls.squashfs", &data, &[]);
+    let config = |name: &str, ca_line: &str| {
+        let p = d.join(name);
+        std::fs::write(
+            &p,
+            format!(
+                "[s3]\nendpoint = \"{}\"\naccess_key = \"test\"\nsecret_key = \"test\"\nattempts = 1\ndeadline_secs = 5\n{ca_line}[cache]\ndir = \"{}\"\n[[lun]]\ns3 = \"s3://boot-images/PE/tls.squashfs\"\n",
+                moto.endpoint,
+                d.join("cache").display()
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let with = config("with.toml", &format!("ca_file = \"{}\"\n", ca.display()));
+    let without = config("without.toml", "");
+    let check = |cfg: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_s3lun"))
+            .args(["check", "--config", cfg.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let (ok, text) = check(&with);
+    assert!(ok, "{text}");
+    let (ok, text) = check(&without);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("problem: [[lun]] s3 s3://boot-images/PE/tls.squashfs"),
+        "{text}"
+    );
+    let srv = Server::start(&["--config", with.to_str().unwrap()]);
+    let mut r = Raw::connect(srv.port);
+    r.login_normal(common::TARGET, &[]);
+    let _ = r.command(0, &[0x00], 0);
+    r.read_checked(&data, 0, 64);
+    r.read_checked(&data, 2000, 48);
+}

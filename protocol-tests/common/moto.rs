@@ -25,6 +25,8 @@ pub struct Moto {
     child: Option<Child>,
     pub port: u16,
     pub endpoint: String,
+    /// The CA its TLS certificate is signed by (HTTPS only), for the helper's client.
+    ca: Option<PathBuf>,
 }
 
 impl Moto {
@@ -45,6 +47,29 @@ impl Moto {
             child: Some(child),
             port,
             endpoint: format!("http://127.0.0.1:{port}"),
+            ca: None,
+        }
+    }
+
+    /// moto over HTTPS with `cert` and `key` (PEM), signed by `ca`.
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path, ca: &std::path::Path) -> Moto {
+        let port = super::free_port();
+        let child = Command::new(venv_bin("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .arg("-c")
+            .arg(cert)
+            .arg("-k")
+            .arg(key)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        super::wait_listening(port, "moto_server");
+        Moto {
+            child: Some(child),
+            port,
+            endpoint: format!("https://127.0.0.1:{port}"),
+            ca: Some(ca.to_path_buf()),
         }
     }
 
@@ -74,7 +99,11 @@ impl Moto {
     /// Run the s3ctl helper; returns its stdout (the ETag for `put`).
     pub fn ctl(&self, args: &[&str]) -> String {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("protocol-tests/s3/s3ctl.py");
-        let out = Command::new(venv_bin("python3"))
+        let mut cmd = Command::new(venv_bin("python3"));
+        if let Some(ca) = &self.ca {
+            cmd.env("AWS_CA_BUNDLE", ca);
+        }
+        let out = cmd
             .arg(script)
             .arg(&self.endpoint)
             .args(args)
