@@ -139,7 +139,10 @@ def main():
                 sys.exit("the first scan did not finish")
             time.sleep(0.2)
         c = counts(xport)
-        rows.append(("first scan", {k: c[k] - first[k] for k in ("secs", "lists", "heads", "gets")} | {"luns": c["luns"]}))
+        # The scan is counted before the LUN table it yields is built.
+        while counts(xport)["luns"] == 0 and time.time() < deadline:
+            time.sleep(0.2)
+        rows.append(("first scan", {k: c[k] - first[k] for k in ("secs", "lists", "heads", "gets")} | {"luns": counts(xport)["luns"]}))
         rows.append(("unchanged rescan", scan_after(True)))
         with concurrent.futures.ThreadPoolExecutor(8) as ex:
             list(ex.map(lambda i: image(i, 1), range(0, M, max(1, M // C))[:C]))
@@ -160,7 +163,10 @@ def main():
         for name, r in rows:
             print(f"{name:<28}{r['secs']:>9.2f}{r['lists']:>7.0f}{r['heads']:>7.0f}{r['gets']:>7.0f}{r['luns']:>7.0f}")
         print(f"s3lun RSS with {rows[-1][1]['luns']:.0f} LUNs: {rss} MiB")
-        print(f"iscsi-ls -s: {reported} LUNs reported in {ls_secs:.1f} s")
+        print(f"iscsi-ls -s: {reported} LUNs reported in {ls_secs:.1f} s (exit {ls.returncode})")
+        if ls.returncode != 0 or ls.stderr.strip():
+            print("iscsi-ls said: " + ls.stderr.strip()[-500:])
+            print("iscsi-ls last lines: " + " | ".join(ls.stdout.splitlines()[-3:]))
     finally:
         for p in reversed(procs):
             p.terminate()
