@@ -350,7 +350,8 @@ impl S3Config {
             ca_pem: match &self.ca_file {
                 Some(p) => {
                     // Checked here, so a bad file stops the start with its reason.
-                    crate::catalog::ims::tls_with_ca(p)?;
+                    crate::tls::with_ca(p)
+                        .with_context(|| format!("[s3] ca_file {}", p.display()))?;
                     Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?)
                 }
                 None => None,

@@ -19,4 +19,5 @@ pub mod metrics;
 pub mod notify;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod tools;

@@ -6,8 +6,8 @@
 //! every few minutes does not fork the agent each time; one without `exp` is fetched
 //! again each scan. Tokens are never logged.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use base64::Engine;
@@ -207,43 +207,14 @@ async fn token(cfg: &CatalogConfig) -> Result<Option<String>, ImsError> {
     }
 }
 
-/// A rustls configuration trusting the bundled public roots plus the certificates
-/// of `ca_file` (a PEM bundle).
-pub fn tls_with_ca(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, ImsError> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::CertificateDer;
-    let bad = |msg: String| ImsError::CaFile {
-        path: ca_file.display().to_string(),
-        msg,
-    };
-    let pem = std::fs::read(ca_file).map_err(|e| bad(e.to_string()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let mut added = 0;
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| bad(format!("not PEM certificates: {e}")))?;
-        roots
-            .add(cert)
-            .map_err(|e| bad(format!("a certificate rustls refuses: {e}")))?;
-        added += 1;
-    }
-    if added == 0 {
-        return Err(bad("no certificate in it".into()));
-    }
-    let config = rustls::ClientConfig::builder_with_provider(
-        rustls::crypto::ring::default_provider().into(),
-    )
-    .with_safe_default_protocol_versions()
-    .map_err(|e| bad(e.to_string()))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
 fn agent(ca_file: Option<&PathBuf>) -> Result<ureq::Agent, ImsError> {
     let mut b = ureq::AgentBuilder::new().timeout(Duration::from_secs(30));
     if let Some(ca) = ca_file {
-        b = b.tls_config(tls_with_ca(ca)?);
+        let config = crate::tls::with_ca(ca).map_err(|e| ImsError::CaFile {
+            path: ca.display().to_string(),
+            msg: e.to_string(),
+        })?;
+        b = b.tls_config(config);
     }
     Ok(b.build())
 }

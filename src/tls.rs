@@ -1,0 +1,50 @@
+//! The site's CA: a PEM bundle trusted besides the public roots, for IMS (through
+//! ureq's rustls) and checked once for S3 (whose client takes the PEM itself).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum TlsError {
+    #[error("{0}")]
+    Read(std::io::Error),
+    #[error("not PEM certificates: {0}")]
+    NotPem(String),
+    #[error("a certificate rustls refuses: {0}")]
+    Refused(String),
+    #[error("no certificate in it")]
+    Empty,
+    #[error("{0}")]
+    Config(String),
+}
+
+/// A rustls configuration trusting the bundled public roots plus the certificates
+/// of `ca_file` (a PEM bundle).
+pub fn with_ca(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let pem = std::fs::read(ca_file).map_err(TlsError::Read)?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut added = 0;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| TlsError::NotPem(e.to_string()))?;
+        roots
+            .add(cert)
+            .map_err(|e| TlsError::Refused(e.to_string()))?;
+        added += 1;
+    }
+    if added == 0 {
+        return Err(TlsError::Empty);
+    }
+    let config = rustls::ClientConfig::builder_with_provider(
+        rustls::crypto::ring::default_provider().into(),
+    )
+    .with_safe_default_protocol_versions()
+    .map_err(|e| TlsError::Config(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}
