@@ -1,5 +1,6 @@
-//! The site's CA: a PEM bundle trusted besides the public roots, for IMS (through
-//! ureq's rustls) and checked once for S3 (whose client takes the PEM itself).
+//! The site's CA: a PEM bundle trusted besides the system's roots (and the bundled
+//! public ones), for IMS (through ureq's rustls) and checked once for S3 (whose
+//! client takes the PEM itself, beside the system's roots).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -20,14 +21,17 @@ pub enum TlsError {
     Config(String),
 }
 
-/// A rustls configuration trusting the bundled public roots plus the certificates
-/// of `ca_file` (a PEM bundle).
+/// A rustls configuration trusting the system's roots, the bundled public ones and
+/// the certificates of `ca_file` (a PEM bundle).
 pub fn with_ca(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::CertificateDer;
     let pem = std::fs::read(ca_file).map_err(TlsError::Read)?;
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    // The system's store too (a site may have put its CA there already); one it
+    // cannot parse is skipped, as the system's own tools would.
+    let (_, _) = roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
     let mut added = 0;
     for cert in CertificateDer::pem_slice_iter(&pem) {
         let cert = cert.map_err(|e| TlsError::NotPem(e.to_string()))?;
