@@ -156,7 +156,7 @@ async fn read_manifest(
         // Listed: one GET guarded by the listing's ETag.
         (Some(etag), Some(size)) => {
             let b = client
-                .get_listed(&job.bucket, &job.key, size, etag, MAX_MANIFEST)
+                .get_known(&job.bucket, &job.key, size, Some(etag), MAX_MANIFEST)
                 .await?;
             (b, etag.clone())
         }

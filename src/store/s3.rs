@@ -13,6 +13,7 @@ use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, SharedAsyncSleep};
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
+use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 use aws_smithy_async::rt::sleep::TokioSleep;
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -296,35 +297,9 @@ impl S3Client {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            self.stats.lists.fetch_add(1, Ordering::Relaxed);
-            let mut req = self.client.list_objects_v2().bucket(bucket).prefix(prefix);
-            if let Some(t) = &token {
-                req = req.continuation_token(t);
-            }
-            let page = match tokio::time::timeout(self.deadline, req.send()).await {
-                Err(_) => {
-                    self.stats.outcome(Some(None));
-                    return Err(StoreError::Unavailable(format!(
-                        "LIST s3://{bucket}/{prefix}: deadline passed"
-                    )));
-                }
-                Ok(Err(e)) => {
-                    self.stats.outcome(Some(status(&e)));
-                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                    return Err(match status(&e) {
-                        Some(404) => StoreError::NotFound(format!("s3://{bucket}")),
-                        _ => StoreError::Unavailable(format!(
-                            "LIST s3://{bucket}/{prefix}: {}",
-                            describe(&e)
-                        )),
-                    });
-                }
-                Ok(Ok(p)) => {
-                    self.stats.outcome(None);
-                    p
-                }
-            };
+            let page = self
+                .list_page(bucket, prefix, token.as_deref(), None)
+                .await?;
             for o in page.contents() {
                 if let Some(k) = o.key() {
                     let size = o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
@@ -345,26 +320,51 @@ impl S3Client {
     /// Whether `bucket` can be listed under `prefix` (one key asked for): for
     /// `s3lun check`.
     pub async fn can_list(&self, bucket: &str, prefix: &str) -> Result<(), StoreError> {
+        self.list_page(bucket, prefix, None, Some(1))
+            .await
+            .map(|_| ())
+    }
+
+    /// One LIST page (after `token`, at most `max_keys`), counted and bounded by the
+    /// deadline.
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        token: Option<&str>,
+        max_keys: Option<i32>,
+    ) -> Result<ListObjectsV2Output, StoreError> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.stats.lists.fetch_add(1, Ordering::Relaxed);
         let req = self
             .client
             .list_objects_v2()
             .bucket(bucket)
             .prefix(prefix)
-            .max_keys(1)
-            .send();
-        match tokio::time::timeout(self.deadline, req).await {
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "LIST s3://{bucket}/{prefix}: deadline passed"
-            ))),
-            Ok(Err(e)) => Err(match status(&e) {
-                Some(404) => StoreError::NotFound(format!("bucket {bucket}")),
-                _ => StoreError::Unavailable(format!(
-                    "LIST s3://{bucket}/{prefix}: {}",
-                    describe(&e)
-                )),
-            }),
-            Ok(Ok(_)) => Ok(()),
+            .set_continuation_token(token.map(str::to_string))
+            .set_max_keys(max_keys);
+        match tokio::time::timeout(self.deadline, req.send()).await {
+            Err(_) => {
+                self.stats.outcome(Some(None));
+                Err(StoreError::Unavailable(format!(
+                    "LIST s3://{bucket}/{prefix}: deadline passed"
+                )))
+            }
+            Ok(Err(e)) => {
+                self.stats.outcome(Some(status(&e)));
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                Err(match status(&e) {
+                    Some(404) => StoreError::NotFound(format!("s3://{bucket}")),
+                    _ => StoreError::Unavailable(format!(
+                        "LIST s3://{bucket}/{prefix}: {}",
+                        describe(&e)
+                    )),
+                })
+            }
+            Ok(Ok(p)) => {
+                self.stats.outcome(None);
+                Ok(p)
+            }
         }
     }
 
@@ -382,30 +382,20 @@ impl S3Client {
         max: u64,
     ) -> Result<(Bytes, Option<String>), StoreError> {
         let info = self.head(bucket, key).await?;
-        if info.size > max {
-            return Err(StoreError::Unavailable(format!(
-                "s3://{bucket}/{key} is {} bytes, more than the {max} allowed",
-                info.size
-            )));
-        }
-        if info.size == 0 {
-            return Ok((Bytes::new(), info.etag));
-        }
-        let etag = info.etag.as_deref();
         let bytes = self
-            .get(&Ranged::new(bucket, key, etag, 0, info.size as usize))
+            .get_known(bucket, key, info.size, info.etag.as_deref(), max)
             .await?;
         Ok((bytes, info.etag))
     }
 
-    /// A whole small object whose size and ETag a listing gave: one GET, guarded by
-    /// that ETag (no HEAD first).
-    pub async fn get_listed(
+    /// A whole small object whose size (and ETag) are known, from a HEAD or a
+    /// listing: one GET, guarded by the ETag; refused above `max` bytes.
+    pub async fn get_known(
         &self,
         bucket: &str,
         key: &str,
         size: u64,
-        etag: &str,
+        etag: Option<&str>,
         max: u64,
     ) -> Result<Bytes, StoreError> {
         if size > max {
@@ -416,7 +406,7 @@ impl S3Client {
         if size == 0 {
             return Ok(Bytes::new());
         }
-        self.get(&Ranged::new(bucket, key, Some(etag), 0, size as usize))
+        self.get(&Ranged::new(bucket, key, etag, 0, size as usize))
             .await
     }
 
