@@ -188,6 +188,15 @@ pub async fn catalog(cfg: &Config) -> anyhow::Result<()> {
     };
     let scan =
         crate::catalog::scan(&client, &cfg.catalog, &previous, &mut Default::default()).await;
+    if !shared {
+        // Every new image numbered in one pass, as the running target does.
+        let wanted: Vec<_> = scan
+            .entries
+            .iter()
+            .map(|e| (e.identity.clone(), None))
+            .collect();
+        map.assign_all(&wanted);
+    }
     println!("IMAGE\tORIGIN\tLUN\tSIZE\tCONTENT KEY (SOURCE)\tWWID\tOBJECT");
     for e in &scan.entries {
         let lun = match shared {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use super::shared_map::Numbers;
+use super::shared_map::{give_numbers, Numbers};
 
 /// A catalog image as last seen, so a restart can serve it before the first scan.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -74,29 +74,18 @@ impl LunMap {
         self.assigned.values().any(|&v| v == n) || self.retired.contains(&n)
     }
 
-    /// Numbers for every identity of `wanted` that has none (pinned ones as
-    /// [`Self::assign`] does), the lowest never used first, in one pass: a catalog of
-    /// thousands of new images costs one walk over the numbers, not one each. Those
-    /// left without a number once all are used are returned.
+    /// Numbers for every identity of `wanted` that has none, in one pass (see
+    /// [`give_numbers`]): a catalog of thousands of new images costs one walk over
+    /// the numbers, not one each. The unpinned identities left without a number
+    /// once all are used are returned (a pin that clashes is [`Self::assign`]'s to
+    /// report).
     pub fn assign_all(&mut self, wanted: &[(String, Option<u64>)]) -> Vec<String> {
-        let mut used: HashSet<u64> = self.assigned.values().copied().collect();
-        used.extend(self.retired.iter().copied());
-        // Pins are kept for their images, assigned or not yet.
-        used.extend(wanted.iter().filter_map(|(_, p)| *p));
-        let mut free = (0..=MAX_LUN).filter(move |n| !used.contains(n));
-        let mut left = Vec::new();
-        for (identity, pin) in wanted {
-            if pin.is_some() || self.assigned.contains_key(identity) {
-                continue;
-            }
-            match free.next() {
-                Some(n) => {
-                    self.assigned.insert(identity.clone(), n);
-                }
-                None => left.push(identity.clone()),
-            }
-        }
-        left
+        give_numbers(&mut self.assigned, &self.retired, wanted);
+        wanted
+            .iter()
+            .filter(|(id, pin)| pin.is_none() && !self.assigned.contains_key(id))
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// Number for `identity`: the one it had, the one the configuration pins, or the
@@ -117,11 +106,11 @@ impl LunMap {
         if let Some(&n) = self.assigned.get(identity) {
             return Ok(n);
         }
-        let n = (0..=MAX_LUN)
-            .find(|&n| !self.used(n))
-            .context("no free LUN numbers left")?;
-        self.assigned.insert(identity.to_string(), n);
-        Ok(n)
+        let wanted = [(identity.to_string(), None)];
+        give_numbers(&mut self.assigned, &self.retired, &wanted)
+            .first()
+            .map(|(_, n)| *n)
+            .context("no free LUN numbers left")
     }
 
     /// Take the fleet's numbers (the shared map) as ours: the state file then holds
@@ -155,7 +144,7 @@ impl LunMap {
 
     /// Retire every identity not in `live`: its number stays reserved.
     pub fn retire_others(&mut self, live: &[String]) {
-        let live: std::collections::HashSet<&String> = live.iter().collect();
+        let live: HashSet<&String> = live.iter().collect();
         let gone: Vec<String> = self
             .assigned
             .keys()

@@ -93,40 +93,48 @@ impl Numbers {
         Ok(n)
     }
 
-    /// Add what `wanted` lacks: a pinned identity takes its pin if nobody holds it,
-    /// any other new identity the lowest number never used. Returns what was added.
-    /// Pins that clash are left for the caller to report.
+    /// Add what `wanted` lacks (see [`give_numbers`]). Returns what was added.
     pub fn extend(&mut self, wanted: &[(String, Option<u64>)]) -> Vec<(String, u64)> {
-        // One walk over the numbers for the whole catalog (thousands of images).
-        let mut used: std::collections::HashSet<u64> = self.assigned.values().copied().collect();
-        used.extend(self.retired.iter().copied());
-        // Free pins first, so that no unpinned image takes one.
-        let granted: std::collections::HashSet<&String> = wanted
-            .iter()
-            .filter(|(id, pin)| {
-                pin.is_some_and(|p| !self.assigned.contains_key(id) && used.insert(p))
-            })
-            .map(|(id, _)| id)
-            .collect();
-        let mut free = (0..=MAX_LUN).filter(|n| !used.contains(n));
-        let mut added = Vec::new();
-        for (identity, pin) in wanted {
-            if self.assigned.contains_key(identity) {
-                continue;
-            }
-            let n = match pin {
-                Some(p) if granted.contains(identity) => *p,
-                Some(_) => continue,
-                None => match free.next() {
-                    Some(n) => n,
-                    None => break,
-                },
-            };
-            self.assigned.insert(identity.clone(), n);
-            added.push((identity.clone(), n));
-        }
-        added
+        give_numbers(&mut self.assigned, &self.retired, wanted)
     }
+}
+
+/// Give every identity of `wanted` that has no number one: a pinned identity its pin
+/// if nobody holds it (pins that clash are left for the caller to report), any other
+/// the lowest number never used. One walk over the numbers for the whole catalog
+/// (thousands of images), the same for the fleet's map and an instance's own.
+/// Returns what was added; once no number is left, the rest get none.
+pub fn give_numbers(
+    assigned: &mut BTreeMap<String, u64>,
+    retired: &[u64],
+    wanted: &[(String, Option<u64>)],
+) -> Vec<(String, u64)> {
+    let mut used: std::collections::HashSet<u64> = assigned.values().copied().collect();
+    used.extend(retired.iter().copied());
+    // Free pins first, so that no unpinned image takes one.
+    let granted: std::collections::HashSet<&String> = wanted
+        .iter()
+        .filter(|(id, pin)| pin.is_some_and(|p| !assigned.contains_key(id) && used.insert(p)))
+        .map(|(id, _)| id)
+        .collect();
+    let mut free = (0..=MAX_LUN).filter(|n| !used.contains(n));
+    let mut added = Vec::new();
+    for (identity, pin) in wanted {
+        if assigned.contains_key(identity) {
+            continue;
+        }
+        let n = match pin {
+            Some(p) if granted.contains(identity) => *p,
+            Some(_) => continue,
+            None => match free.next() {
+                Some(n) => n,
+                None => break,
+            },
+        };
+        assigned.insert(identity.clone(), n);
+        added.push((identity.clone(), n));
+    }
+    added
 }
 
 #[derive(Debug, Error)]
