@@ -348,12 +348,11 @@ impl S3Config {
             attempt_timeout: Duration::from_secs(self.attempt_timeout_secs.max(1)),
             deadline: Duration::from_secs(self.deadline_secs.max(1)),
             ca_pem: match &self.ca_file {
-                Some(p) => {
-                    // Checked here, so a bad file stops the start with its reason.
-                    crate::tls::with_ca(p)
-                        .with_context(|| format!("[s3] ca_file {}", p.display()))?;
-                    Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?)
-                }
+                // Checked here, so a bad file stops the start with its reason.
+                Some(p) => Some(
+                    crate::tls::load_pem(p)
+                        .with_context(|| format!("[s3] ca_file {}", p.display()))?,
+                ),
                 None => None,
             },
         })
