@@ -129,9 +129,7 @@ impl ServedLuns {
 
     /// Every LUN with its store, by LUN number.
     pub fn iter(&self) -> impl Iterator<Item = (&Arc<Lun>, &Arc<dyn BlockStore>)> {
-        self.table
-            .iter()
-            .filter_map(|l| Some((l, &self.backing.get(&l.info.lun)?.store)))
+        self.backings().map(|(l, b)| (l, &b.store))
     }
 
     pub fn len(&self) -> usize {
