@@ -36,40 +36,35 @@ impl Moto {
     }
 
     pub fn start_on(port: u16) -> Moto {
-        let child = Command::new(venv_bin("moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto_server");
-        super::wait_listening(port, "moto_server");
-        Moto {
-            child: Some(child),
-            port,
-            endpoint: format!("http://127.0.0.1:{port}"),
-            ca: None,
-        }
+        Moto::spawn(port, None)
     }
 
     /// moto over HTTPS with `cert` and `key` (PEM), signed by `ca`.
     pub fn start_tls(cert: &std::path::Path, key: &std::path::Path, ca: &std::path::Path) -> Moto {
-        let port = super::free_port();
-        let child = Command::new(venv_bin("moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .arg("-c")
-            .arg(cert)
-            .arg("-k")
-            .arg(key)
+        Moto::spawn(super::free_port(), Some((cert, key, ca)))
+    }
+
+    fn spawn(
+        port: u16,
+        tls: Option<(&std::path::Path, &std::path::Path, &std::path::Path)>,
+    ) -> Moto {
+        let mut cmd = Command::new(venv_bin("moto_server"));
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        if let Some((cert, key, _)) = tls {
+            cmd.arg("-c").arg(cert).arg("-k").arg(key);
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start moto_server");
         super::wait_listening(port, "moto_server");
+        let scheme = if tls.is_some() { "https" } else { "http" };
         Moto {
             child: Some(child),
             port,
-            endpoint: format!("https://127.0.0.1:{port}"),
-            ca: Some(ca.to_path_buf()),
+            endpoint: format!("{scheme}://127.0.0.1:{port}"),
+            ca: tls.map(|(_, _, ca)| ca.to_path_buf()),
         }
     }
 
