@@ -1,0 +1,211 @@
+//! s3lun-storm: boot storms from one process, for benchmarks and their tests.
+//!
+//! - `run`: N initiator sessions (discovery, login with distinct names and ISIDs,
+//!   NOP answers) each replaying a recorded boot trace with its causality and think
+//!   times, checking every byte against the image; prints one JSON summary.
+//! - `shape`: a proxy in front of an S3 server adding first-byte latency and a shared
+//!   bandwidth cap, counting requests and bytes.
+//! - `record`: a proxy between a real initiator and a target that writes the trace.
+//! - `info`: what a trace touches (for the physical limit of a cold storm).
+//!
+//! See benches/storm.sh, which runs s3lun against tgt with all of these.
+
+mod link;
+mod node;
+mod procwatch;
+mod record;
+mod run;
+mod shape;
+mod trace;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Boot storms against an iSCSI target, and the tools to stage them"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Boot N nodes at once from one trace; print a JSON summary.
+    Run {
+        /// Target portal, host:port.
+        #[arg(long)]
+        portal: String,
+        #[arg(long)]
+        target: String,
+        #[arg(long, default_value_t = 0)]
+        lun: u64,
+        #[arg(long)]
+        trace: PathBuf,
+        /// The image the LUN serves: every byte read is compared with it.
+        #[arg(long)]
+        image: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        nodes: u32,
+        /// Spread the nodes' starts over this many milliseconds.
+        #[arg(long, default_value_t = 0)]
+        ramp_ms: u64,
+        /// Skip the SendTargets discovery session each node makes first.
+        #[arg(long)]
+        no_discovery: bool,
+        /// Keep every node logged in until all have booted (and the probes ran).
+        #[arg(long)]
+        hold: bool,
+        /// Fresh logins timed once every node has booted.
+        #[arg(long, default_value_t = 0)]
+        probes: u32,
+        /// Target processes to watch (CPU, RSS, descriptors); repeatable.
+        #[arg(long = "watch-pid")]
+        watch: Vec<u32>,
+        #[arg(long, default_value = "iqn.2026-12.org.s3lun:storm")]
+        initiator_prefix: String,
+        #[arg(long, default_value_t = 30)]
+        connect_timeout_secs: u64,
+    },
+    /// Shape an S3 server's answers: first-byte latency and a shared bandwidth.
+    Shape {
+        #[arg(long)]
+        listen: String,
+        #[arg(long)]
+        upstream: String,
+        #[arg(long, default_value_t = 15)]
+        latency_ms: u64,
+        /// Megabytes (10^6) per second for all answers together; 0: unlimited.
+        #[arg(long, default_value_t = 100.0)]
+        mbps: f64,
+        /// Rewritten with {"requests","bytes","connections"} as they change.
+        #[arg(long)]
+        stats: Option<PathBuf>,
+    },
+    /// Relay an initiator to a target, writing the READs it issues as a trace.
+    Record {
+        #[arg(long)]
+        listen: String,
+        #[arg(long)]
+        upstream: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// The served image's size, written into the trace.
+        #[arg(long, default_value_t = 0)]
+        image_bytes: u64,
+    },
+    /// What a trace reads: JSON with reads, bytes, unique bytes, extent, duration.
+    Info { trace: PathBuf },
+}
+
+fn load_trace(path: &PathBuf) -> anyhow::Result<trace::Trace> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    trace::Trace::parse(&text).with_context(|| format!("trace {}", path.display()))
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Run {
+                portal,
+                target,
+                lun,
+                trace,
+                image,
+                nodes,
+                ramp_ms,
+                no_discovery,
+                hold,
+                probes,
+                watch,
+                initiator_prefix,
+                connect_timeout_secs,
+            } => {
+                let trace = load_trace(&trace)?;
+                let file = std::fs::File::open(&image)
+                    .with_context(|| format!("opening {}", image.display()))?;
+                // SAFETY: the image is a read-only input the run does not change; a
+                // concurrent writer would only make reads mismatch, which is reported.
+                let map = unsafe { memmap2::Mmap::map(&file) }
+                    .with_context(|| format!("mapping {}", image.display()))?;
+                anyhow::ensure!(
+                    map.len() >= 512 * 65536,
+                    "the image is too small to replay a trace on"
+                );
+                let plan = Arc::new(node::Plan {
+                    addr: portal,
+                    target,
+                    lun,
+                    steps: trace.steps(),
+                    trace,
+                    image: Arc::new(map),
+                    discovery: !no_discovery,
+                    connect_timeout: Duration::from_secs(connect_timeout_secs),
+                });
+                let storm = run::Storm {
+                    nodes,
+                    ramp: Duration::from_millis(ramp_ms),
+                    hold,
+                    probes,
+                    prefix: initiator_prefix,
+                    watch,
+                };
+                let summary = run::storm(plan, &storm).await;
+                println!("{summary}");
+                let bad = summary["errors"].as_u64().unwrap_or(1)
+                    + summary["wrong_reads"].as_u64().unwrap_or(1);
+                anyhow::ensure!(
+                    bad == 0,
+                    "the storm had errors: {}",
+                    summary["first_errors"]
+                );
+                Ok(())
+            }
+            Cmd::Shape {
+                listen,
+                upstream,
+                latency_ms,
+                mbps,
+                stats,
+            } => {
+                let shape = shape::Shape {
+                    latency: Duration::from_millis(latency_ms),
+                    bandwidth: mbps * 1e6,
+                };
+                shape::serve(&listen, &upstream, shape, stats).await
+            }
+            Cmd::Record {
+                listen,
+                upstream,
+                out,
+                image_bytes,
+            } => record::serve(&listen, &upstream, out, image_bytes).await,
+            Cmd::Info { trace } => {
+                let t = load_trace(&trace)?;
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "reads": t.reads.len(),
+                        "bytes_read": t.bytes_read(),
+                        "unique_bytes": t.unique_bytes(),
+                        "extent": t.extent(),
+                        "image_bytes": t.image_bytes,
+                        "duration_us": t.duration_us(),
+                    })
+                );
+                Ok(())
+            }
+        }
+    })
+}
