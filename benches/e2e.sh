@@ -21,12 +21,13 @@ bin=target/release/s3lun
 probe=target/release/examples/latency_probe
 work=$(mktemp -d)
 pids=()
+# shellcheck source=tgt.sh
+. benches/tgt.sh
+ctl=$((20000 + RANDOM % 10000))
 cleanup() {
   fusermount -u "$work/s3fs" 2>/dev/null || true
+  tgt_stop $ctl
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 1
-  # tgtd may ignore SIGTERM while it still has a target: nothing outlives the run.
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
 }
@@ -48,15 +49,9 @@ $bin serve --listen 127.0.0.1:$p_local --target-name $iqn --nop-interval 0 --lun
 pids+=($!)
 # tgt, read-only, on its own control port
 p_tgt=$(port)
-ctl=$((20000 + RANDOM % 10000))
 cp "$img" "$work/tgt.img"
-tgtd -f -C $ctl --iscsi portal=127.0.0.1:$p_tgt >"$work/tgtd.log" 2>&1 &
-pids+=($!)
+tgt_start $p_tgt $ctl "$work/tgt.img" iqn.2001-04.com.example:bench
 listening $p_tgt
-tgtadm -C $ctl --lld iscsi --op new --mode target --tid 1 -T iqn.2001-04.com.example:bench
-tgtadm -C $ctl --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b "$work/tgt.img"
-tgtadm -C $ctl --lld iscsi --op update --mode logicalunit --tid 1 --lun 1 --params readonly=1
-tgtadm -C $ctl --lld iscsi --op bind --mode target --tid 1 -I ALL
 # moto with the image uploaded (multipart), and s3lun from S3 with a warm cache
 p_moto=$(port)
 target/venv/bin/moto_server -H 127.0.0.1 -p $p_moto >/dev/null 2>&1 &
