@@ -26,13 +26,17 @@ LATENCY_MS=${LATENCY_MS:-15}
 MBPS=${MBPS:-100}
 STORM_TIMEOUT=${STORM_TIMEOUT:-300}
 
-cargo build --release --bin s3lun --bin s3lun-storm >/dev/null 2>&1
+cargo build --release --quiet --bin s3lun --bin s3lun-storm
 bash benches/storm/images.sh >/dev/null
 bin=target/release/s3lun
 storm=target/release/s3lun-storm
 # 10,000 sessions are 10,000 descriptors on each side.
 ulimit -Hn 65536 2>/dev/null || true
 ulimit -n "$(ulimit -Hn)"
+# As many connections as the descriptor limit leaves room for (s3lun refuses to start
+# with a max_connections the limit cannot cover).
+maxc=$(( $(ulimit -n) - 400 ))
+[ "$maxc" -gt 30000 ] && maxc=30000
 work=$(mktemp -d)
 # shellcheck source=tgt.sh
 . benches/tgt.sh
@@ -98,9 +102,9 @@ s3lun_conf() { # cache-dir port lun-object
   cat <<CFG
 listen = ["127.0.0.1:$2"]
 target_name = "iqn.2023-06.csm.iscsi:storm"
-max_connections = 30000
-max_connections_per_address = 30000
-max_sessions = 30000
+max_connections = $maxc
+max_connections_per_address = $maxc
+max_sessions = $maxc
 max_sessions_per_initiator = 4
 admin_socket = "$work/admin.sock"
 [s3]
@@ -196,7 +200,7 @@ for r in rows:
              f"{1000 * t.get('cpu_s', 0) / max(r['n'], 1):.1f}", t.get("peak_rss_mib", "-"), t.get("peak_fds", "-"),
              r.get("logins_per_sec", "-"),
              r["probe_login_ms"]["max"] if r.get("sessions_held") else "-",
-             f"{r['errors']} ({r['wrong_reads']} wrong)" if r["errors"] else "0"]
+             f"{r['errors']} ({r.get('wrong_reads', 0)} wrong)" if r["errors"] else "0"]
     print("| " + " | ".join(str(c) for c in cells) + " |")
 for r in rows:
     for e in r.get("first_errors", [])[:2]:

@@ -139,9 +139,10 @@ fn main() -> anyhow::Result<()> {
                 // concurrent writer would only make reads mismatch, which is reported.
                 let map = unsafe { memmap2::Mmap::map(&file) }
                     .with_context(|| format!("mapping {}", image.display()))?;
+                let largest = trace.reads.iter().map(|r| r.blocks as u64 * 512).max();
                 anyhow::ensure!(
-                    map.len() >= 512 * 65536,
-                    "the image is too small to replay a trace on"
+                    map.len() as u64 >= largest.unwrap_or(0),
+                    "the image is smaller than the trace's largest read"
                 );
                 let plan = Arc::new(node::Plan {
                     addr: portal,

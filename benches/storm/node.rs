@@ -124,6 +124,8 @@ struct Flight {
     offset: u64,
     len: usize,
     got: usize,
+    /// The first byte that differed from the image, if one did.
+    wrong: Option<String>,
 }
 
 async fn replay(plan: &Plan, link: &mut Link, out: &mut Outcome) -> anyhow::Result<()> {
@@ -180,7 +182,7 @@ async fn replay(plan: &Plan, link: &mut Link, out: &mut Outcome) -> anyhow::Resu
                 link.send(&Header::ScsiCommand(cmd), &[]).await?;
                 link.cmd_sn = link.cmd_sn.wrapping_add(1);
                 issued[i].get_or_insert_with(Instant::now);
-                flights.push(Flight { index: i, itt, offset: lba * 512, len: r.blocks as usize * 512, got: 0 });
+                flights.push(Flight { index: i, itt, offset: lba * 512, len: r.blocks as usize * 512, got: 0, wrong: None });
             }
         }
     }
@@ -211,19 +213,20 @@ async fn received(
                 );
             }
             let want = &image[(f.offset as usize + at)..(f.offset as usize + at + p.data.len())];
-            if want != &p.data[..] {
+            // Judged only once the status is known: data followed by CHECK CONDITION
+            // (tgt sends a buffer before a unit attention) is not what was read.
+            if f.wrong.is_none() && want != &p.data[..] {
                 let first = want
                     .iter()
                     .zip(p.data.iter())
                     .position(|(a, b)| a != b)
                     .unwrap_or(0);
-                out.wrong_reads += 1;
-                bail!(
+                f.wrong = Some(format!(
                     "wrong byte at image offset {}: read {:#04x}, the image has {:#04x}",
                     f.offset as usize + at + first,
                     p.data[first],
                     want[first]
-                );
+                ));
             }
             f.got += p.data.len();
             match d.status {
@@ -269,6 +272,10 @@ async fn received(
 
 fn finish(flights: &mut Vec<Flight>, k: usize, out: &mut Outcome) -> anyhow::Result<usize> {
     let f = flights.swap_remove(k);
+    if let Some(w) = f.wrong {
+        out.wrong_reads += 1;
+        bail!("{w}");
+    }
     if f.got != f.len {
         bail!("READ of {} bytes returned {}", f.len, f.got);
     }
