@@ -43,6 +43,8 @@ work=$(mktemp -d)
 ctl=$((20000 + RANDOM % 10000))
 pids=()
 cleanup() {
+  # LOGS=dir keeps the targets' logs of the run there.
+  [ -n "${LOGS:-}" ] && mkdir -p "$LOGS" && cp "$work"/*.log "$LOGS"/ 2>/dev/null
   tgt_stop $ctl
   fusermount -u "$work/s3fs" 2>/dev/null || true
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done

@@ -443,9 +443,8 @@ async fn serve(args: ServeArgs, cfg: Config) -> anyhow::Result<()> {
         let sa: SocketAddr = addr
             .parse()
             .with_context(|| format!("listen address {addr:?}"))?;
-        let l = TcpListener::bind(sa)
-            .await
-            .with_context(|| format!("binding {sa}"))?;
+        let l =
+            portal_listener(sa, cfg.max_connections).with_context(|| format!("binding {sa}"))?;
         let bound = l.local_addr()?;
         // Scripts and tests read this line to learn an ephemeral port.
         announce(&format!("s3lun: listening on {bound} as {target_name}"));
@@ -767,4 +766,18 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// A portal's listening socket, with an accept queue as deep as the connections it
+/// may hold (the kernel caps it at net.core.somaxconn): a thousand nodes booting at
+/// once would overflow the default queue of 128, and each dropped SYN costs its node
+/// a second before the kernel retries.
+fn portal_listener(sa: SocketAddr, max_connections: usize) -> std::io::Result<TcpListener> {
+    let sock = match sa {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    sock.set_reuseaddr(true)?;
+    sock.bind(sa)?;
+    sock.listen(max_connections.clamp(1024, 65_535) as u32)
 }

@@ -243,6 +243,12 @@ impl Metrics {
         );
         counter(
             &mut r,
+            "s3lun_cache_demand_cuts",
+            "Read-ahead streams cut so a reader's chunk came first",
+            ld(&c.demand_cuts),
+        );
+        counter(
+            &mut r,
             "s3lun_cache_corrupt",
             "Disk chunks that failed their CRC and were dropped",
             ld(&c.corrupt),

@@ -15,6 +15,8 @@ use crate::store::{BlockStore, ReadFuture, StoreStatus};
 /// How far (in chunks) a read may land from where the last one ended and still count
 /// as sequential: an initiator keeps several reads in flight, which arrive out of order.
 const SEQUENTIAL_SLACK: u64 = 8;
+/// Parallel streams an image fetched whole is split into.
+const WHOLE_IMAGE_STREAMS: u64 = 4;
 
 /// A store read through the cache.
 #[derive(Debug)]
@@ -108,6 +110,14 @@ impl CachedStore {
         self.prefetch(frontier, to);
     }
 
+    /// Images up to this size are fetched whole from their first miss: as many
+    /// streams as there are, each at most one read-ahead fetch, and a quarter of the
+    /// memory tier (so the image stays in memory while its peers boot).
+    fn whole_image_limit(&self) -> u64 {
+        let s = &self.cache.settings;
+        (WHOLE_IMAGE_STREAMS * s.max_fetch as u64).min(s.memory_bytes / 4)
+    }
+
     pub fn chunk_count(&self) -> u64 {
         self.chunks()
     }
@@ -179,9 +189,26 @@ impl BlockStore for CachedStore {
                 .fetch_add(hit.len() as u64, Ordering::Relaxed);
             return ReadFuture::Ready(Ok(assemble(&hit, first, cs, offset, len)));
         }
+        // The first miss of an image small enough starts fetching all of it, in
+        // parallel streams: a booting node's reads are scattered over the image,
+        // which all its peers will read too (readers cut the streams for what they
+        // wait for: priority.rs).
+        if prev == u64::MAX && fetch_ahead && self.size <= self.whole_image_limit() {
+            // The last chunk first, alone: filesystems and partition tables keep
+            // metadata at the end (squashfs's inode and directory tables, GPT's
+            // backup header), which a mount reads before any file.
+            let n = self.chunks();
+            self.prefetch(n - 1, n);
+            let rest = n - 1;
+            let per = rest.div_ceil(WHOLE_IMAGE_STREAMS).max(1);
+            for from in (0..rest).step_by(per as usize) {
+                self.prefetch(from, (from + per).min(rest));
+            }
+            self.frontier.fetch_max(n, Ordering::Relaxed);
+        }
         // A miss of a sequential reader (or of the first read) starts a whole window
         // as one streamed GET; the chunks asked for come first in it.
-        if (sequential || prev == u64::MAX) && fetch_ahead {
+        else if (sequential || prev == u64::MAX) && fetch_ahead {
             let to = self.window_end((first + window).max(last + 1));
             self.prefetch(first, to);
             self.frontier.fetch_max(to, Ordering::Relaxed);

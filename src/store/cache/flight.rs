@@ -13,6 +13,7 @@ use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 
 use super::chunk::ChunkKey;
+use super::priority::RunControl;
 use super::{lock, ChunkCache};
 use crate::store::{BlockStore, StoreError};
 
@@ -35,7 +36,10 @@ impl ChunkCache {
     ) -> Fill {
         let mut inflight = lock(&self.inflight);
         if let Some(f) = inflight.get(&key) {
-            return f.clone();
+            let f = f.clone();
+            drop(inflight);
+            self.demand(&key);
+            return f;
         }
         let cache = Arc::clone(self);
         let inner = Arc::clone(inner);
@@ -147,65 +151,118 @@ impl ChunkCache {
             // Polled once by itself, so the in-flight entry goes whoever reads it.
             self.runtime.spawn(fill);
         }
+        self.stats
+            .misses
+            .fetch_add(run.len() as u64, Ordering::Relaxed);
+        let ctl = self.register_run(&run);
         let (cache, inner) = (Arc::clone(self), Arc::clone(inner));
         self.runtime
-            .spawn(async move { cache.fetch_run(inner, run, offset, senders).await });
+            .spawn(async move { cache.fetch_run(inner, run, offset, senders, ctl).await });
     }
 
     /// Fetch a run of chunks with one streamed GET, handing each chunk over as soon
     /// as its last byte arrives; what the stream fails to deliver is fetched chunk by
-    /// chunk (with the store's retries).
-    pub(super) async fn fetch_run(
+    /// chunk (with the store's retries). A reader waiting for a chunk further down
+    /// cuts the stream (priority.rs): that chunk comes alone, first, then the rest.
+    pub(super) fn fetch_run(
         self: Arc<Self>,
         inner: Arc<dyn BlockStore>,
-        run: Vec<(ChunkKey, usize)>,
+        mut run: Vec<(ChunkKey, usize)>,
         offset: u64,
         mut senders: Vec<Option<RunSender>>,
-    ) {
-        let total: usize = run.iter().map(|(_, l)| l).sum();
-        self.stats
-            .misses
-            .fetch_add(run.len() as u64, Ordering::Relaxed);
-        let mut done = 0;
-        if let Some(open) = inner.read_stream(offset, total) {
-            if let Ok(mut body) = open.await {
-                let mut buf = BytesMut::with_capacity(run[0].1);
-                'body: while done < run.len() {
-                    let Ok(Some(Ok(mut piece))) =
-                        tokio::time::timeout(STREAM_STALL, body.next()).await
-                    else {
-                        break;
-                    };
-                    while !piece.is_empty() {
-                        let want = run[done].1 - buf.len();
-                        buf.extend_from_slice(&piece.split_to(want.min(piece.len())));
-                        if buf.len() == run[done].1 {
-                            let data = buf.split().freeze();
-                            self.deliver(&run[done].0, Ok(data), &mut senders[done]);
-                            done += 1;
-                            if done == run.len() {
-                                break 'body;
+        ctl: Arc<RunControl>,
+    ) -> BoxFuture<'static, ()> {
+        // Boxed as Send by name: a cut spawns this function again.
+        async move {
+            let total: usize = run.iter().map(|(_, l)| l).sum();
+            let mut done = 0;
+            let mut cut = None;
+            if let Some(open) = inner.read_stream(offset, total) {
+                if let Ok(mut body) = open.await {
+                    let mut buf = BytesMut::with_capacity(run[0].1);
+                    'body: while done < run.len() {
+                        let next = tokio::select! {
+                            biased;
+                            _ = ctl.wake.notified() => {
+                                cut = ctl.cut_at(done);
+                                if cut.is_some() {
+                                    break 'body;
+                                }
+                                continue 'body;
                             }
-                            buf.reserve(run[done].1);
+                            next = tokio::time::timeout(STREAM_STALL, body.next()) => next,
+                        };
+                        let Ok(Some(Ok(mut piece))) = next else {
+                            break;
+                        };
+                        while !piece.is_empty() {
+                            let want = run[done].1 - buf.len();
+                            buf.extend_from_slice(&piece.split_to(want.min(piece.len())));
+                            if buf.len() == run[done].1 {
+                                let data = buf.split().freeze();
+                                self.deliver(&run[done].0, Ok(data), &mut senders[done]);
+                                done += 1;
+                                ctl.delivered(done);
+                                if done == run.len() {
+                                    break 'body;
+                                }
+                                buf.reserve(run[done].1);
+                            }
                         }
                     }
                 }
             }
-        }
-        // What the stream did not deliver: one GET per chunk, all at once (the store
-        // bounds how many run), each handed over as it completes.
-        let mut at = offset;
-        let mut rest = FuturesUnordered::new();
-        for (i, (_, len)) in run.iter().enumerate() {
-            if i >= done {
-                let (inner, start, len) = (Arc::clone(&inner), at, *len);
-                rest.push(async move { (i, inner.read_at(start, len).wait().await) });
+            self.unregister_run(&run, &ctl);
+            if let Some(c) = cut {
+                // The chunk a reader waits for comes alone and first; read-ahead then
+                // resumes after it and, beside that, fills the gap the stream left
+                // before it. Both are registered now, so readers can cut them too.
+                let at = offset + run[..c].iter().map(|(_, l)| *l as u64).sum::<u64>();
+                let after_senders = senders.split_off(c + 1);
+                let after = run.split_off(c + 1);
+                let after_at = at + run[c].1 as u64;
+                let (wanted, mut wanted_sender) = (run.pop(), senders.pop().flatten());
+                let before_at = offset + run[..done].iter().map(|(_, l)| *l as u64).sum::<u64>();
+                let before = run.split_off(done);
+                let before_senders = senders.split_off(done);
+                let parts: Vec<_> = [
+                    (after, after_senders, after_at),
+                    (before, before_senders, before_at),
+                ]
+                .into_iter()
+                .filter(|(p, _, _)| !p.is_empty())
+                .map(|(p, s, a)| {
+                    let ctl = self.register_run(&p);
+                    (p, s, a, ctl)
+                })
+                .collect();
+                if let Some((key, len)) = wanted {
+                    let r = inner.read_at(at, len).wait().await;
+                    self.deliver(&key, r, &mut wanted_sender);
+                }
+                for (p, s, a, ctl) in parts {
+                    let (cache, inner) = (Arc::clone(&self), Arc::clone(&inner));
+                    self.runtime
+                        .spawn(async move { cache.fetch_run(inner, p, a, s, ctl).await });
+                }
+                return;
             }
-            at += *len as u64;
+            // What the stream did not deliver: one GET per chunk, all at once (the store
+            // bounds how many run), each handed over as it completes.
+            let mut at = offset;
+            let mut rest = FuturesUnordered::new();
+            for (i, (_, len)) in run.iter().enumerate() {
+                if i >= done {
+                    let (inner, start, len) = (Arc::clone(&inner), at, *len);
+                    rest.push(async move { (i, inner.read_at(start, len).wait().await) });
+                }
+                at += *len as u64;
+            }
+            while let Some((i, r)) = rest.next().await {
+                self.deliver(&run[i].0, r, &mut senders[i]);
+            }
         }
-        while let Some((i, r)) = rest.next().await {
-            self.deliver(&run[i].0, r, &mut senders[i]);
-        }
+        .boxed()
     }
 
     pub(super) fn deliver(

@@ -18,6 +18,7 @@ mod cached_store;
 mod chunk;
 mod disk;
 mod flight;
+mod priority;
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -77,6 +78,8 @@ pub struct CacheStats {
     pub fetched_bytes: AtomicU64,
     pub evictions: AtomicU64,
     pub corrupt: AtomicU64,
+    /// Read-ahead streams cut so that a reader's chunk came first.
+    pub demand_cuts: AtomicU64,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -90,6 +93,8 @@ pub struct ChunkCache {
     mem: Mutex<LruCache<ChunkKey, Bytes>>,
     disk: Option<DiskTier>,
     inflight: Mutex<HashMap<ChunkKey, Fill>>,
+    /// The streamed read-ahead each in-flight chunk belongs to (see priority.rs).
+    runs: Mutex<HashMap<ChunkKey, Arc<priority::RunControl>>>,
     pub stats: CacheStats,
     to_disk: Option<UnboundedSender<(ChunkKey, Bytes)>>,
     writing: Mutex<Writing>,
@@ -136,6 +141,7 @@ impl ChunkCache {
             )),
             disk,
             inflight: Mutex::new(HashMap::new()),
+            runs: Mutex::new(HashMap::new()),
             stats: CacheStats::default(),
             settings,
             to_disk: has_disk.then_some(tx),
