@@ -87,3 +87,112 @@ impl ChunkCache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+    use futures::StreamExt;
+    use tokio::runtime::Handle;
+
+    use super::super::{CacheSettings, CachedStore};
+    use super::*;
+    use crate::store::{BlockStore, ReadFuture, StoreError, StreamFuture};
+
+    const CHUNK: usize = 4096;
+    /// A link that moves one chunk per PER_CHUNK, per request.
+    const PER_CHUNK: Duration = Duration::from_millis(20);
+
+    /// An image behind a slow link: every byte it sends is counted.
+    #[derive(Debug)]
+    struct SlowLink {
+        data: Bytes,
+        sent: Arc<AtomicU64>,
+    }
+
+    impl BlockStore for SlowLink {
+        fn size(&self) -> u64 {
+            self.data.len() as u64
+        }
+        fn read_at(&self, offset: u64, len: usize) -> ReadFuture {
+            let b = self.data.slice(offset as usize..offset as usize + len);
+            let sent = Arc::clone(&self.sent);
+            ReadFuture::Pending(Box::pin(async move {
+                tokio::time::sleep(PER_CHUNK * len.div_ceil(CHUNK) as u32).await;
+                sent.fetch_add(len as u64, Ordering::SeqCst);
+                Ok(b)
+            }))
+        }
+        fn read_stream(&self, offset: u64, len: usize) -> Option<StreamFuture> {
+            let b = self.data.slice(offset as usize..offset as usize + len);
+            let sent = Arc::clone(&self.sent);
+            Some(Box::pin(async move {
+                let pieces = (0..len.div_ceil(CHUNK))
+                    .map(move |i| b.slice(i * CHUNK..((i + 1) * CHUNK).min(len)));
+                // A piece crosses the link only when the reader asks for it.
+                let s = futures::stream::iter(pieces).then(move |p| {
+                    let sent = Arc::clone(&sent);
+                    async move {
+                        tokio::time::sleep(PER_CHUNK).await;
+                        sent.fetch_add(p.len() as u64, Ordering::SeqCst);
+                        Ok::<Bytes, StoreError>(p)
+                    }
+                });
+                Ok(s.boxed())
+            }))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_far_down_a_stream_is_served_first_and_nothing_is_fetched_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = 64 * CHUNK;
+        let data: Bytes = (0..size)
+            .map(|i| (i * 13 + i / 4096) as u8)
+            .collect::<Vec<u8>>()
+            .into();
+        let sent = Arc::new(AtomicU64::new(0));
+        let inner: Arc<dyn BlockStore> = Arc::new(SlowLink {
+            data: data.clone(),
+            sent: Arc::clone(&sent),
+        });
+        let settings = CacheSettings {
+            dir: Some(dir.path().join("cache")),
+            max_disk_bytes: 1 << 30,
+            memory_bytes: 4 << 20,
+            chunk_size: CHUNK,
+            readahead: 16,
+            max_fetch: 1 << 20,
+        };
+        let cache = ChunkCache::new(settings, Handle::current());
+        let store = CachedStore::new(inner, "etag-1", Arc::clone(&cache));
+        // The first miss starts the whole image: the last chunk, then four streams
+        // of 16, 16, 16 and 15 chunks.
+        let first = store.read_at(0, 512).wait().await.unwrap();
+        assert_eq!(first, data.slice(0..512));
+        // Chunk 30 is 14th in the second stream: some 280 ms away by the stream.
+        let t = Instant::now();
+        let far = store
+            .read_at(30 * CHUNK as u64 + 100, 1000)
+            .wait()
+            .await
+            .unwrap();
+        let waited = t.elapsed();
+        assert_eq!(far, data.slice(30 * CHUNK + 100..30 * CHUNK + 1100));
+        assert!(
+            waited < Duration::from_millis(200),
+            "the reader waited {waited:?} for a chunk it cut the stream for"
+        );
+        assert!(cache.stats.demand_cuts.load(Ordering::SeqCst) >= 1);
+        // Everything arrives, right, once: a cut wastes at most the piece in flight.
+        let all = store.read_at(0, size).wait().await.unwrap();
+        assert_eq!(all, data);
+        let fetched = sent.load(Ordering::SeqCst);
+        assert!(
+            fetched <= size as u64 + CHUNK as u64,
+            "{fetched} bytes crossed the link for an image of {size}"
+        );
+    }
+}
