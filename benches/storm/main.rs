@@ -65,6 +65,9 @@ enum Cmd {
         /// Fresh logins timed once every node has booted.
         #[arg(long, default_value_t = 0)]
         probes: u32,
+        /// With --hold: stay logged in this many seconds more (answering NOPs).
+        #[arg(long, default_value_t = 0)]
+        hold_secs: u64,
         /// Target processes to watch (CPU, RSS, descriptors); repeatable.
         #[arg(long = "watch-pid")]
         watch: Vec<u32>,
@@ -128,6 +131,7 @@ fn main() -> anyhow::Result<()> {
                 no_discovery,
                 hold,
                 probes,
+                hold_secs,
                 watch,
                 initiator_prefix,
                 connect_timeout_secs,
@@ -158,6 +162,7 @@ fn main() -> anyhow::Result<()> {
                     nodes,
                     ramp: Duration::from_millis(ramp_ms),
                     hold,
+                    hold_for: Duration::from_secs(hold_secs),
                     probes,
                     prefix: initiator_prefix,
                     watch,

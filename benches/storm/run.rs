@@ -20,6 +20,8 @@ pub struct Storm {
     /// Keep every node logged in after its boot until all have booted and the probes
     /// are done (the 10,000-session case); otherwise each logs out when done.
     pub hold: bool,
+    /// How much longer held sessions stay once all have booted and the probes ran.
+    pub hold_for: Duration,
     /// Fresh logins timed once every node has booted.
     pub probes: u32,
     pub prefix: String,
@@ -92,6 +94,9 @@ pub async fn storm(plan: Arc<Plan>, s: &Storm) -> serde_json::Value {
     } else {
         0
     };
+    if s.hold {
+        tokio::time::sleep(s.hold_for).await;
+    }
     let _ = release.send(true);
     let mut late = Vec::new();
     for t in tasks {
