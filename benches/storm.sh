@@ -14,11 +14,21 @@
 # MBPS MB/s shared by all answers), so cold reads pay what they pay in production.
 # "limit" is the physical limit of a cold storm: fetching the bytes the trace touches
 # once at that latency and bandwidth, plus one node's warm trace time.
-# Needs: tgt, s3fs, squashfs-tools, strace, busybox-static, moto in target/venv
-# (scripts/test installs it). Run as root. Prints one table.
+# Installs what it needs beyond scripts/test's (tgt, s3fs, strace) with apt-get; moto
+# comes from target/venv (scripts/test installs it). Run as root. Prints one table.
+# PROFILE=debug uses the debug build (CI's functional run at a tiny N).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-NODES=${NODES:-"100 1000"}
+need=()
+for t in tgtd:tgt s3fs:s3fs strace:strace curl:curl mksquashfs:squashfs-tools; do
+  command -v "${t%%:*}" >/dev/null 2>&1 || need+=("${t#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}" >&2
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null 2>&1 ||
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; }
+fi
+NODES=${NODES-"100 1000"}
 BIG=${BIG:-10000}
 TRACE=${TRACE:-debian}
 BIG_TRACE=${BIG_TRACE:-small}
@@ -26,10 +36,15 @@ LATENCY_MS=${LATENCY_MS:-15}
 MBPS=${MBPS:-100}
 STORM_TIMEOUT=${STORM_TIMEOUT:-300}
 
-cargo build --release --quiet --bin s3lun --bin s3lun-storm
+PROFILE=${PROFILE:-release}
+if [ "$PROFILE" = release ]; then
+  cargo build --release --quiet --bin s3lun --bin s3lun-storm
+else
+  cargo build --quiet --bin s3lun --bin s3lun-storm
+fi
 bash benches/storm/images.sh >/dev/null
-bin=target/release/s3lun
-storm=target/release/s3lun-storm
+bin=target/$PROFILE/s3lun
+storm=target/$PROFILE/s3lun-storm
 # 10,000 sessions are 10,000 descriptors on each side.
 ulimit -Hn 65536 2>/dev/null || true
 ulimit -n "$(ulimit -Hn)"
@@ -169,6 +184,10 @@ for n in $NODES; do
 done
 
 if [ "$BIG" -gt 0 ]; then
+  s3lun_start warm1small "$big_img"
+  storm "s3lun cold" 1 127.0.0.1:"$S3LUN_PORT" $iqn 0 "$big_img" "$big_trace" "$S3LUN_PID" -- --no-discovery
+  storm "warm one node, short trace" 1 127.0.0.1:"$S3LUN_PORT" $iqn 0 "$big_img" "$big_trace" "$S3LUN_PID" -- --no-discovery
+  s3lun_stop
   s3lun_start big "$big_img"
   storm "s3lun cold, held" "$BIG" 127.0.0.1:"$S3LUN_PORT" $iqn 0 "$big_img" "$big_trace" "$S3LUN_PID" -- --hold --probes 20 --ramp-ms 5000
   s3lun_stop
@@ -181,19 +200,21 @@ rows = [json.loads(l) for l in open(path)]
 lat, bw = float(lat) / 1000, float(mbps) * 1e6
 info, big_info = json.loads(info), json.loads(big_info)
 warm1 = next((r["boot_ms"]["max"] for r in rows if r["label"] == "warm one node"), 0)
-def limit(i):
-    return (lat + i["unique_bytes"] / bw) * 1000 + warm1
+warm1_short = next((r["boot_ms"]["max"] for r in rows if r["label"] == "warm one node, short trace"), 0)
+def limit(i, warm):
+    return (lat + i["unique_bytes"] / bw) * 1000 + warm
 print(f"trace {name}: {info['reads']} reads, {info['bytes_read']/1e6:.1f} MB read, {info['unique_bytes']/1e6:.1f} MB touched; "
-      f"trace {big_name}: {big_info['reads']} reads, {big_info['unique_bytes']/1e6:.1f} MB touched; one node warm: {warm1:.0f} ms")
+      f"trace {big_name}: {big_info['reads']} reads, {big_info['unique_bytes']/1e6:.1f} MB touched; "
+      f"one node warm: {warm1:.0f} ms ({name}), {warm1_short:.0f} ms ({big_name})")
 hdr = ["N", "target", "p50 ms", "p99 ms", "max ms", "limit ms", "p99/limit", "S3/image", "S3 reqs",
        "CPU ms/node", "RSS MiB", "fds", "logins/s", "new login ms", "errors"]
 print("| " + " | ".join(hdr) + " |")
 print("|" + "---|" * len(hdr))
 for r in rows:
-    if r["label"] == "warm one node" or (r["label"] == "s3lun cold" and r["n"] == 1):
+    if r["label"].startswith("warm one node") or (r["label"] == "s3lun cold" and r["n"] == 1):
         continue
-    i = big_info if "held" in r["label"] else info
-    lim = limit(i) if "cold" in r["label"] else None
+    held = "held" in r["label"]
+    lim = limit(big_info if held else info, warm1_short if held else warm1) if "cold" in r["label"] else None
     b, t = r.get("boot_ms", {}), r.get("target", {})
     cells = [r["n"], r["label"], b.get("p50", "-"), b.get("p99", "-"), b.get("max", "-"),
              f"{lim:.0f}" if lim else "-", f"{b.get('p99', 0) / lim:.2f}" if lim else "-",
@@ -204,7 +225,10 @@ for r in rows:
              r["probe_login_ms"]["max"] if r.get("sessions_held") else "-",
              f"{r['errors']} ({r.get('wrong_reads', 0)} wrong)" if r["errors"] else "0"]
     print("| " + " | ".join(str(c) for c in cells) + " |")
+failed = False
 for r in rows:
+    failed |= r["errors"] != 0
     for e in r.get("first_errors", [])[:2]:
         print(f"error ({r['label']} N={r['n']}): {e}")
+sys.exit(1 if failed else 0)
 PY
