@@ -190,6 +190,7 @@ if [ "$BIG" -gt 0 ]; then
   s3lun_stop
   s3lun_start big "$big_img"
   storm "s3lun cold, held" "$BIG" 127.0.0.1:"$S3LUN_PORT" $iqn 0 "$big_img" "$big_trace" "$S3LUN_PID" -- --hold --probes 20 --ramp-ms 5000
+  storm "s3lun warm, held" "$BIG" 127.0.0.1:"$S3LUN_PORT" $iqn 0 "$big_img" "$big_trace" "$S3LUN_PID" -- --hold --probes 20 --ramp-ms 5000
   s3lun_stop
 fi
 
@@ -206,7 +207,11 @@ def limit(i, warm):
 print(f"trace {name}: {info['reads']} reads, {info['bytes_read']/1e6:.1f} MB read, {info['unique_bytes']/1e6:.1f} MB touched; "
       f"trace {big_name}: {big_info['reads']} reads, {big_info['unique_bytes']/1e6:.1f} MB touched; "
       f"one node warm: {warm1:.0f} ms ({name}), {warm1_short:.0f} ms ({big_name})")
-hdr = ["N", "target", "p50 ms", "p99 ms", "max ms", "limit ms", "p99/limit", "S3/image", "S3 reqs",
+# Each cold row against the same target (or for tgt+s3fs, the same tgt) warm at the
+# same N: what S3 cost it, on a machine whose cores the generator shares.
+warm_of = {"s3lun cold": "s3lun warm", "tgt+s3fs cold": "tgt local", "s3lun cold, held": "s3lun warm, held"}
+p99 = {(r["label"], r["n"]): r.get("boot_ms", {}).get("p99", 0) for r in rows}
+hdr = ["N", "target", "p50 ms", "p99 ms", "max ms", "limit ms", "p99/limit", "p99/warm", "S3/image", "S3 reqs",
        "CPU ms/node", "RSS MiB", "fds", "logins/s", "new login ms", "errors"]
 print("| " + " | ".join(hdr) + " |")
 print("|" + "---|" * len(hdr))
@@ -218,6 +223,7 @@ for r in rows:
     b, t = r.get("boot_ms", {}), r.get("target", {})
     cells = [r["n"], r["label"], b.get("p50", "-"), b.get("p99", "-"), b.get("max", "-"),
              f"{lim:.0f}" if lim else "-", f"{b.get('p99', 0) / lim:.2f}" if lim else "-",
+             f"{b.get('p99', 0) / w:.2f}" if (w := p99.get((warm_of.get(r["label"]), r["n"]))) else "-",
              f"{r['s3_bytes'] / r['image_bytes']:.3f}" if "local" not in r["label"] else "-",
              r["s3_requests"] if "local" not in r["label"] else "-",
              f"{1000 * t.get('cpu_s', 0) / max(r['n'], 1):.1f}", t.get("peak_rss_mib", "-"), t.get("peak_fds", "-"),
