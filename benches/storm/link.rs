@@ -24,7 +24,7 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// Node `n` of run `run`: a distinct name and a random-format ISID of its own.
+    /// Node `n`: a name of its own under `prefix`, and a random-format ISID of its own.
     pub fn node(prefix: &str, n: u32) -> Identity {
         let b = n.to_be_bytes();
         Identity {

@@ -84,9 +84,14 @@ pub async fn serve(
     let best = Arc::new(Mutex::new(0usize));
     loop {
         let (client, _) = l.accept().await?;
-        let server = TcpStream::connect(upstream)
-            .await
-            .with_context(|| format!("connect {upstream}"))?;
+        let server = match TcpStream::connect(upstream).await {
+            Ok(s) => s,
+            Err(e) => {
+                // The initiator sees its connection close, as with a target down.
+                eprintln!("record: connect {upstream}: {e}");
+                continue;
+            }
+        };
         let (out, best) = (out.clone(), Arc::clone(&best));
         tokio::spawn(async move {
             let book = Arc::new(Mutex::new(Book::default()));

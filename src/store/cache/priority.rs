@@ -4,9 +4,10 @@
 //! bandwidth. Instead the reader cuts the stream there: the chunk it needs is fetched
 //! alone, first, with the whole bandwidth, and read-ahead resumes afterwards with the
 //! rest. No chunk is fetched twice; a cut costs one request and the bytes the stream
-//! had in flight.
+//! had in flight. A sequential reader with requests in parallel asks for the chunks
+//! after the one it waits for too: those demands follow one another and never cut.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -27,6 +28,8 @@ pub(super) struct RunControl {
     delivered: AtomicUsize,
     /// Position (in the run) a reader asked the stream to stop at; usize::MAX: none.
     cut: AtomicUsize,
+    /// Positions (below 64) readers have asked for.
+    demanded: AtomicU64,
     pub(super) wake: Notify,
 }
 
@@ -36,6 +39,7 @@ impl RunControl {
             first,
             delivered: AtomicUsize::new(0),
             cut: AtomicUsize::new(usize::MAX),
+            demanded: AtomicU64::new(0),
             wake: Notify::new(),
         }
     }
@@ -80,7 +84,12 @@ impl ChunkCache {
             return;
         };
         let pos = key.index.saturating_sub(ctl.first) as usize;
-        if pos >= ctl.delivered.load(Ordering::Relaxed) + WORTH_A_CUT {
+        let bit = |p: usize| if p < 64 { 1u64 << p } else { 0 };
+        let before = ctl.demanded.fetch_or(bit(pos), Ordering::Relaxed);
+        // The chunk before it asked for too: a sequential reader, which the stream
+        // serves in order anyway.
+        let follows = pos > 0 && before & bit(pos - 1) != 0;
+        if !follows && pos >= ctl.delivered.load(Ordering::Relaxed) + WORTH_A_CUT {
             self.stats.demand_cuts.fetch_add(1, Ordering::Relaxed);
             ctl.cut.fetch_min(pos, Ordering::Relaxed);
             ctl.wake.notify_one();
@@ -194,5 +203,46 @@ mod tests {
             fetched <= size as u64 + CHUNK as u64,
             "{fetched} bytes crossed the link for an image of {size}"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sequential_reader_with_parallel_requests_never_cuts() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = 64 * CHUNK;
+        let data: Bytes = (0..size)
+            .map(|i| (i * 5 + 1) as u8)
+            .collect::<Vec<u8>>()
+            .into();
+        let sent = Arc::new(AtomicU64::new(0));
+        let inner: Arc<dyn BlockStore> = Arc::new(SlowLink {
+            data: data.clone(),
+            sent: Arc::clone(&sent),
+        });
+        let settings = CacheSettings {
+            dir: None,
+            max_disk_bytes: 0,
+            memory_bytes: 4 << 20,
+            chunk_size: CHUNK,
+            readahead: 16,
+            max_fetch: 1 << 20,
+        };
+        let cache = ChunkCache::new(settings, Handle::current());
+        let store = Arc::new(CachedStore::new(inner, "etag-2", Arc::clone(&cache)));
+        // Eight requests of one chunk in flight at a time, in order, to the end.
+        let mut next = 0;
+        let mut inflight = futures::stream::FuturesOrdered::new();
+        while next < 64 || !inflight.is_empty() {
+            while next < 64 && inflight.len() < 8 {
+                let s = Arc::clone(&store);
+                let at = next * CHUNK;
+                inflight.push_back(async move { (at, s.read_at(at as u64, CHUNK).wait().await) });
+                next += 1;
+            }
+            if let Some((at, r)) = inflight.next().await {
+                assert_eq!(r.unwrap(), data.slice(at..at + CHUNK));
+            }
+        }
+        assert_eq!(cache.stats.demand_cuts.load(Ordering::SeqCst), 0);
+        assert_eq!(sent.load(Ordering::SeqCst), size as u64);
     }
 }
