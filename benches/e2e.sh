@@ -9,7 +9,8 @@
 #
 # Needs (Debian): tgt, libiscsi-bin, qemu-utils + qemu-block-extra, iperf3, s3fs,
 # squashfs-tools, bc; moto in target/venv (scripts/test installs it). Run as root.
-# Knobs: SIZE_MB (image size, 256), SECS (per iscsi-perf row, 5), STORM (readers, 64).
+# Knobs: SIZE_MB (image size, 256), SECS (per iscsi-perf row, 5), STORM (readers, 64),
+# S3LUN_BIN (the s3lun binary to measure).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MB=${SIZE_MB:-256}
@@ -17,7 +18,8 @@ SECS=${SECS:-5}
 STORM=${STORM:-64}
 
 cargo build --release --bin s3lun --example latency_probe >/dev/null 2>&1
-bin=target/release/s3lun
+# S3LUN_BIN compares another build (an older commit's) on the same run's terms.
+bin=${S3LUN_BIN:-target/release/s3lun}
 probe=target/release/examples/latency_probe
 work=$(mktemp -d)
 pids=()

@@ -154,7 +154,7 @@ impl ChunkCache {
         self.stats
             .misses
             .fetch_add(run.len() as u64, Ordering::Relaxed);
-        let ctl = self.register_run(&run);
+        let ctl = self.register_run(&run, 0);
         let (cache, inner) = (Arc::clone(self), Arc::clone(inner));
         self.runtime
             .spawn(async move { cache.fetch_run(inner, run, offset, senders, ctl).await });
@@ -226,13 +226,13 @@ impl ChunkCache {
                 let before = run.split_off(done);
                 let before_senders = senders.split_off(done);
                 let parts: Vec<_> = [
-                    (after, after_senders, after_at),
-                    (before, before_senders, before_at),
+                    (after, after_senders, after_at, ctl.demanded_from(c + 1)),
+                    (before, before_senders, before_at, ctl.demanded_from(done)),
                 ]
                 .into_iter()
-                .filter(|(p, _, _)| !p.is_empty())
-                .map(|(p, s, a)| {
-                    let ctl = self.register_run(&p);
+                .filter(|(p, _, _, _)| !p.is_empty())
+                .map(|(p, s, a, demanded)| {
+                    let ctl = self.register_run(&p, demanded);
                     (p, s, a, ctl)
                 })
                 .collect();

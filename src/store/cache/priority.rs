@@ -34,12 +34,12 @@ pub(super) struct RunControl {
 }
 
 impl RunControl {
-    pub(super) fn new(first: u64) -> RunControl {
+    pub(super) fn new(first: u64, demanded: u64) -> RunControl {
         RunControl {
             first,
             delivered: AtomicUsize::new(0),
             cut: AtomicUsize::new(usize::MAX),
-            demanded: AtomicU64::new(0),
+            demanded: AtomicU64::new(demanded),
             wake: Notify::new(),
         }
     }
@@ -53,13 +53,25 @@ impl RunControl {
         let c = self.cut.load(Ordering::Relaxed);
         (c != usize::MAX && c > done).then_some(c)
     }
+
+    /// Which positions from `from` on readers have asked for (for the runs a cut
+    /// leaves, so a sequential reader's next demand still follows its last).
+    pub(super) fn demanded_from(&self, from: usize) -> u64 {
+        self.demanded
+            .load(Ordering::Relaxed)
+            .checked_shr(from as u32)
+            .unwrap_or(0)
+    }
 }
 
 impl ChunkCache {
     /// Register the chunks of a run to be streamed, so readers can find and cut it
-    /// (before it starts, too).
-    pub(super) fn register_run(&self, run: &[(ChunkKey, usize)]) -> Arc<RunControl> {
-        let ctl = Arc::new(RunControl::new(run.first().map_or(0, |(k, _)| k.index)));
+    /// (before it starts, too); `demanded` as `RunControl::demanded_from` gives it.
+    pub(super) fn register_run(&self, run: &[(ChunkKey, usize)], demanded: u64) -> Arc<RunControl> {
+        let ctl = Arc::new(RunControl::new(
+            run.first().map_or(0, |(k, _)| k.index),
+            demanded,
+        ));
         let mut runs = lock(&self.runs);
         for (k, _) in run {
             runs.insert(k.clone(), Arc::clone(&ctl));
