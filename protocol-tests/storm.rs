@@ -25,6 +25,24 @@ fn small_trace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/storm/traces/small.trace")
 }
 
+/// A storm of the small trace against `portal`, reads checked against `image`.
+fn storm_small(portal: &str, image: &Path, extra: &[&str]) -> (Output, serde_json::Value) {
+    let trace = small_trace();
+    let mut args = vec![
+        "--portal",
+        portal,
+        "--target",
+        TARGET,
+        "--trace",
+        trace.to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    storm(&args)
+}
+
+/// `s3lun-storm run` with `args`: its exit and its JSON summary.
 fn storm(args: &[&str]) -> (Output, serde_json::Value) {
     let out = Command::new(storm_bin())
         .arg("run")
@@ -62,23 +80,19 @@ fn a_storm_boots_every_node_and_one_wrong_byte_fails_it() {
     let img = dir.path().join("img");
     let portal = srv.addr.clone();
     let pid = srv.pid().to_string();
-    let (out, s) = storm(&[
-        "--portal",
+    let (out, s) = storm_small(
         &portal,
-        "--target",
-        TARGET,
-        "--trace",
-        small_trace().to_str().unwrap(),
-        "--image",
-        img.to_str().unwrap(),
-        "--nodes",
-        "8",
-        "--hold",
-        "--probes",
-        "2",
-        "--watch-pid",
-        &pid,
-    ]);
+        &img,
+        &[
+            "--nodes",
+            "8",
+            "--hold",
+            "--probes",
+            "2",
+            "--watch-pid",
+            &pid,
+        ],
+    );
     assert!(out.status.success(), "{s}");
     assert_eq!(s["booted"], 8, "{s}");
     assert_eq!(s["errors"], 0, "{s}");
@@ -108,18 +122,7 @@ fn a_storm_boots_every_node_and_one_wrong_byte_fails_it() {
     bad[at] ^= 0x20;
     let bad_img = dir.path().join("bad");
     std::fs::write(&bad_img, &bad).unwrap();
-    let (out, s) = storm(&[
-        "--portal",
-        &portal,
-        "--target",
-        TARGET,
-        "--trace",
-        small_trace().to_str().unwrap(),
-        "--image",
-        bad_img.to_str().unwrap(),
-        "--nodes",
-        "3",
-    ]);
+    let (out, s) = storm_small(&portal, &bad_img, &["--nodes", "3"]);
     assert!(!out.status.success(), "a wrong byte must fail the run: {s}");
     assert_eq!(s["wrong_reads"], 3, "{s}");
     assert!(
@@ -141,22 +144,18 @@ fn held_sessions_answer_the_targets_nops() {
     );
     let img = dir.path().join("img");
     let t = Instant::now();
-    let (out, s) = storm(&[
-        "--portal",
+    let (out, s) = storm_small(
         &srv.addr,
-        "--target",
-        TARGET,
-        "--trace",
-        small_trace().to_str().unwrap(),
-        "--image",
-        img.to_str().unwrap(),
-        "--nodes",
-        "5",
-        "--hold",
-        "--hold-secs",
-        "5",
-        "--no-discovery",
-    ]);
+        &img,
+        &[
+            "--nodes",
+            "5",
+            "--hold",
+            "--hold-secs",
+            "5",
+            "--no-discovery",
+        ],
+    );
     assert!(out.status.success(), "{s}");
     assert!(t.elapsed() >= Duration::from_secs(5));
     // A session that left a NOP unanswered for 2 s would have been closed, and its
@@ -263,17 +262,7 @@ fn the_recorder_writes_down_what_the_initiator_read() {
             .expect("s3lun-storm record"),
     );
     wait_listening(port, "the recorder");
-    let (out, s) = storm(&[
-        "--portal",
-        &format!("127.0.0.1:{port}"),
-        "--target",
-        TARGET,
-        "--trace",
-        small_trace().to_str().unwrap(),
-        "--image",
-        img.to_str().unwrap(),
-        "--no-discovery",
-    ]);
+    let (out, s) = storm_small(&format!("127.0.0.1:{port}"), &img, &["--no-discovery"]);
     assert!(out.status.success(), "{s}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !recorded.exists() && Instant::now() < deadline {

@@ -166,12 +166,15 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_reader_far_down_a_stream_is_served_first_and_nothing_is_fetched_twice() {
-        let dir = tempfile::tempdir().unwrap();
-        let size = 64 * CHUNK;
+    /// An image of `size` bytes behind a slow link, read through a cache (memory
+    /// only) in which images this small are fetched whole: its bytes, the bytes the
+    /// link carried, the cache and the store.
+    fn slow_image(
+        size: usize,
+        seed: usize,
+    ) -> (Bytes, Arc<AtomicU64>, Arc<ChunkCache>, CachedStore) {
         let data: Bytes = (0..size)
-            .map(|i| (i * 13 + i / 4096) as u8)
+            .map(|i| (i * seed + i / 4096) as u8)
             .collect::<Vec<u8>>()
             .into();
         let sent = Arc::new(AtomicU64::new(0));
@@ -180,20 +183,27 @@ mod tests {
             sent: Arc::clone(&sent),
         });
         let settings = CacheSettings {
-            dir: Some(dir.path().join("cache")),
-            max_disk_bytes: 1 << 30,
+            dir: None,
+            max_disk_bytes: 0,
             memory_bytes: 4 << 20,
             chunk_size: CHUNK,
             readahead: 16,
             max_fetch: 1 << 20,
         };
         let cache = ChunkCache::new(settings, Handle::current());
-        let store = CachedStore::new(inner, "etag-1", Arc::clone(&cache));
+        let store = CachedStore::new(inner, &format!("etag-{seed}"), Arc::clone(&cache));
+        (data, sent, cache, store)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_far_down_a_stream_is_served_first_and_nothing_is_fetched_twice() {
+        let size = 64 * CHUNK;
+        let (data, sent, cache, store) = slow_image(size, 13);
         // The first miss starts the whole image: the last chunk, then four streams
         // of 16, 16, 16 and 15 chunks.
         let first = store.read_at(0, 512).wait().await.unwrap();
         assert_eq!(first, data.slice(0..512));
-        // Chunk 30 is 14th in the second stream: some 280 ms away by the stream.
+        // Chunk 30 is at position 14 of the second stream: some 280 ms away by it.
         let t = Instant::now();
         let far = store
             .read_at(30 * CHUNK as u64 + 100, 1000)
@@ -219,27 +229,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_sequential_reader_with_parallel_requests_never_cuts() {
-        let dir = tempfile::tempdir().unwrap();
         let size = 64 * CHUNK;
-        let data: Bytes = (0..size)
-            .map(|i| (i * 5 + 1) as u8)
-            .collect::<Vec<u8>>()
-            .into();
-        let sent = Arc::new(AtomicU64::new(0));
-        let inner: Arc<dyn BlockStore> = Arc::new(SlowLink {
-            data: data.clone(),
-            sent: Arc::clone(&sent),
-        });
-        let settings = CacheSettings {
-            dir: None,
-            max_disk_bytes: 0,
-            memory_bytes: 4 << 20,
-            chunk_size: CHUNK,
-            readahead: 16,
-            max_fetch: 1 << 20,
-        };
-        let cache = ChunkCache::new(settings, Handle::current());
-        let store = Arc::new(CachedStore::new(inner, "etag-2", Arc::clone(&cache)));
+        let (data, sent, cache, store) = slow_image(size, 5);
+        let store = Arc::new(store);
         // Eight requests of one chunk in flight at a time, in order, to the end.
         let mut next = 0;
         let mut inflight = futures::stream::FuturesOrdered::new();
