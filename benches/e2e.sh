@@ -23,8 +23,8 @@ bin=${S3LUN_BIN:-target/release/s3lun}
 probe=target/release/examples/latency_probe
 work=$(mktemp -d)
 pids=()
-# shellcheck source=tgt.sh
-. benches/tgt.sh
+# shellcheck source=common.sh
+. benches/common.sh
 ctl=$((20000 + RANDOM % 10000))
 cleanup() {
   fusermount -u "$work/s3fs" 2>/dev/null || true
@@ -35,8 +35,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-listening() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
 echo "building a ${SIZE_MB} MiB squashfs image..."
 mkdir -p "$work/root"

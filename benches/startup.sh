@@ -7,6 +7,8 @@
 # Knobs: N (images).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=common.sh
+. benches/common.sh
 N=${N:-1000}
 cargo build --release --bin s3lun >/dev/null 2>&1
 bin=target/release/s3lun
@@ -18,7 +20,6 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 now() { date +%s.%N; }
 
 # The state file a worker that served N PE images would have written.

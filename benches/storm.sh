@@ -53,8 +53,8 @@ ulimit -n "$(ulimit -Hn)"
 maxc=$(( $(ulimit -n) - 400 ))
 [ "$maxc" -gt 30000 ] && maxc=30000
 work=$(mktemp -d)
-# shellcheck source=tgt.sh
-. benches/tgt.sh
+# shellcheck source=common.sh
+. benches/common.sh
 ctl=$((20000 + RANDOM % 10000))
 pids=()
 cleanup() {
@@ -67,8 +67,6 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-listening() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
 img=target/storm/$TRACE.squashfs
 big_img=target/storm/$BIG_TRACE.squashfs

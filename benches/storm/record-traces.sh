@@ -11,6 +11,8 @@
 # committed traces were recorded on).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=common.sh
+. benches/common.sh
 cargo build --release --bin s3lun --bin s3lun-storm >/dev/null 2>&1
 bash protocol-tests/kernel/prepare.sh >/dev/null
 bash benches/storm/images.sh >/dev/null
@@ -23,7 +25,6 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 
 cp -a "$assets/root" "$work/root"
 cp benches/storm/guest-init "$work/root/init"

@@ -1,8 +1,16 @@
-# Sourced by the benchmarks: Debian's tgt as the baseline target, started on its own
-# control port and stopped through it. tgtd ignores SIGTERM while it has targets, so
-# a bench that only signals it leaves it listening after the bench exits.
-#   tgt_start PORT CTL FILE IQN  -> starts tgtd serving FILE read-only as LUN 1; sets TGT_PID
-#   tgt_stop CTL                 -> offline, targets deleted (sessions dropped), exit
+# Sourced by the benchmarks (from the repository's top):
+#   port                         -> a free loopback port
+#   listening PORT               -> waits (10 s at most) until something listens on it
+#   tgt_start PORT CTL FILE IQN  -> Debian's tgt, the baseline target, on its own
+#                                   control port, serving FILE read-only as LUN 1;
+#                                   sets TGT_PID
+#   tgt_stop CTL                 -> through the control port: offline, targets deleted
+#                                   (sessions dropped), exit. tgtd ignores SIGTERM while
+#                                   it has targets: a bench that only signals it leaves
+#                                   it listening after the bench exits.
+port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+listening() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+
 tgt_start() {
   local port=$1 ctl=$2 file=$3 iqn=$4
   tgtd -f -C "$ctl" --iscsi portal=127.0.0.1:"$port" >/dev/null 2>&1 &
