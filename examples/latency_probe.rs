@@ -62,20 +62,12 @@ fn main() -> anyhow::Result<()> {
         ],
         &mut text,
     );
-    let login = Header::LoginRequest(LoginRequest {
-        transit: true,
-        cont: false,
-        csg: 1,
-        nsg: 3,
-        version_max: 0,
-        version_min: 0,
-        isid: [0x80, 0, 0, 0, 0x42, 1],
-        tsih: 0,
-        itt: 1,
-        cid: 0,
-        cmd_sn: 1,
-        exp_stat_sn: 0,
-    });
+    let login = Header::LoginRequest(LoginRequest::to_full_feature(
+        [0x80, 0, 0, 0, 0x42, 1],
+        1,
+        1,
+        0,
+    ));
     s.write_all(&encode_to_vec(&login, &text, &cfg))?;
     let r = recv(&mut s, &cfg)?;
     let Header::LoginResponse(lr) = r.header else {

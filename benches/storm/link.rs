@@ -135,20 +135,12 @@ impl Link {
         encode_pairs(&keys, &mut text);
         let itt = self.itt();
         for _ in 0..8 {
-            let req = Header::LoginRequest(LoginRequest {
-                transit: true,
-                cont: false,
-                csg: 1,
-                nsg: 3,
-                version_max: 0,
-                version_min: 0,
-                isid: who.isid,
-                tsih: 0,
+            let req = Header::LoginRequest(LoginRequest::to_full_feature(
+                who.isid,
                 itt,
-                cid: 0,
-                cmd_sn: self.cmd_sn,
-                exp_stat_sn: self.exp_stat_sn,
-            });
+                self.cmd_sn,
+                self.exp_stat_sn,
+            ));
             self.send(&req, &text).await?;
             let p = self.recv().await?;
             let Header::LoginResponse(r) = p.header else {
@@ -240,14 +232,11 @@ impl Link {
     /// Close the session and wait for the target's answer (answering pings meanwhile).
     pub async fn logout(&mut self) -> anyhow::Result<()> {
         let itt = self.itt();
-        let req = Header::LogoutRequest(LogoutRequest {
-            immediate: true,
-            reason: 0,
+        let req = Header::LogoutRequest(LogoutRequest::close_session(
             itt,
-            cid: 0,
-            cmd_sn: self.cmd_sn,
-            exp_stat_sn: self.exp_stat_sn,
-        });
+            self.cmd_sn,
+            self.exp_stat_sn,
+        ));
         self.send(&req, &[]).await?;
         loop {
             let p = self.recv().await?;

@@ -123,20 +123,13 @@ impl Pair {
         keys.extend_from_slice(extra);
         let mut data = Vec::new();
         encode_pairs(&keys, &mut data);
-        let h = Header::LoginRequest(LoginRequest {
-            transit: true,
-            cont: false,
-            csg: 1,
-            nsg: 3,
-            version_max: 0,
-            version_min: 0,
-            isid: [0x80, 0, 0, 0, 0, 1],
-            tsih: 0,
-            itt: self.itt(),
-            cid: 0,
-            cmd_sn: self.cmd_sn,
-            exp_stat_sn: 0,
-        });
+        let itt = self.itt();
+        let h = Header::LoginRequest(LoginRequest::to_full_feature(
+            [0x80, 0, 0, 0, 0, 1],
+            itt,
+            self.cmd_sn,
+            0,
+        ));
         self.send(&h, &data);
     }
 

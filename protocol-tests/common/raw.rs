@@ -355,14 +355,11 @@ impl Raw {
     /// Log out (close the session); returns the Logout Response's response code.
     pub fn logout(&mut self) -> u8 {
         let itt = self.next_itt();
-        let h = Header::LogoutRequest(LogoutRequest {
-            immediate: true,
-            reason: 0,
+        let h = Header::LogoutRequest(LogoutRequest::close_session(
             itt,
-            cid: 0,
-            cmd_sn: self.cmd_sn,
-            exp_stat_sn: self.exp_stat_sn,
-        });
+            self.cmd_sn,
+            self.exp_stat_sn,
+        ));
         self.send(&h, &[]);
         let pdu = self.recv().expect("Logout Response");
         let Header::LogoutResponse(l) = pdu.header else {

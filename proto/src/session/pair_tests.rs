@@ -412,14 +412,7 @@ fn an_idle_initiator_is_pinged_and_closed_when_it_does_not_answer() {
 fn logout_is_answered_then_the_connection_closes_after_sending_it() {
     let mut p = pair();
     let itt = p.itt();
-    let h = Header::LogoutRequest(LogoutRequest {
-        immediate: true,
-        reason: 0,
-        itt,
-        cid: 0,
-        cmd_sn: p.cmd_sn,
-        exp_stat_sn: 0,
-    });
+    let h = Header::LogoutRequest(LogoutRequest::close_session(itt, p.cmd_sn, 0));
     p.send(&h, &[]);
     let Header::LogoutResponse(r) = p.take().pop().expect("Logout Response").header else {
         panic!("Logout Response expected")

@@ -41,3 +41,25 @@ bhs! {
         pub status_detail: u8 = at(37),
     }
 }
+
+impl LoginRequest {
+    /// The one-PDU login of an initiator that skips authentication: operational
+    /// stage straight to full feature phase, a new session (TSIH 0) on connection 0,
+    /// as the tools, benches and tests that play initiator send it.
+    pub fn to_full_feature(isid: [u8; 6], itt: u32, cmd_sn: u32, exp_stat_sn: u32) -> LoginRequest {
+        LoginRequest {
+            transit: true,
+            cont: false,
+            csg: 1,
+            nsg: 3,
+            version_max: 0,
+            version_min: 0,
+            isid,
+            tsih: 0,
+            itt,
+            cid: 0,
+            cmd_sn,
+            exp_stat_sn,
+        }
+    }
+}

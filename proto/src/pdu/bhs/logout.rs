@@ -28,3 +28,17 @@ bhs! {
     }
     always(b) { b[1] |= F; }
 }
+
+impl LogoutRequest {
+    /// Close the whole session (reason 0) from connection 0, as an immediate command.
+    pub fn close_session(itt: u32, cmd_sn: u32, exp_stat_sn: u32) -> LogoutRequest {
+        LogoutRequest {
+            immediate: true,
+            reason: 0,
+            itt,
+            cid: 0,
+            cmd_sn,
+            exp_stat_sn,
+        }
+    }
+}
