@@ -217,12 +217,12 @@ impl ChunkCache {
                 // The chunk a reader waits for comes alone and first; read-ahead then
                 // resumes after it and, beside that, fills the gap the stream left
                 // before it. Both are registered now, so readers can cut them too.
-                let at = offset + run[..c].iter().map(|(_, l)| *l as u64).sum::<u64>();
+                let start =
+                    |i: usize| offset + run[..i].iter().map(|(_, l)| *l as u64).sum::<u64>();
+                let (before_at, at, after_at) = (start(done), start(c), start(c + 1));
                 let after_senders = senders.split_off(c + 1);
                 let after = run.split_off(c + 1);
-                let after_at = at + run[c].1 as u64;
                 let (wanted, mut wanted_sender) = (run.pop(), senders.pop().flatten());
-                let before_at = offset + run[..done].iter().map(|(_, l)| *l as u64).sum::<u64>();
                 let before = run.split_off(done);
                 let before_senders = senders.split_off(done);
                 let parts: Vec<_> = [
