@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use s3lun::pdu::*;
+use s3lun::scsi::logical_unit::encode_lun;
 use tokio::time::{sleep_until, Instant};
 
 use crate::link::{Identity, Link};
@@ -16,7 +17,7 @@ use crate::trace::{Step, Trace};
 pub struct Plan {
     pub addr: String,
     pub target: String,
-    /// The LUN's number as the target reports it (flat space below 256).
+    /// The LUN's number, as REPORT LUNS and the target's URL give it.
     pub lun: u64,
     pub trace: Trace,
     pub steps: Vec<Step>,
@@ -40,14 +41,6 @@ impl Plan {
             r.lba
         } else {
             r.lba % blocks.saturating_sub(r.blocks as u64).max(1)
-        }
-    }
-
-    fn lun_field(&self) -> u64 {
-        if self.lun < 256 {
-            self.lun << 48
-        } else {
-            (0x4000 | self.lun) << 48
         }
     }
 }
@@ -170,14 +163,13 @@ async fn replay(plan: &Plan, link: &mut Link, out: &mut Outcome) -> anyhow::Resu
                 let r = plan.trace.reads[i];
                 let lba = plan.lba(i);
                 let itt = link.itt();
-                let mut cmd = ScsiCommand::read10(itt, link.cmd_sn, 0, 0);
                 // READ(16): LBAs of any image size.
-                cmd.cdb = [0; 16];
-                cmd.cdb[0] = 0x88;
-                cmd.cdb[2..10].copy_from_slice(&lba.to_be_bytes());
-                cmd.cdb[10..14].copy_from_slice(&r.blocks.to_be_bytes());
-                cmd.expected_len = r.blocks * 512;
-                cmd.lun = plan.lun_field();
+                let mut cdb = [0u8; 16];
+                cdb[0] = 0x88;
+                cdb[2..10].copy_from_slice(&lba.to_be_bytes());
+                cdb[10..14].copy_from_slice(&r.blocks.to_be_bytes());
+                let mut cmd = ScsiCommand::read(itt, link.cmd_sn, cdb, r.blocks * 512);
+                cmd.lun = encode_lun(plan.lun);
                 cmd.exp_stat_sn = link.exp_stat_sn;
                 link.send(&Header::ScsiCommand(cmd), &[]).await?;
                 link.cmd_sn = link.cmd_sn.wrapping_add(1);

@@ -11,6 +11,8 @@ use anyhow::Context;
 use bytes::BytesMut;
 use s3lun::pdu::framing::decode;
 use s3lun::pdu::*;
+use s3lun::scsi::cdb::Command;
+use s3lun::scsi::commands::decode as decode_cdb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -38,19 +40,13 @@ impl Book {
             .as_micros() as u64
     }
 
+    /// Note a READ (of any CDB size), decoded as the target decodes it.
     fn command(&mut self, c: &ScsiCommand) {
-        let (lba, blocks) = match c.cdb[0] {
-            0x28 => (
-                u32::from_be_bytes([c.cdb[2], c.cdb[3], c.cdb[4], c.cdb[5]]) as u64,
-                u16::from_be_bytes([c.cdb[7], c.cdb[8]]) as u32,
-            ),
-            0x88 => (
-                u64::from_be_bytes([
-                    c.cdb[2], c.cdb[3], c.cdb[4], c.cdb[5], c.cdb[6], c.cdb[7], c.cdb[8], c.cdb[9],
-                ]),
-                u32::from_be_bytes([c.cdb[10], c.cdb[11], c.cdb[12], c.cdb[13]]),
-            ),
-            _ => return,
+        let Ok(Command::Read { lba, blocks }) = decode_cdb(&c.cdb) else {
+            return;
+        };
+        let Ok(blocks) = u32::try_from(blocks) else {
+            return;
         };
         if blocks == 0 {
             return;
