@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use s3lun::pdu::*;
 use s3lun::scsi::logical_unit::encode_lun;
+use s3lun::scsi::sense::{self, Sense};
 use tokio::time::{sleep_until, Instant};
 
 use crate::link::{Identity, Link};
@@ -234,15 +235,9 @@ async fn received(
             match r.status {
                 ScsiStatus::Good => Ok(Some(finish(flights, k, out)?)),
                 ScsiStatus::CheckCondition => {
-                    // Sense data: a 2-byte length, then fixed or descriptor format.
-                    let sense = p.data.get(2..).unwrap_or(&[]);
-                    let key = match sense.first().map(|c| c & 0x7f) {
-                        Some(0x70 | 0x71) => sense.get(2).map(|k| k & 0x0f),
-                        Some(0x72 | 0x73) => sense.get(1).map(|k| k & 0x0f),
-                        _ => None,
-                    };
+                    let key = Sense::from_response_segment(&p.data).map(|s| s.key);
                     let f = flights.swap_remove(k);
-                    if key == Some(0x06) {
+                    if key == Some(sense::key::UNIT_ATTENTION) {
                         // Unit attention (the power-on one a new session meets): again.
                         retry.push(f.index);
                         return Ok(None);

@@ -459,6 +459,7 @@ pub fn stat_sn(h: &Header) -> Option<u32> {
 
 /// Sense key and ASC from a SCSI Response sense segment.
 pub fn sense(seg: &[u8]) -> (u8, u8) {
-    assert!(seg.len() >= 2 + 14, "sense segment too short: {seg:?}");
-    (seg[2 + 2] & 0x0f, seg[2 + 12])
+    let s = s3lun::scsi::sense::Sense::from_response_segment(seg)
+        .unwrap_or_else(|| panic!("no readable sense: {seg:?}"));
+    (s.key, s.asc)
 }

@@ -98,11 +98,38 @@ impl Sense {
         v.extend_from_slice(&f);
         v
     }
+
+    /// The sense an initiator reads from a SCSI Response's data segment (2-byte
+    /// length, then fixed or descriptor format): key, ASC and ASCQ; None when the
+    /// segment holds no sense it can read.
+    pub fn from_response_segment(seg: &[u8]) -> Option<Sense> {
+        let data = seg.get(2..)?;
+        let (key, asc, ascq) = match data.first()? & 0x7f {
+            0x70 | 0x71 => (*data.get(2)?, *data.get(12)?, *data.get(13)?),
+            0x72 | 0x73 => (*data.get(1)?, *data.get(2)?, *data.get(3)?),
+            _ => return None,
+        };
+        Some(Sense::new(key & 0x0f, asc, ascq))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_initiator_reads_back_what_a_response_carries() {
+        let s = Sense::COMMANDS_CLEARED_BY_ANOTHER_INITIATOR;
+        assert_eq!(Sense::from_response_segment(&s.response_segment()), Some(s));
+        // Descriptor format: key, ASC and ASCQ in bytes 1..4.
+        let desc = [0, 8, 0x72, 0x06, 0x29, 0x01, 0, 0, 0, 0];
+        assert_eq!(
+            Sense::from_response_segment(&desc),
+            Some(Sense::new(key::UNIT_ATTENTION, 0x29, 0x01))
+        );
+        assert_eq!(Sense::from_response_segment(&[0, 2, 0x70]), None);
+        assert_eq!(Sense::from_response_segment(&[0, 0]), None);
+    }
 
     #[test]
     fn fixed_format_layout() {
