@@ -27,7 +27,7 @@ pids=()
 . benches/common.sh
 ctl=$((20000 + RANDOM % 10000))
 cleanup() {
-  fusermount -u "$work/s3fs" 2>/dev/null || true
+  s3fs_unmount "$work/s3fs"
   tgt_stop $ctl
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
@@ -53,13 +53,10 @@ cp "$img" "$work/tgt.img"
 tgt_start $p_tgt $ctl "$work/tgt.img" iqn.2001-04.com.example:bench
 listening $p_tgt
 # moto with the image uploaded (multipart), and s3lun from S3 with a warm cache
-p_moto=$(port)
-target/venv/bin/moto_server -H 127.0.0.1 -p $p_moto >/dev/null 2>&1 &
-pids+=($!)
-listening $p_moto
-ctl_py=protocol-tests/s3/s3ctl.py
-target/venv/bin/python3 $ctl_py http://127.0.0.1:$p_moto mkbucket boot-images
-target/venv/bin/python3 $ctl_py http://127.0.0.1:$p_moto put boot-images PE/bench.squashfs "$img" --multipart >/dev/null
+moto_start
+pids+=("$MOTO_PID")
+p_moto=$MOTO_PORT
+s3_put "$img" PE/bench.squashfs
 s3cfg() {
   cat <<CFG
 [s3]
@@ -146,15 +143,12 @@ $bin serve --config "$work/cold.toml" --listen 127.0.0.1:$p_cold --target-name $
 pids+=($!)
 listening $p_cold
 cold=$(cold_mbps "iscsi://127.0.0.1:$p_cold/$iqn/0")
-echo "test:test" >"$work/passwd"
-chmod 600 "$work/passwd"
-mkdir -p "$work/s3fs"
-s3fs boot-images "$work/s3fs" -o url=http://127.0.0.1:$p_moto -o use_path_request_style -o passwd_file="$work/passwd"
+s3fs_mount "$work/s3fs" "http://127.0.0.1:$p_moto"
 s=$(date +%s.%N)
 cat "$work/s3fs/PE/bench.squashfs" >/dev/null
 e=$(date +%s.%N)
 s3fs_mbs=$(echo "scale=0; $(stat -c %s "$img") / 1000000 / ($e - $s)" | bc)
-fusermount -u "$work/s3fs"
+s3fs_unmount "$work/s3fs"
 echo "cold S3 read: s3lun ${cold} MB/s, s3fs ${s3fs_mbs} MB/s, ratio $(ratio "$cold" "$s3fs_mbs")"
 
 # Boot storm: STORM cold readers of the same image, plus a 4 KiB latency probe.

@@ -61,7 +61,7 @@ cleanup() {
   # LOGS=dir keeps the targets' logs of the run there.
   [ -n "${LOGS:-}" ] && mkdir -p "$LOGS" && cp "$work"/*.log "$LOGS"/ 2>/dev/null
   tgt_stop $ctl
-  fusermount -u "$work/s3fs" 2>/dev/null || true
+  s3fs_unmount "$work/s3fs"
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
@@ -73,14 +73,11 @@ big_img=target/storm/$BIG_TRACE.squashfs
 trace=benches/storm/traces/$TRACE.trace
 big_trace=benches/storm/traces/$BIG_TRACE.trace
 
-p_moto=$(port)
-target/venv/bin/moto_server -H 127.0.0.1 -p "$p_moto" >/dev/null 2>&1 &
-pids+=($!)
-listening "$p_moto"
-ctl_py=protocol-tests/s3/s3ctl.py
-target/venv/bin/python3 $ctl_py "http://127.0.0.1:$p_moto" mkbucket boot-images
+moto_start
+pids+=("$MOTO_PID")
+p_moto=$MOTO_PORT
 for i in "$img" "$big_img"; do
-  target/venv/bin/python3 $ctl_py "http://127.0.0.1:$p_moto" put boot-images "PE/$(basename "$i")" "$i" --multipart >/dev/null
+  s3_put "$i" "PE/$(basename "$i")"
 done
 p_s3=$(port)
 $storm shape --listen 127.0.0.1:"$p_s3" --upstream 127.0.0.1:"$p_moto" --latency-ms "$LATENCY_MS" --mbps "$MBPS" --stats "$work/s3.json" &
@@ -162,18 +159,12 @@ for n in $NODES; do
   s3lun_stop
 
   p_tgt=$(port)
-  echo "test:test" >"$work/passwd" && chmod 600 "$work/passwd"
-  mkdir -p "$work/s3fs"
-  s3fs boot-images "$work/s3fs" -f -o ro -o url="http://127.0.0.1:$p_s3" -o use_path_request_style \
-    -o passwd_file="$work/passwd" >/dev/null 2>&1 &
-  s3fs_pid=$!
-  for _ in $(seq 100); do [ -e "$work/s3fs/PE/$(basename "$img")" ] && break; sleep 0.1; done
+  s3fs_mount "$work/s3fs" "http://127.0.0.1:$p_s3"
   tgt_start "$p_tgt" $ctl "$work/s3fs/PE/$(basename "$img")" $tgt_iqn
   listening "$p_tgt"
-  storm "tgt+s3fs cold" "$n" 127.0.0.1:"$p_tgt" $tgt_iqn 1 "$img" "$trace" "$TGT_PID" "$s3fs_pid"
+  storm "tgt+s3fs cold" "$n" 127.0.0.1:"$p_tgt" $tgt_iqn 1 "$img" "$trace" "$TGT_PID" "$S3FS_PID"
   tgt_stop $ctl
-  fusermount -u "$work/s3fs" 2>/dev/null || true
-  wait "$s3fs_pid" 2>/dev/null || true
+  s3fs_unmount "$work/s3fs"
 
   tgt_start "$p_tgt" $ctl "$work/local.img" $tgt_iqn
   listening "$p_tgt"
