@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 
 use crate::config::{Config, LunConfig, S3Config};
 use crate::store::cache::{CachedStore, ChunkCache};
-use crate::store::key::{content_key, ContentKey};
+use crate::store::key::{cache_namespace, content_key, ContentKey};
 use crate::store::s3::{parse_url, ObjectInfo, S3Client, S3Object, S3Store};
 use crate::store::{BlockStore, LocalFile};
 
@@ -43,7 +43,8 @@ impl Backends {
 }
 
 /// Open an S3 image already HEADed: guarded by the ETag seen then, read through the
-/// cache under its content key.
+/// cache under the namespace of that object at that ETag (never under a claimed md5:
+/// see [`crate::store::key`]).
 pub fn open_s3(
     url: &str,
     info: &ObjectInfo,
@@ -56,12 +57,16 @@ pub fn open_s3(
     if info.size == 0 {
         bail!("{url} is empty");
     }
-    tracing::info!(object = %url, content_key = %ck.key, source = ?ck.source, size = info.size, "S3 image");
+    let namespace = cache_namespace(url, info)
+        .with_context(|| format!("{url}: S3 gave no ETag: nothing can guard its reads"))?;
+    tracing::info!(object = %url, content_key = %ck.key, source = ?ck.source, size = info.size, cache = %namespace, "S3 image");
     let object: Arc<dyn BlockStore> = Arc::new(S3Store(S3Object::new(client, &bucket, &key, info)));
-    let store = Arc::new(CachedStore::new(object, &ck.key, Arc::clone(&b.cache)));
+    let store = Arc::new(CachedStore::new(object, &namespace, Arc::clone(&b.cache)));
     Ok(Opened {
         identity,
-        version: ck.key.clone(),
+        // What S3 says the bytes are: a re-upload is a content change whatever its
+        // metadata claims.
+        version: namespace,
         store: store.clone(),
         cached: Some(store),
     })
@@ -70,7 +75,8 @@ pub fn open_s3(
 /// An opened image.
 pub struct Opened {
     pub identity: String,
-    /// Content key (S3) or path (file): see [`crate::lun_table::Lun::version`].
+    /// Cache namespace (S3: URL, S3's ETag, size) or path (file): see
+    /// [`crate::lun_table::Lun::version`].
     pub version: String,
     pub store: Arc<dyn BlockStore>,
     /// The cache view of an S3 image.

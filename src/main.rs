@@ -553,8 +553,12 @@ async fn serve(args: ServeArgs, cfg: Config) -> anyhow::Result<()> {
         }
         let current = luns_tx.borrow().clone();
         let built = builder.build(&cfg, Some(&current), true).await;
-        if let Some(why) = builder.shared.as_ref().and_then(|s| s.refused.clone()) {
-            let e = MapError::Ignored(why);
+        // A server that ignores conditional writes could let two instances give one
+        // number to two images: stop. One that refuses those that must succeed only
+        // keeps new images unnumbered: serve the numbers known (sync reports it).
+        if let Some(e @ MapError::Ignored(_)) =
+            builder.shared.as_ref().and_then(|s| s.refused.clone())
+        {
             error!(error = %e, "refusing the shared LUN map: stopping");
             let _ = stop_tx.send(true);
             let _ = server.await;
@@ -701,7 +705,17 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    match cli.cmd {
+    let result = run(cli.cmd, serving, &rt);
+    // Dropping a runtime waits for every blocking task without end: one stuck on a
+    // disk or a channel that an abandoned read still holds would keep a stopped
+    // process alive. What is left after the command is done gets a second.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+/// Run one subcommand on `rt`.
+fn run(cmd: Cmd, serving: Option<Config>, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    match cmd {
         Cmd::Serve(args) => match serving {
             Some(cfg) => rt.block_on(serve(*args, cfg)),
             None => Ok(()),

@@ -135,13 +135,14 @@ pub fn cache_verify(cfg: &Config, runtime: tokio::runtime::Handle) -> anyhow::Re
     Ok(())
 }
 
-/// Remove cached chunks: all of them, or those of one content key.
+/// Remove cached chunks: all of them, or those of one image (its cache namespace,
+/// its object URL or its ETag).
 pub fn cache_purge(cfg: &Config, key: Option<&str>) -> anyhow::Result<()> {
     let dir = cache_dir(cfg)?;
     let mut removed = 0;
     for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
         let k = std::fs::read_to_string(e.path().join("key")).unwrap_or_default();
-        if key.is_none_or(|want| want == k) {
+        if key.is_none_or(|want| crate::store::key::namespace_matches(&k, want)) {
             remove_dir(&e.path())?;
             removed += 1;
         }

@@ -16,6 +16,17 @@ Modes:
   short      a consistent response whose Content-Length and body are half the range
   long       Content-Length and body 512 bytes longer than the range
   etag       the real body with a different ETag (a cache in the way ignoring If-Match)
+  no-etag    the real answer without its ETag header
+  ignore-range  the request forwarded without its Range: 200 and the whole object
+  shift      the range asked for 4113 bytes further on (the real answer to that range,
+             its Content-Range included)
+  flip       the real answer with one byte of its body flipped (headers untouched:
+             only a digest can tell)
+  huge       a 200-free lie: the real headers, a declared Content-Length of 1 GiB and
+             a body of filler as long as the client reads
+  huge-chunked  the same without a length: a chunked body of filler without end
+  random     one of the modes above but stall and flip (or, half the time, none)
+             picked at random for each ranged GET
 
 One mode applies to PUTs instead of ranged GETs:
   strip-conditions   forward the next COUNT PUTs without If-Match / If-None-Match (a
@@ -23,6 +34,8 @@ One mode applies to PUTs instead of ranged GETs:
 """
 
 import http.client
+import random
+import re
 import socket
 import socketserver
 import sys
@@ -35,6 +48,12 @@ LOCK = threading.Lock()
 
 
 PUT_MODES = ("strip-conditions",)
+FAULTS = ("500", "truncate", "short", "long", "etag", "no-etag", "ignore-range", "shift",
+          "huge", "huge-chunked")
+# Half of the answers broken: enough that most reads meet a fault, few that meet one on
+# every attempt.
+RANDOM_MODES = FAULTS + (None,) * len(FAULTS)
+SHIFT = 4113
 
 
 def take_fault(put):
@@ -42,9 +61,14 @@ def take_fault(put):
     with LOCK:
         if STATE["left"] <= 0 or (STATE["mode"] in PUT_MODES) != put:
             return None
+        mode = STATE["mode"]
+        if mode == "random":
+            mode = random.choice(RANDOM_MODES)
+            if mode is None:
+                return None
         STATE["left"] -= 1
         STATE["served"] += 1
-        return STATE["mode"]
+        return mode
 
 
 def read_request(f):
@@ -123,6 +147,10 @@ class Handler(socketserver.BaseRequestHandler):
                 return
             up = http.client.HTTPConnection(*UPSTREAM, timeout=30)
             fwd = {k: v for k, v in headers if k.lower() != "connection"}
+            if mode == "ignore-range":
+                fwd = {k: v for k, v in fwd.items() if k.lower() != "range"}
+            elif mode == "shift":
+                fwd = {k: (shift_range(v) if k.lower() == "range" else v) for k, v in fwd.items()}
             up.request(method, target, body=body, headers=fwd)
             r = up.getresponse()
             data = r.read()
@@ -141,6 +169,14 @@ class Handler(socketserver.BaseRequestHandler):
                 respond(sock, r.status, r.reason, out_headers, data[: len(data) // 2], declared=len(data))
                 sock.shutdown(socket.SHUT_RDWR)
                 return
+            if mode in ("huge", "huge-chunked"):
+                filler(sock, r, out_headers, chunked=mode == "huge-chunked")
+                return
+            if mode == "flip" and data:
+                i = random.randrange(len(data))
+                data = data[:i] + bytes([data[i] ^ 0x5A]) + data[i + 1:]
+            elif mode == "no-etag":
+                out_headers = [(k, v) for k, v in out_headers if k.lower() != "etag"]
             if mode == "short":
                 data = data[: len(data) // 2]
             elif mode == "long":
@@ -151,6 +187,32 @@ class Handler(socketserver.BaseRequestHandler):
                     for k, v in out_headers
                 ]
             respond(sock, r.status, r.reason, out_headers, data)
+
+
+def shift_range(v):
+    """`bytes=A-B` moved SHIFT bytes on (the upstream clamps past the end)."""
+    m = re.fullmatch(r"bytes=(\d+)-(\d+)", v.strip())
+    if not m:
+        return v
+    return f"bytes={int(m.group(1)) + SHIFT}-{int(m.group(2)) + SHIFT}"
+
+
+def filler(sock, r, out_headers, chunked):
+    """The real status and headers, then filler until the client hangs up (at most
+    1 GiB): a declared 1 GiB Content-Length, or a chunked body without end."""
+    head = f"HTTP/1.1 {r.status} {r.reason}\r\n"
+    for k, v in out_headers:
+        head += f"{k}: {v}\r\n"
+    head += "Transfer-Encoding: chunked\r\n\r\n" if chunked else f"Content-Length: {1 << 30}\r\n\r\n"
+    piece = b"\x5a" * (1 << 16)
+    if chunked:
+        piece = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+    try:
+        sock.sendall(head.encode("latin-1"))
+        for _ in range((1 << 30) // (1 << 16)):
+            sock.sendall(piece)
+    except OSError:
+        pass
 
 
 class Server(socketserver.ThreadingTCPServer):

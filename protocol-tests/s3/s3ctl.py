@@ -20,6 +20,7 @@ def main():
     put.add_argument("file")
     put.add_argument("--multipart", action="store_true", help="5 MiB parts: an ETag with a -N suffix")
     put.add_argument("--md5-metadata", action="store_true", help="store md5sum metadata as the boot service does")
+    put.add_argument("--md5sum", help="store this md5sum metadata, whatever the bytes are (a claim)")
     get = sub.add_parser("get")
     get.add_argument("bucket")
     get.add_argument("key")
@@ -41,6 +42,8 @@ def main():
         if a.md5_metadata:
             with open(a.file, "rb") as f:
                 extra["Metadata"] = {"md5sum": hashlib.md5(f.read()).hexdigest()}
+        if a.md5sum:
+            extra["Metadata"] = {"md5sum": a.md5sum}
         threshold = 5 * 1024 * 1024 if a.multipart else 1 << 40
         cfg = TransferConfig(multipart_threshold=threshold, multipart_chunksize=5 * 1024 * 1024)
         s3.upload_file(a.file, a.bucket, a.key, ExtraArgs=extra, Config=cfg)

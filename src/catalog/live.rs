@@ -9,7 +9,7 @@ use anyhow::bail;
 use tracing::{error, info, warn};
 
 use super::scan::{Entry, Scan};
-use super::shared_map::{MapError, MapStats, Numbers, SharedMap};
+use super::shared_map::{MapError, MapStats, Numbers, SharedMap, Synced};
 use crate::assemble::{open_lun, open_s3, Backends};
 use crate::catalog::lun_numbers::{KnownImage, LunMap, Retiring, MAX_LUN};
 use crate::config::Config;
@@ -39,30 +39,36 @@ pub struct Shared {
     pub map: SharedMap,
     /// The conditional-write probe passed (it runs at the first contact).
     pub probed: bool,
-    /// The probe showed the server ignores conditional writes (what it saw): the map
-    /// is refused.
-    pub refused: Option<String>,
+    /// The probe showed the server ignores conditional writes, or refuses those that
+    /// must succeed: the map is refused.
+    pub refused: Option<MapError>,
     pub stats: Arc<MapStats>,
 }
 
 impl Shared {
-    /// Probe once, then make sure every identity in `wanted` has a number.
-    async fn sync(&mut self, wanted: &[(String, Option<u64>)]) -> Result<Numbers, MapError> {
-        if let Some(why) = &self.refused {
-            return Err(MapError::Ignored(why.clone()));
+    /// Probe once, then make sure every identity in `wanted` has a number and every
+    /// binding in `held` stands.
+    async fn sync(
+        &mut self,
+        wanted: &[(String, Option<u64>)],
+        held: &Numbers,
+        served: &HashSet<String>,
+    ) -> Result<Synced, MapError> {
+        if let Some(e) = &self.refused {
+            return Err(e.clone());
         }
         if !self.probed {
             match self.map.probe().await {
-                Err(MapError::Ignored(why)) => {
-                    self.refused = Some(why.clone());
-                    return Err(MapError::Ignored(why));
+                Err(e @ (MapError::Ignored(_) | MapError::Refused(_))) => {
+                    self.refused = Some(e.clone());
+                    return Err(e);
                 }
                 r => r?,
             }
             info!(map = %self.map.url(), "shared LUN map: the server honours conditional writes");
             self.probed = true;
         }
-        self.map.ensure(wanted).await
+        self.map.sync(wanted, held, served).await
     }
 }
 
@@ -79,6 +85,7 @@ fn entry_of(k: &KnownImage) -> Entry {
         info: ObjectInfo {
             size: k.size,
             etag: k.etag.clone(),
+            version_id: k.version_id.clone(),
             metadata: HashMap::new(),
         },
         key: ContentKey {
@@ -137,6 +144,7 @@ impl Builder {
                 identity: e.identity.clone(),
                 size: e.info.size,
                 etag: e.info.etag.clone(),
+                version_id: e.info.version_id.clone(),
                 content_key: e.key.key.clone(),
             })
             .collect();
@@ -158,10 +166,29 @@ impl Builder {
                 .iter()
                 .map(|i| (i.identity.clone(), i.pinned))
                 .collect();
-            match shared.sync(&wanted).await {
-                Ok(numbers) => {
+            let served: HashSet<String> = current
+                .map(|t| {
+                    t.table
+                        .iter()
+                        .map(|l| l.info.identity.source.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            match shared.sync(&wanted, &self.map.held(), &served).await {
+                Ok(synced) => {
                     shared.stats.synced();
-                    self.map.adopt(&numbers);
+                    if let Some(e) = &synced.damaged {
+                        shared.stats.error(e.kind());
+                        warn!(map = %shared.map.url(), error = %e, "shared LUN map was damaged: rewritten from the numbers this instance holds");
+                    }
+                    for c in &synced.refused {
+                        shared.stats.error(c.kind());
+                        warn!(map = %shared.map.url(), "shared LUN map refused where it contradicts a number in use here: {c}; the binding is kept and restored in the map");
+                    }
+                    for (identity, lun) in &synced.retired {
+                        info!(map = %shared.map.url(), %identity, lun, "shared LUN map retired a number this instance does not serve: accepted");
+                    }
+                    self.map.adopt(&synced.numbers);
                 }
                 Err(e) => {
                     shared.stats.error(e.kind());

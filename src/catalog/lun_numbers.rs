@@ -20,6 +20,9 @@ pub struct KnownImage {
     pub size: u64,
     /// The object's ETag at the last HEAD: it guards every read.
     pub etag: Option<String>,
+    /// The object's version id (versioned buckets): part of its cache namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
     pub content_key: String,
 }
 
@@ -115,6 +118,15 @@ impl LunMap {
 
     /// Take the fleet's numbers (the shared map) as ours: the state file then holds
     /// the last known copy of the shared map.
+    /// The numbers this instance holds (bindings and retired numbers), as the
+    /// shared map's form.
+    pub fn held(&self) -> crate::catalog::shared_map::Numbers {
+        crate::catalog::shared_map::Numbers {
+            assigned: self.assigned.clone(),
+            retired: self.retired.clone(),
+        }
+    }
+
     pub fn adopt(&mut self, shared: &Numbers) {
         self.assigned = shared.assigned.clone();
         self.retired = shared.retired.clone();

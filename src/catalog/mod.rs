@@ -6,6 +6,7 @@ pub mod ims;
 pub mod live;
 pub mod lun_numbers;
 pub mod manifest;
+pub mod map_bindings;
 pub mod scan;
 pub mod shared_map;
 

@@ -326,6 +326,7 @@ pub async fn scan(
                     ObjectInfo {
                         size: *size,
                         etag: Some(e.clone()),
+                        version_id: None,
                         metadata: Default::default(),
                     },
                 )),

@@ -10,11 +10,15 @@
 //! are not one step can lose an update, and this turns that into a retry instead of
 //! two instances believing different numbers.
 //!
-//! A map that does not parse or breaks the rules (a number twice, a number out of
-//! range, a field we do not know) is never written over: the caller keeps its last
-//! good copy and counts the error.
+//! The numbers an instance holds bind, whatever the object says (see
+//! [`super::map_bindings`]): a map that contradicts them, was deleted or truncated is
+//! rewritten from them. A map that does not parse or breaks the rules (a number twice,
+//! a number out of range, a field we do not know) is reported and counted, and
+//! rewritten only by an instance that holds numbers; one that holds none (a rebuilt
+//! worker) keeps waiting for a good map.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -24,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tracing::{info, warn};
 
+use super::map_bindings::{reconcile, Contradiction};
 use crate::scsi::logical_unit::MAX_LUN;
 use crate::store::s3::{parse_url, PutCondition, S3Client};
 use crate::store::StoreError;
@@ -137,7 +142,7 @@ pub fn give_numbers(
     added
 }
 
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum MapError {
     #[error("the shared LUN map cannot be read or written: {0}")]
     Unreachable(StoreError),
@@ -148,6 +153,11 @@ pub enum MapError {
          two instances could give one number to two images"
     )]
     Ignored(String),
+    #[error(
+        "the S3 server refuses conditional writes that must succeed ({0}): the shared \
+         LUN map could be created but never updated"
+    )]
+    Refused(String),
     #[error("the shared LUN map kept changing under {0} attempts to add numbers")]
     Contended(u32),
     #[error("{0} is not an s3://bucket/key URL")]
@@ -161,10 +171,18 @@ impl MapError {
             MapError::Unreachable(_) => "unreachable",
             MapError::Damaged { kind, .. } => kind,
             MapError::Ignored(_) => "conditional_writes_ignored",
+            MapError::Refused(_) => "conditional_writes_refused",
             MapError::Contended(_) => "contended",
             MapError::BadUrl(_) => "bad_url",
         }
     }
+}
+
+/// A [`PutCondition`] that owns its ETag (for the probe's futures).
+enum OwnedCondition {
+    IfMatch(String),
+    IfNoneMatch,
+    Always,
 }
 
 /// The map object and how to change it.
@@ -206,8 +224,8 @@ impl SharedMap {
         format!("s3://{}/{}", self.bucket, self.key)
     }
 
-    /// The map and the ETag it was read at; an absent map is empty (and no ETag).
-    pub async fn read(&self) -> Result<(Numbers, Option<String>), MapError> {
+    /// The map object's bytes and the ETag they were read at; `None` if absent.
+    async fn fetch(&self) -> Result<Option<(Bytes, Option<String>)>, MapError> {
         let mut tries = 0;
         loop {
             tries += 1;
@@ -216,8 +234,8 @@ impl SharedMap {
                 .get_small_tagged(&self.bucket, &self.key, MAX_MAP)
                 .await
             {
-                Ok((bytes, etag)) => return Ok((Numbers::parse(&bytes)?, etag)),
-                Err(StoreError::NotFound(_)) => return Ok((Numbers::default(), None)),
+                Ok(found) => return Ok(Some(found)),
+                Err(StoreError::NotFound(_)) => return Ok(None),
                 // Rewritten between our HEAD and GET: a writer is at work; again.
                 Err(StoreError::Stale(_)) if tries < 8 => {
                     tokio::time::sleep(jitter(50)).await;
@@ -227,46 +245,128 @@ impl SharedMap {
         }
     }
 
-    /// Prove the server honours the conditional headers we rely on, on an object of
-    /// our own next to the map: a create over an existing object and a replace with
-    /// an ETag that matches nothing must both fail.
+    /// The map and the ETag it was read at; an absent map is empty (and no ETag).
+    pub async fn read(&self) -> Result<(Numbers, Option<String>), MapError> {
+        match self.fetch().await? {
+            None => Ok((Numbers::default(), None)),
+            Some((bytes, etag)) => Ok((Numbers::parse(&bytes)?, etag)),
+        }
+    }
+
+    /// Prove the server honours the conditional headers we rely on, both ways, on an
+    /// object of our own next to the map: a create over an existing object and a
+    /// replace with an ETag that matches nothing must both fail, and a replace with
+    /// the right ETag must succeed (sent unquoted, as Ceph RGW needs, else quoted).
     pub async fn probe(&self) -> Result<(), MapError> {
         let mut tag = [0u8; 8];
         let _ = getrandom::getrandom(&mut tag);
         let key = format!("{}.probe-{}", self.key, hex::encode(tag));
-        let put = |cond| {
+        let put = |cond: PutCondition<'_>| {
             let body = Bytes::from_static(b"s3lun conditional write probe\n");
-            self.client.put_if(&self.bucket, &key, body, cond)
+            let cond = match cond {
+                PutCondition::IfMatch(e) => OwnedCondition::IfMatch(e.to_string()),
+                PutCondition::IfNoneMatch => OwnedCondition::IfNoneMatch,
+                PutCondition::Always => OwnedCondition::Always,
+            };
+            let (client, bucket, key) = (self.client.clone(), self.bucket.clone(), key.clone());
+            async move {
+                let cond = match &cond {
+                    OwnedCondition::IfMatch(e) => PutCondition::IfMatch(e),
+                    OwnedCondition::IfNoneMatch => PutCondition::IfNoneMatch,
+                    OwnedCondition::Always => PutCondition::Always,
+                };
+                client.put_if(&bucket, &key, body, cond).await
+            }
         };
-        put(PutCondition::Always)
-            .await
-            .map_err(MapError::Unreachable)?;
-        let create = put(PutCondition::IfNoneMatch).await;
-        let replace = put(PutCondition::IfMatch("0123456789abcdef0123456789abcdef")).await;
-        let _ = self.client.delete(&self.bucket, &key).await;
-        for (what, r) in [
-            ("If-None-Match: * over an existing object", create),
-            ("If-Match with an ETag that matches nothing", replace),
-        ] {
-            match r {
+        let result = async {
+            let etag = put(PutCondition::Always)
+                .await
+                .map_err(MapError::Unreachable)?;
+            let create = put(PutCondition::IfNoneMatch).await;
+            let replace = put(PutCondition::IfMatch("0123456789abcdef0123456789abcdef")).await;
+            for (what, r) in [
+                ("If-None-Match: * over an existing object", create),
+                ("If-Match with an ETag that matches nothing", replace),
+            ] {
+                match r {
+                    Err(StoreError::Stale(_)) => {}
+                    Ok(_) => return Err(MapError::Ignored(format!("{what} succeeded"))),
+                    Err(e) => return Err(MapError::Unreachable(e)),
+                }
+            }
+            let Some(etag) = etag else {
+                return Err(MapError::Refused(
+                    "a PUT answered without an ETag".to_string(),
+                ));
+            };
+            self.client.quote_put_if_match(false);
+            match put(PutCondition::IfMatch(&etag)).await {
+                Ok(_) => return Ok(()),
                 Err(StoreError::Stale(_)) => {}
-                Ok(_) => return Err(MapError::Ignored(format!("{what} succeeded"))),
                 Err(e) => return Err(MapError::Unreachable(e)),
             }
+            self.client.quote_put_if_match(true);
+            match put(PutCondition::IfMatch(&etag)).await {
+                Ok(_) => {
+                    info!(map = %self.url(), "the S3 server matches a PUT's If-Match only quoted: sending it quoted");
+                    Ok(())
+                }
+                Err(StoreError::Stale(_)) => {
+                    self.client.quote_put_if_match(false);
+                    Err(MapError::Refused(format!(
+                        "If-Match with the object's own ETag {etag} fails (412), quoted and unquoted"
+                    )))
+                }
+                Err(e) => Err(MapError::Unreachable(e)),
+            }
         }
-        Ok(())
+        .await;
+        let _ = self.client.delete(&self.bucket, &key).await;
+        result
     }
 
-    /// The map with a number for every identity in `wanted`, written by conditional
-    /// writes if some were missing. Pinned identities take their pin when it is free.
+    /// The map with a number for every identity in `wanted`, for an instance that
+    /// holds no numbers yet (see [`SharedMap::sync`]).
     pub async fn ensure(&self, wanted: &[(String, Option<u64>)]) -> Result<Numbers, MapError> {
+        Ok(self
+            .sync(wanted, &Numbers::default(), &HashSet::new())
+            .await?
+            .numbers)
+    }
+
+    /// The map with every binding in `held` (this instance's numbers, see
+    /// [`super::map_bindings`]) and a number for every identity in `wanted`, written
+    /// by conditional writes when it lacks any. A map that contradicts `held`, was
+    /// deleted or is damaged is rewritten from `held` (a damaged one only by an
+    /// instance that holds numbers: one that holds none cannot know them).
+    pub async fn sync(
+        &self,
+        wanted: &[(String, Option<u64>)],
+        held: &Numbers,
+        served: &HashSet<String>,
+    ) -> Result<Synced, MapError> {
         let mut backoff = 50u64;
         for attempt in 1..=self.attempts {
-            let (numbers, etag) = self.read().await?;
-            let mut next = numbers.clone();
+            let (numbers, etag, damaged) = match self.fetch().await? {
+                None => (Numbers::default(), None, None),
+                Some((bytes, etag)) => match Numbers::parse(&bytes) {
+                    Ok(n) => (n, etag, None),
+                    Err(e) if held.assigned.is_empty() => return Err(e),
+                    Err(e) => (Numbers::default(), etag, Some(e)),
+                },
+            };
+            let absent = etag.is_none();
+            let rec = reconcile(&numbers, held, served);
+            let mut next = rec.numbers.clone();
             let added = next.extend(wanted);
-            if added.is_empty() {
-                return Ok(numbers);
+            let synced = |numbers: Numbers| Synced {
+                numbers,
+                refused: rec.refused.clone(),
+                retired: rec.retired.clone(),
+                damaged: damaged.clone(),
+            };
+            if damaged.is_none() && next == numbers && !(absent && !next.assigned.is_empty()) {
+                return Ok(synced(numbers));
             }
             let body = match serde_json::to_vec_pretty(&next) {
                 Ok(b) => Bytes::from(b),
@@ -289,9 +389,24 @@ impl SharedMap {
                 Ok(_) => {
                     tokio::time::sleep(self.settle).await;
                     let (after, _) = self.read().await?;
-                    if added.iter().all(|(k, n)| after.assigned.get(k) == Some(n)) {
-                        info!(map = %self.url(), added = ?added, "shared LUN map: numbers assigned");
-                        return Ok(after);
+                    let ours = held
+                        .assigned
+                        .iter()
+                        .filter(|(id, _)| next.assigned.contains_key(*id))
+                        .map(|(id, n)| (id.clone(), *n))
+                        .chain(added.iter().cloned());
+                    let mut kept = true;
+                    for (k, n) in ours {
+                        kept &= after.assigned.get(&k) == Some(&n);
+                    }
+                    if kept {
+                        if !added.is_empty() {
+                            info!(map = %self.url(), added = ?added, "shared LUN map: numbers assigned");
+                        }
+                        if !rec.refused.is_empty() || damaged.is_some() || absent {
+                            info!(map = %self.url(), restored = rec.refused.len(), recreated = absent, "shared LUN map: rewritten with the numbers this instance holds");
+                        }
+                        return Ok(synced(after));
                     }
                     warn!(map = %self.url(), attempt, "shared LUN map: our write was lost to another; retrying");
                 }
@@ -306,6 +421,19 @@ impl SharedMap {
         }
         Err(MapError::Contended(self.attempts))
     }
+}
+
+/// What a [`SharedMap::sync`] found and left.
+#[derive(Debug, Clone)]
+pub struct Synced {
+    /// The map as written (or read, when nothing was missing).
+    pub numbers: Numbers,
+    /// Map contents that contradicted what this instance holds: refused, restored.
+    pub refused: Vec<Contradiction>,
+    /// Bindings the map retired, accepted (this instance does not serve them).
+    pub retired: Vec<(String, u64)>,
+    /// The map object was damaged (and rewritten from what this instance holds).
+    pub damaged: Option<MapError>,
 }
 
 #[cfg(test)]

@@ -345,6 +345,12 @@ impl Metrics {
                 "Failed S3 requests",
                 ld(&s.errors),
             );
+            by_kind(
+                &mut r,
+                "s3lun_s3_bad_answers",
+                "S3 GET answers refused, never cached, by kind (range_ignored, wrong_range, no_etag, other_etag, short_body, long_body)",
+                &s.bad_answers,
+            );
             counter(
                 &mut r,
                 "s3lun_s3_latency_microseconds",

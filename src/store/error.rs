@@ -18,6 +18,10 @@ pub enum StoreError {
     NotFound(String),
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The S3 server (or a proxy) answers in a way s3lun refuses to work around, such
+    /// as whole objects for ranged reads.
+    #[error("S3 server misbehaves: {0}")]
+    BadServer(String),
 }
 
 impl StoreError {
@@ -26,7 +30,7 @@ impl StoreError {
         match self {
             StoreError::OutOfRange { .. } => Sense::LBA_OUT_OF_RANGE,
             // The object changed: refuse rather than mix versions.
-            StoreError::Stale(_) => Sense::NOT_READY_CAUSE_UNKNOWN,
+            StoreError::Stale(_) | StoreError::BadServer(_) => Sense::NOT_READY_CAUSE_UNKNOWN,
             // S3 slow or down past the deadline: worth retrying.
             StoreError::Unavailable(_) => Sense::NOT_READY_BECOMING_READY,
             // The object was deleted: what the cache holds is still served, the rest

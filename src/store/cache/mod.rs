@@ -38,8 +38,9 @@ use chunk::ChunkKey;
 use disk::DiskTier;
 pub use flight::Fill;
 
-/// How long [`ChunkCache::flush`] waits for the write-behind task.
-const FLUSH_LIMIT: Duration = Duration::from_secs(120);
+/// How long [`ChunkCache::flush`] waits for the write-behind task: a stop must not
+/// wait for a slow disk (a chunk not written is fetched again, never served wrong).
+const FLUSH_LIMIT: Duration = Duration::from_millis(800);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheSettings {
@@ -238,7 +239,7 @@ impl ChunkCache {
     }
 
     /// Wait until every chunk handed to the write-behind task is written (or has
-    /// failed), woken by the task itself; gives up after two minutes.
+    /// failed), woken by the task itself; gives up after [`FLUSH_LIMIT`].
     pub fn flush(&self) {
         let w = lock(&self.writing);
         let _ = self

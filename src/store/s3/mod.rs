@@ -1,11 +1,17 @@
-//! Images in S3 (Ceph RGW in production, any S3 endpoint): one HEAD at open for size,
-//! ETag and the `md5sum` metadata, then ranged GETs, each guarded by `If-Match` on the
-//! ETag seen at open, so bytes of two versions of an object are never mixed. A 412
-//! marks the store stale: every later read fails until the image is reopened.
+//! The S3 client (Ceph RGW in production, any S3 endpoint): HEAD, LIST, guarded
+//! ranged GETs and conditional PUTs, each bounded by a deadline and counted. Every
+//! GET answer is checked against what was asked ([`answer`]) before a byte of it is
+//! kept. Images opened on it are in [`object`].
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+mod answer;
+mod object;
+
+pub use answer::{same_etag, BadAnswer};
+pub use object::{parse_url, BodyStream, S3Object, S3Store};
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::config::retry::RetryConfig;
@@ -15,12 +21,12 @@ use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 use aws_smithy_async::rt::sleep::TokioSleep;
-use bytes::Bytes;
-use futures::stream::BoxStream;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::{debug, warn};
+use tracing::warn;
 
-use super::{BlockStore, ReadFuture, StoreError, StreamFuture};
+use super::StoreError;
+use answer::{check_headers, Asked, BodyBound, Headers};
 
 /// Where and how to reach S3.
 #[derive(Clone, PartialEq, Eq)]
@@ -59,8 +65,12 @@ struct Ranged<'a> {
     bucket: &'a str,
     key: &'a str,
     etag: Option<&'a str>,
+    /// The object's size, when known: the `Content-Range` must say it.
+    size: Option<u64>,
     offset: u64,
     len: usize,
+    /// Kinds of bad answer already logged for this object (see [`BadAnswer::bit`]).
+    logged: Option<&'a AtomicU8>,
 }
 
 impl<'a> Ranged<'a> {
@@ -70,8 +80,19 @@ impl<'a> Ranged<'a> {
             bucket,
             key,
             etag,
+            size: None,
             offset,
             len,
+            logged: None,
+        }
+    }
+
+    fn asked(&self) -> Asked<'a> {
+        Asked {
+            offset: self.offset,
+            len: self.len as u64,
+            size: self.size,
+            etag: self.etag,
         }
     }
 }
@@ -79,6 +100,8 @@ impl<'a> Ranged<'a> {
 /// Why one GET attempt failed: worth another attempt or not.
 enum BodyFailure {
     Retry(String),
+    /// An answer that is not the one asked for: retried, never kept.
+    Bad(BadAnswer),
     Final(StoreError),
 }
 
@@ -99,6 +122,8 @@ pub struct S3Stats {
     /// connection, timeout): `/readyz` and `/status` tell whether it is reachable.
     pub last_answer: AtomicU64,
     pub last_unreachable: AtomicU64,
+    /// GET answers refused by kind (see [`BadAnswer::kind`]).
+    pub bad_answers: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl S3Stats {
@@ -112,6 +137,12 @@ impl S3Stats {
             None | Some(Some(_)) => self.last_answer.store(now, Ordering::Relaxed),
             Some(None) => self.last_unreachable.store(now, Ordering::Relaxed),
         }
+    }
+
+    fn bad_answer(&self, e: &BadAnswer) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let mut m = self.bad_answers.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry(e.kind()).or_default() += 1;
     }
 
     /// Not known to be unreachable: no request has failed to reach the server since
@@ -128,6 +159,8 @@ pub struct S3Client {
     permits: Arc<Semaphore>,
     deadline: Duration,
     attempts: u32,
+    /// How `If-Match` is sent on a PUT (see [`S3Client::put_if`]).
+    quote_put_if_match: Arc<std::sync::atomic::AtomicBool>,
     pub stats: Arc<S3Stats>,
 }
 
@@ -183,21 +216,23 @@ impl S3Client {
             permits: Arc::new(Semaphore::new(s.max_parallel.max(1))),
             deadline: s.deadline,
             attempts: s.attempts.max(1),
+            quote_put_if_match: Arc::default(),
             stats: Arc::new(S3Stats::default()),
         }
     }
 
     /// Send one ranged GET (holding a slot of the parallelism bound) and check the
-    /// answer's ETag; the body is the caller's to read.
+    /// answer's headers against what was asked; the body is the caller's to read,
+    /// within [`BodyBound`].
     async fn send_get(
         &self,
         r: &Ranged<'_>,
-    ) -> Result<(OwnedSemaphorePermit, GetObjectOutput), StoreError> {
+    ) -> Result<(OwnedSemaphorePermit, GetObjectOutput), BodyFailure> {
         let (name, etag) = (&r.name, r.etag);
         let permit = Arc::clone(&self.permits)
             .acquire_owned()
             .await
-            .map_err(|_| StoreError::Unavailable("shutting down".into()))?;
+            .map_err(|_| BodyFailure::Final(StoreError::Unavailable("shutting down".into())))?;
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         self.stats.gets.fetch_add(1, Ordering::Relaxed);
         let end = r.offset + r.len as u64 - 1;
@@ -216,41 +251,69 @@ impl S3Client {
         self.stats.outcome(out.as_ref().err().map(status));
         let out = out.map_err(|e| {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
-            match status(&e) {
+            BodyFailure::Final(match status(&e) {
                 Some(412) => StoreError::Stale(name.clone()),
                 Some(404) => StoreError::NotFound(name.clone()),
                 _ => StoreError::Unavailable(format!("GET {name}: {}", describe(&e))),
-            }
+            })
         })?;
-        // Something between us and S3 that ignores If-Match must not slip another
-        // version's bytes in.
-        if let (Some(want), Some(got)) = (etag, out.e_tag()) {
-            if got.trim_matches('"') != want {
-                self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                return Err(StoreError::Stale(format!(
-                    "{name}: ETag {got} where {want} was expected"
-                )));
-            }
-        }
+        let headers = Headers {
+            content_range: out.content_range(),
+            content_length: out.content_length().and_then(|l| u64::try_from(l).ok()),
+            etag: out.e_tag(),
+        };
+        // Dropping the answer here closes its connection: a refused body is never read.
+        check_headers(&r.asked(), &headers).map_err(|e| self.refuse(r, e))?;
         Ok((permit, out))
     }
 
-    /// One ranged GET, its body checked against the range and the expected ETag.
+    /// Count and (once per object and kind) log an answer that is not the one asked.
+    fn refuse(&self, r: &Ranged<'_>, e: BadAnswer) -> BodyFailure {
+        self.stats.bad_answer(&e);
+        let first = r
+            .logged
+            .is_none_or(|l| l.fetch_or(e.bit(), Ordering::Relaxed) & e.bit() == 0);
+        if first {
+            warn!(object = %r.name, offset = r.offset, len = r.len, kind = e.kind(), "S3 answer refused, never cached: {e}");
+        }
+        BodyFailure::Bad(e)
+    }
+
+    /// One ranged GET, its body read within the range's length (a longer body is cut
+    /// off at the first piece past it, not read to its end).
     async fn get_once(&self, r: &Ranged<'_>) -> Result<Bytes, BodyFailure> {
         let (name, len) = (&r.name, r.len);
-        let (_permit, out) = self.send_get(r).await.map_err(BodyFailure::Final)?;
-        let body = out.body.collect().await.map_err(|e| {
-            self.stats.errors.fetch_add(1, Ordering::Relaxed);
-            BodyFailure::Retry(format!("GET {name}: body: {e}"))
-        })?;
-        let bytes = body.into_bytes();
-        if bytes.len() != len {
-            self.stats.errors.fetch_add(1, Ordering::Relaxed);
-            return Err(BodyFailure::Retry(format!(
-                "GET {name}: {} bytes for a {len}-byte range",
-                bytes.len()
-            )));
+        let (_permit, out) = self.send_get(r).await?;
+        let mut body = out.body;
+        let mut bound = BodyBound::new(len as u64);
+        let mut whole: Option<Bytes> = None;
+        let mut buf = BytesMut::new();
+        loop {
+            let piece = match body.next().await {
+                None => break,
+                Some(Ok(p)) => p,
+                Some(Err(e)) => {
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    return Err(BodyFailure::Retry(format!("GET {name}: body: {e}")));
+                }
+            };
+            bound.take(piece.len()).map_err(|e| self.refuse(r, e))?;
+            // The usual answer is one piece: kept as it is, no copy.
+            match whole.take() {
+                None if buf.is_empty() => whole = Some(piece),
+                first => {
+                    if buf.capacity() == 0 {
+                        buf.reserve(len);
+                    }
+                    if let Some(f) = first {
+                        buf.extend_from_slice(&f);
+                    }
+                    buf.extend_from_slice(&piece);
+                }
+            }
         }
+        bound.end().map_err(|e| self.refuse(r, e))?;
+        let bytes = whole.unwrap_or_else(|| buf.freeze());
         self.stats.bytes.fetch_add(len as u64, Ordering::Relaxed);
         Ok(bytes)
     }
@@ -288,6 +351,7 @@ impl S3Client {
         Ok(ObjectInfo {
             size,
             etag: out.e_tag().map(unquote),
+            version_id: out.version_id().map(str::to_string),
             metadata: out.metadata().cloned().unwrap_or_default(),
         })
     }
@@ -406,13 +470,16 @@ impl S3Client {
         if size == 0 {
             return Ok(Bytes::new());
         }
-        self.get(&Ranged::new(bucket, key, etag, 0, size as usize))
-            .await
+        let mut r = Ranged::new(bucket, key, etag, 0, size as usize);
+        r.size = Some(size);
+        self.get(&r).await
     }
 
     /// Write a small object only if `cond` holds at the server; returns its new ETag.
-    /// A failed precondition (412, or 409 for a conditional write racing another)
-    /// is `Stale`; an `If-Match` on a missing object is `NotFound`.
+    /// A failed precondition (412, 409 for a conditional write racing another, or the
+    /// 500 Ceph RGW may give the loser of such a race) is `Stale`; an `If-Match` on a
+    /// missing object is `NotFound` (RGW says 412 there: `Stale`, which callers treat
+    /// alike).
     pub async fn put_if(
         &self,
         bucket: &str,
@@ -430,10 +497,17 @@ impl S3Client {
             .content_type("application/json")
             .body(body.into());
         req = match cond {
-            PutCondition::IfMatch(etag) => req.if_match(format!("\"{etag}\"")),
+            // Ceph RGW compares a PUT's If-Match with the stored ETag literally, so a
+            // quoted one never matches; AWS and moto take either form. Unquoted unless
+            // the probe found a server that needs the quotes.
+            PutCondition::IfMatch(etag) if self.quote_put_if_match.load(Ordering::Relaxed) => {
+                req.if_match(format!("\"{}\"", unquote(etag)))
+            }
+            PutCondition::IfMatch(etag) => req.if_match(unquote(etag)),
             PutCondition::IfNoneMatch => req.if_none_match("*"),
             PutCondition::Always => req,
         };
+        let conditional = cond != PutCondition::Always;
         match tokio::time::timeout(self.deadline, req.send()).await {
             Err(_) => Err(StoreError::Unavailable(format!(
                 "PUT {name}: deadline passed"
@@ -442,12 +516,18 @@ impl S3Client {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 Err(match status(&e) {
                     Some(412 | 409) => StoreError::Stale(name),
+                    Some(500) if conditional => StoreError::Stale(name),
                     Some(404) => StoreError::NotFound(name),
                     _ => StoreError::Unavailable(format!("PUT {name}: {}", describe(&e))),
                 })
             }
             Ok(Ok(out)) => Ok(out.e_tag().map(unquote)),
         }
+    }
+
+    /// Send `If-Match` on PUTs quoted (the probe found a server that needs it).
+    pub fn quote_put_if_match(&self, quoted: bool) {
+        self.quote_put_if_match.store(quoted, Ordering::Relaxed);
     }
 
     /// Delete an object (missing is fine).
@@ -474,20 +554,31 @@ impl S3Client {
         let name = &r.name;
         let started = Instant::now();
         let work = async {
-            // The SDK retries what fails before the body starts; a body cut short or
-            // of the wrong length is retried here, within the same deadline.
+            // The SDK retries what fails before the body starts; a body cut short, of
+            // the wrong length or for the wrong range is retried here, within the same
+            // deadline.
             let mut attempt = 1;
             loop {
-                match self.get_once(r).await {
-                    Err(BodyFailure::Retry(msg)) if attempt < self.attempts => {
-                        warn!(object = %name, attempt, error = %msg, "S3 body failed: retrying");
-                        tokio::time::sleep(Duration::from_millis(50 << attempt.min(5))).await;
-                        attempt += 1;
-                    }
-                    Err(BodyFailure::Retry(msg)) => return Err(StoreError::Unavailable(msg)),
-                    Err(BodyFailure::Final(e)) => return Err(e),
+                let msg = match self.get_once(r).await {
                     Ok(b) => return Ok(b),
+                    Err(BodyFailure::Final(e)) => return Err(e),
+                    // A server that answers every attempt with the whole object
+                    // ignores Range for good: the LUN must say so, not download
+                    // whole objects behind the operator's back.
+                    Err(BodyFailure::Bad(e @ BadAnswer::RangeIgnored { .. }))
+                        if attempt >= self.attempts =>
+                    {
+                        return Err(StoreError::BadServer(format!("GET {name}: {e}")))
+                    }
+                    Err(BodyFailure::Bad(e)) => format!("GET {name}: {e}"),
+                    Err(BodyFailure::Retry(msg)) => msg,
+                };
+                if attempt >= self.attempts {
+                    return Err(StoreError::Unavailable(msg));
                 }
+                tracing::debug!(object = %name, attempt, error = %msg, "S3 GET failed: retrying");
+                tokio::time::sleep(Duration::from_millis(50 << attempt.min(5))).await;
+                attempt += 1;
             }
         };
         let r = match tokio::time::timeout(self.deadline, work).await {
@@ -524,7 +615,7 @@ fn describe<E: std::fmt::Debug>(e: &SdkError<E, aws_sdk_s3::config::http::HttpRe
 /// The precondition of a conditional PUT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutCondition<'a> {
-    /// `If-Match: "<etag>"`: replace exactly the version that was read.
+    /// `If-Match: <etag>`: replace exactly the version that was read.
     IfMatch(&'a str),
     /// `If-None-Match: *`: create, never overwrite.
     IfNoneMatch,
@@ -544,164 +635,11 @@ pub struct Listed {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
     pub size: u64,
+    /// Unquoted, as S3 gave it: what every GET of the object is guarded by.
     pub etag: Option<String>,
+    /// The version id, in a versioned bucket.
+    pub version_id: Option<String>,
     pub metadata: HashMap<String, String>,
-}
-
-/// One object, opened at one version.
-#[derive(Debug)]
-pub struct S3Object {
-    client: S3Client,
-    bucket: String,
-    key: String,
-    size: u64,
-    etag: Option<String>,
-    stale: AtomicBool,
-    /// A GET found the object deleted.
-    gone: AtomicBool,
-}
-
-impl S3Object {
-    pub fn new(client: S3Client, bucket: &str, key: &str, info: &ObjectInfo) -> Arc<S3Object> {
-        Arc::new(S3Object {
-            client,
-            bucket: bucket.to_string(),
-            key: key.to_string(),
-            size: info.size,
-            etag: info.etag.clone(),
-            stale: AtomicBool::new(false),
-            gone: AtomicBool::new(false),
-        })
-    }
-
-    pub fn is_stale(&self) -> bool {
-        self.stale.load(Ordering::Relaxed)
-    }
-
-    fn range(&self, offset: u64, len: usize) -> Ranged<'_> {
-        Ranged::new(&self.bucket, &self.key, self.etag.as_deref(), offset, len)
-    }
-
-    /// A 412 (or an ETag other than ours) marks the object stale, once, with a log line.
-    fn note_stale(&self, e: &StoreError) {
-        if let StoreError::NotFound(_) = e {
-            self.gone.store(true, Ordering::Relaxed);
-        }
-        if let StoreError::Stale(name) = e {
-            if !self.stale.swap(true, Ordering::Relaxed) {
-                warn!(object = %name, etag = ?self.etag, "object changed since it was opened (412): LUN is stale until reopened");
-            }
-        }
-    }
-
-    async fn fetch(self: Arc<Self>, offset: u64, len: usize) -> Result<Bytes, StoreError> {
-        if self.is_stale() {
-            return Err(StoreError::Stale(format!(
-                "s3://{}/{}",
-                self.bucket, self.key
-            )));
-        }
-        let started = Instant::now();
-        let r = self.client.get(&self.range(offset, len)).await;
-        if let Err(e) = &r {
-            self.note_stale(e);
-        }
-        debug!(offset, len, etag = ?self.etag, ok = r.is_ok(), micros = started.elapsed().as_micros() as u64, "S3 GET");
-        r
-    }
-}
-
-impl S3Object {
-    /// One GET of `offset..offset + len` whose body is handed on as it arrives, for
-    /// read-ahead: the first chunk of a window is served before the last arrives.
-    async fn stream(self: Arc<Self>, offset: u64, len: usize) -> Result<BodyStream, StoreError> {
-        let range = self.range(offset, len);
-        let name = range.name.clone();
-        if self.is_stale() {
-            return Err(StoreError::Stale(name));
-        }
-        let sent = tokio::time::timeout(self.client.deadline, self.client.send_get(&range))
-            .await
-            .unwrap_or_else(|_| {
-                Err(StoreError::Unavailable(format!(
-                    "GET {name}: deadline passed"
-                )))
-            });
-        let (permit, out) = match sent {
-            Ok(x) => x,
-            Err(e) => {
-                self.note_stale(&e);
-                return Err(e);
-            }
-        };
-        debug!(offset, len, "S3 GET (streamed)");
-        let stats = Arc::clone(&self.client.stats);
-        let body = futures::stream::unfold(
-            (out.body, permit, stats, name),
-            |(mut body, permit, stats, name)| async move {
-                match body.next().await {
-                    Some(Ok(b)) => {
-                        stats.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
-                        Some((Ok(b), (body, permit, stats, name)))
-                    }
-                    Some(Err(e)) => {
-                        stats.errors.fetch_add(1, Ordering::Relaxed);
-                        let err = StoreError::Unavailable(format!("GET {name}: body: {e}"));
-                        Some((Err(err), (body, permit, stats, name)))
-                    }
-                    None => None,
-                }
-            },
-        );
-        Ok(Box::pin(body))
-    }
-}
-
-/// A GET body as it arrives.
-pub type BodyStream = BoxStream<'static, Result<Bytes, StoreError>>;
-
-/// `BlockStore` over an `Arc<S3Object>` (the future needs to own it).
-#[derive(Debug, Clone)]
-pub struct S3Store(pub Arc<S3Object>);
-
-impl BlockStore for S3Store {
-    fn size(&self) -> u64 {
-        self.0.size
-    }
-
-    fn status(&self) -> crate::store::StoreStatus {
-        let health = if self.0.is_stale() {
-            crate::store::Health::Stale
-        } else if self.0.gone.load(Ordering::Relaxed) {
-            crate::store::Health::NotReady
-        } else {
-            crate::store::Health::Ok
-        };
-        crate::store::StoreStatus {
-            content_key: self.0.etag.clone(),
-            cached: None,
-            health,
-        }
-    }
-
-    fn read_at(&self, offset: u64, len: usize) -> ReadFuture {
-        if len == 0 {
-            return ReadFuture::Ready(Ok(Bytes::new()));
-        }
-        let obj = Arc::clone(&self.0);
-        ReadFuture::Pending(Box::pin(obj.fetch(offset, len)))
-    }
-
-    fn read_stream(&self, offset: u64, len: usize) -> Option<StreamFuture> {
-        Some(Box::pin(Arc::clone(&self.0).stream(offset, len)))
-    }
-}
-
-/// Split `s3://bucket/key`.
-pub fn parse_url(url: &str) -> Option<(String, String)> {
-    let rest = url.strip_prefix("s3://")?;
-    let (bucket, key) = rest.split_once('/')?;
-    (!bucket.is_empty() && !key.is_empty()).then(|| (bucket.to_string(), key.to_string()))
 }
 
 #[cfg(test)]
