@@ -2,7 +2,8 @@
 //! different orders serve identical numbers and identities, writers racing on the map
 //! never give one number twice, a rebuilt instance serves the same numbers, one that
 //! starts with S3 away serves its last copy and assigns nothing, a server ignoring
-//! conditional writes is refused, a damaged map is reported and left alone; images
+//! conditional writes is refused, a damaged map is reported and rebuilt from the
+//! numbers held (left alone by an instance that holds none); images
 //! that leave the catalog retire only once nobody reads them, a deleted object keeps
 //! its cached blocks and answers NOT READY for the rest, and a re-uploaded object is
 //! announced with MEDIUM MAY HAVE CHANGED before any of its new bytes.
@@ -240,33 +241,65 @@ fn a_server_ignoring_conditional_writes_is_refused() {
     assert!(report_luns(&srv).is_empty());
 }
 
+/// A damaged map (garbage, a number twice, a number out of range) is reported; an
+/// instance that holds no numbers leaves it alone and serves nothing from it, one that
+/// holds numbers rewrites it from them (and numbers a new image): nothing renumbered.
 #[test]
-fn a_damaged_map_is_reported_kept_and_never_rewritten() {
+fn a_damaged_map_is_reported_and_rebuilt_from_the_numbers_held() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let moto = Moto::start();
     moto.ctl(&["mkbucket", BUCKET]);
     moto.put(d, BUCKET, "p1/img.squashfs", &pattern(70_000, 1), &[]);
+    let garbage = &b"{\"assigned\": {\"s3://x\": 0"[..];
+    moto.put(d, BUCKET, ".s3lun/lunmap.json", garbage, &[]);
     let cfg = config(d, "a", &moto.endpoint, &["p1/", "p2/"], "");
     let (srv, mport) = Server::start_config(&cfg);
+    let label = |kind: &str| format!("s3lun_lunmap_errors_total{{kind=\"{kind}\"}}");
+    eventually("invalid_json", 20, || {
+        metric_or_zero(mport, &label("invalid_json")) > 0
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        report_luns(&srv).is_empty(),
+        "no numbers from a damaged map"
+    );
+    assert_eq!(
+        map_text(&moto).as_bytes(),
+        garbage,
+        "left alone: nothing held"
+    );
+    moto.ctl(&["delete", BUCKET, ".s3lun/lunmap.json"]);
     eventually("LUN 0", 20, || report_luns(&srv) == [0]);
-    for (damage, kind) in [
-        (&b"{\"assigned\": {\"s3://x\": 0"[..], "invalid_json"),
+    for (i, (damage, kind)) in [
+        (garbage, "invalid_json"),
         (
             &b"{\"assigned\": {\"a\": 3, \"b\": 3}}"[..],
             "duplicate_number",
         ),
         (&b"{\"assigned\": {\"a\": 99999}}"[..], "out_of_range"),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let before = metric_or_zero(mport, &label(kind));
         moto.put(d, BUCKET, ".s3lun/lunmap.json", damage, &[]);
-        // A new image arrives: it must wait, and the map must stay as it is.
-        moto.put(d, BUCKET, "p2/img.squashfs", &pattern(70_000, 2), &[]);
-        let label = format!("s3lun_lunmap_errors_total{{kind=\"{kind}\"}}");
-        eventually(kind, 20, || metric_or_zero(mport, &label) > 0);
-        std::thread::sleep(Duration::from_secs(2));
-        assert_eq!(report_luns(&srv), [0], "the last good map keeps serving");
-        assert_eq!(map_text(&moto).as_bytes(), damage, "never rewritten");
-        moto.ctl(&["delete", BUCKET, "p2/img.squashfs"]);
+        // A new image arrives with the damage: it gets the next number, LUN 0 stays.
+        let key = format!("p2/img-{i}.squashfs");
+        moto.put(d, BUCKET, &key, &pattern(70_000, 2 + i as u64), &[]);
+        eventually(kind, 20, || metric_or_zero(mport, &label(kind)) > before);
+        eventually("the new image numbered", 20, || {
+            report_luns(&srv).len() == 2
+        });
+        assert_eq!(report_luns(&srv)[0], 0, "LUN 0 kept");
+        let map: Numbers = serde_json::from_str(&map_text(&moto)).expect("rewritten");
+        assert_eq!(
+            map.assigned.get("s3://boot-images/p1/img.squashfs"),
+            Some(&0),
+            "the map holds the number in use"
+        );
+        moto.ctl(&["delete", BUCKET, &key]);
+        eventually("the image gone", 20, || report_luns(&srv) == [0]);
     }
 }
 

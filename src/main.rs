@@ -116,7 +116,8 @@ enum CacheOp {
     Stats,
     /// Check every chunk's CRC, removing bad ones.
     Verify,
-    /// Remove cached chunks (all, or one content key).
+    /// Remove cached chunks: all, or one image's (`--key` takes its s3:// URL, its
+    /// ETag or the namespace `cache stats` prints).
     Purge {
         #[arg(long)]
         key: Option<String>,

@@ -35,6 +35,22 @@ impl Moto {
         Moto::start_on(port)
     }
 
+    /// A handle on an S3 server that runs already (Ceph RGW, see `scripts/rgw`): the
+    /// same helpers, nothing to stop.
+    pub fn attach(endpoint: &str) -> Moto {
+        let port = endpoint
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim_end_matches('/').parse().ok())
+            .expect("endpoint port");
+        Moto {
+            child: None,
+            port,
+            endpoint: endpoint.to_string(),
+            ca: None,
+        }
+    }
+
     pub fn start_on(port: u16) -> Moto {
         Moto::spawn(port, None)
     }
@@ -89,6 +105,20 @@ impl Moto {
         let mut args = vec!["put", bucket, key, f.to_str().expect("utf8 path")];
         args.extend_from_slice(flags);
         self.ctl(&args)
+    }
+
+    /// Run the s3ctl helper; its stdout, or `None` if it failed (an absent key).
+    pub fn try_ctl(&self, args: &[&str]) -> Option<String> {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("protocol-tests/s3/s3ctl.py");
+        let out = Command::new(venv_bin("python3"))
+            .arg(script)
+            .arg(&self.endpoint)
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
     /// Run the s3ctl helper; returns its stdout (the ETag for `put`).

@@ -146,7 +146,7 @@ pub fn give_numbers(
 pub enum MapError {
     #[error("the shared LUN map cannot be read or written: {0}")]
     Unreachable(StoreError),
-    #[error("the shared LUN map is damaged ({kind}): {detail}; it is left as it is")]
+    #[error("the shared LUN map is damaged ({kind}): {detail}")]
     Damaged { kind: &'static str, detail: String },
     #[error(
         "the S3 server ignores conditional writes ({0}): refusing the shared LUN map, \

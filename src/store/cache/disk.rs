@@ -208,14 +208,30 @@ impl DiskTier {
         (good, bad)
     }
 
-    /// Remove the chunks of one content key (or all): (chunks, bytes) removed.
+    /// Remove the chunks of one image (or all): (chunks, bytes) removed. `content`
+    /// is what [`crate::store::key::namespace_matches`] takes: a namespace, an
+    /// object URL or an ETag, matched against the `key` file of each directory.
     pub(super) fn purge(&self, content: Option<&str>) -> (u64, u64) {
-        let dir = content.map(|c| PathBuf::from(key_dir(c)));
+        let dirs: Option<Vec<PathBuf>> = content.map(|want| {
+            std::fs::read_dir(&self.root)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|d| {
+                    std::fs::read_to_string(d.path().join("key"))
+                        .is_ok_and(|ns| crate::store::key::namespace_matches(&ns, want))
+                })
+                .map(|d| PathBuf::from(d.file_name()))
+                .collect()
+        });
         let mut idx = lock(&self.index);
         let gone: Vec<PathBuf> = idx
             .entries
             .keys()
-            .filter(|rel| dir.as_ref().is_none_or(|d| rel.starts_with(d)))
+            .filter(|rel| {
+                dirs.as_ref()
+                    .is_none_or(|ds| ds.iter().any(|d| rel.starts_with(d)))
+            })
             .cloned()
             .collect();
         let (mut chunks, mut bytes) = (0, 0);

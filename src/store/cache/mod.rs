@@ -1,16 +1,17 @@
 //! The block cache in front of S3 (this module: the memory tier and what ties the
 //! parts together; [`chunk`]: key and file format; [`disk`]: the persistent tier and
 //! write-behind; [`flight`]: single flight and read-ahead runs; [`cached_store`]: an
-//! image read through the cache): fixed-size chunks keyed by (content key, chunk
+//! image read through the cache): fixed-size chunks keyed by (cache namespace, chunk
 //! index), an in-memory LRU tier over a persistent on-disk tier of memory-mapped chunk
 //! files (the directory itself is the index, rebuilt by a scan at start).
 //!
 //! Never serve wrong bytes: each chunk file carries its length and a CRC32C checked
 //! on every read from disk (a bad chunk is deleted and fetched again), and becomes
 //! visible only by an atomic rename once completely written, so a crash mid-fill
-//! leaves at worst a stray temp file, removed at the next start. The key is the
-//! content, not the path, so the cache survives restarts and renames, and two LUNs
-//! with the same content share it. Concurrent misses on one chunk make one fetch
+//! leaves at worst a stray temp file, removed at the next start. The namespace is the
+//! object and what S3 says its bytes are (URL, ETag, version, size: see
+//! [`crate::store::key`]), never a claimed md5, so the cache survives restarts, a
+//! re-upload starts a new namespace, and no object reads another's chunks. Concurrent misses on one chunk make one fetch
 //! (single-flight); sequential reads trigger read-ahead. If the disk tier fails (full,
 //! unwritable), it is switched off with a log line and reads go on from S3.
 
@@ -166,7 +167,8 @@ impl ChunkCache {
         lock(&self.writing).chunks.get(key).cloned()
     }
 
-    /// Drop the cached chunks of one content key (or all), from memory and disk:
+    /// Drop the cached chunks of one image (its namespace, URL or ETag) or all, from
+    /// memory and disk:
     /// the chunks removed from disk, and their bytes. Reads fetch them again.
     pub fn purge(&self, content: Option<&str>) -> (u64, u64) {
         {
@@ -174,7 +176,9 @@ impl ChunkCache {
             let keys: Vec<ChunkKey> = mem
                 .iter()
                 .map(|(k, _)| k)
-                .filter(|k| content.is_none_or(|c| &*k.content == c))
+                .filter(|k| {
+                    content.is_none_or(|c| crate::store::key::namespace_matches(&k.content, c))
+                })
                 .cloned()
                 .collect();
             for k in keys {

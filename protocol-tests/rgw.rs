@@ -1,0 +1,195 @@
+//! The S3 that sites run: a single-node Ceph RGW from Debian's packages
+//! (`scripts/rgw`), with the semantics s3lun depends on exercised through s3lun
+//! itself: guarded ranged GETs answered 206 with their Content-Range, multipart
+//! ETags, `md5sum` metadata, and the fleet's shared LUN map, whose conditional
+//! updates RGW only accepts with an unquoted `If-Match` (a quoted one is always a
+//! 412 there): images added after the map exists get numbers, the same on three
+//! instances, and a deleted map is re-created with the numbers they serve.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::moto::{metric_or_zero, Moto};
+use common::{pattern, report_luns, run, Server};
+
+const BUCKET: &str = "boot-images";
+
+/// A cluster under a temporary directory, stopped on drop.
+struct Rgw {
+    dir: tempfile::TempDir,
+    endpoint: String,
+}
+
+impl Rgw {
+    fn start() -> Rgw {
+        let dir = tempfile::tempdir().unwrap();
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/rgw");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg("start")
+            .arg(dir.path())
+            .output()
+            .expect("scripts/rgw");
+        let endpoint = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            out.status.success() && endpoint.starts_with("http://"),
+            "scripts/rgw start: {}{}",
+            endpoint,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Rgw { dir, endpoint }
+    }
+}
+
+impl Drop for Rgw {
+    fn drop(&mut self) {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/rgw");
+        let _ = Command::new("bash")
+            .arg(script)
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// An instance scanning `prefixes` every second, numbering through the shared map.
+fn fleet_config(dir: &Path, name: &str, endpoint: &str, prefixes: &[&str]) -> PathBuf {
+    let list: Vec<String> = prefixes
+        .iter()
+        .map(|p| format!("\"s3://{BUCKET}/{p}\""))
+        .collect();
+    let text = format!(
+        "state_file = \"{state}\"\n[s3]\nendpoint = \"{endpoint}\"\naccess_key = \"test\"\n\
+         secret_key = \"test\"\nattempts = 2\ndeadline_secs = 5\nattempt_timeout_secs = 3\n\
+         [cache]\ndir = \"{cache}\"\nchunk_size = 65536\nreadahead_chunks = 0\n\
+         [catalog]\nprefixes = [{list}]\nrefresh_secs = 1\n\
+         [lunmap]\ns3 = \"s3://{BUCKET}/.s3lun/lunmap.json\"\n",
+        state = dir.join(format!("{name}-state/luns.json")).display(),
+        cache = dir.join(format!("{name}-cache")).display(),
+        list = list.join(", "),
+    );
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// LUN number -> VPD page 0x83 as libiscsi's iscsi-inq prints it.
+fn identities(srv: &Server) -> Vec<(u32, String)> {
+    report_luns(srv)
+        .into_iter()
+        .map(|l| (l, run("iscsi-inq", &["-e", "1", "-c", "131", &srv.url(l)])))
+        .collect()
+}
+
+#[test]
+fn s3lun_on_ceph_rgw_reads_exact_bytes_and_keeps_the_fleet_map() {
+    let rgw = Rgw::start();
+    let s3 = Moto::attach(&rgw.endpoint);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    s3.ctl(&["mkbucket", BUCKET]);
+
+    // Guarded ranged GETs of a multipart object with md5sum metadata: 206 with the
+    // range asked, under the ETag HEAD gave (md5-of-parts-N), nothing refused.
+    let data = pattern(12 << 20, 7);
+    let etag = s3.put(
+        d,
+        BUCKET,
+        "PE/multi.squashfs",
+        &data,
+        &["--multipart", "--md5-metadata"],
+    );
+    assert!(etag.ends_with("-3"), "a multipart ETag: {etag}");
+    let cfg = d.join("static.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[s3]\nendpoint = \"{}\"\naccess_key = \"test\"\nsecret_key = \"test\"\n\
+             [cache]\ndir = \"{}\"\nchunk_size = 1048576\n\
+             [[lun]]\ns3 = \"s3://{BUCKET}/PE/multi.squashfs\"\n",
+            rgw.endpoint,
+            d.join("static-cache").display()
+        ),
+    )
+    .unwrap();
+    let (srv, mport) = Server::start_config(&cfg);
+    let out = d.join("multi.raw");
+    assert!(common::convert(&srv.url(0), &out), "qemu-img convert");
+    common::check_image(&out, &data);
+    let (_, metrics) = common::http_get(mport, "/metrics");
+    assert!(
+        !metrics.contains("s3lun_s3_bad_answers_total{"),
+        "a conforming server's answers were refused:\n{metrics}"
+    );
+    drop(srv);
+
+    // The fleet map: created by the first scans, then updated for an image added
+    // after it exists (every update is a conditional PUT).
+    for p in ["p1", "p2"] {
+        s3.put(
+            d,
+            BUCKET,
+            &format!("{p}/img.squashfs"),
+            &pattern(70_000, 1),
+            &[],
+        );
+    }
+    let orders = [
+        ["p1/", "p2/", "p3/"],
+        ["p3/", "p2/", "p1/"],
+        ["p2/", "p3/", "p1/"],
+    ];
+    let servers: Vec<(Server, u16)> = ["a", "b", "c"]
+        .iter()
+        .zip(orders)
+        .map(|(n, o)| Server::start_config(&fleet_config(d, n, &rgw.endpoint, &o)))
+        .collect();
+    let same = |n: usize| {
+        let first = identities(&servers[0].0);
+        first.len() == n && servers[1..].iter().all(|(s, _)| identities(s) == first)
+    };
+    eventually("two LUNs, the same on all three", 40, || same(2));
+    s3.put(d, BUCKET, "p3/img.squashfs", &pattern(70_000, 3), &[]);
+    eventually(
+        "the image added after the map exists numbered on all three",
+        40,
+        || same(3),
+    );
+    let before = identities(&servers[0].0);
+    let refused: u64 = servers
+        .iter()
+        .map(|(_, m)| {
+            metric_or_zero(
+                *m,
+                "s3lun_lunmap_errors_total{kind=\"conditional_writes_refused\"}",
+            )
+        })
+        .sum();
+    assert_eq!(refused, 0, "the probe found conditional writes refused");
+
+    // A deleted map is re-created from what the instances hold: nothing renumbered.
+    s3.ctl(&["delete", BUCKET, ".s3lun/lunmap.json"]);
+    eventually("the map re-created", 40, || {
+        s3.try_ctl(&["get", BUCKET, ".s3lun/lunmap.json"])
+            .is_some_and(|m| m.matches(": ").count() >= 3)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    for (s, _) in &servers {
+        assert_eq!(
+            identities(s),
+            before,
+            "numbers moved after the map was deleted"
+        );
+    }
+}
