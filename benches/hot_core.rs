@@ -1,5 +1,6 @@
 //! Criterion benchmarks of the hot core: PDU parse and encode, login text parsing,
-//! Data-In generation for a cache hit (digests off and on), and cache lookups.
+//! Data-In generation for a cache hit (digests off and on), cache lookups, and the
+//! per-chunk cost of the chunk digest index against the cache's CRC32C.
 //! Run with `cargo bench --bench hot_core`.
 
 use std::collections::VecDeque;
@@ -222,5 +223,25 @@ fn cache(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, pdus, login_text, data_in, cache);
+/// What the chunk digest index costs per chunk fetched from S3 (SHA-256 of a 4 MiB
+/// cache chunk, as four 1 MiB index chunks), beside the CRC32C every chunk read from
+/// disk already pays.
+fn chunk_checks(c: &mut Criterion) {
+    use s3lun::store::index::IndexBuilder;
+    let chunk: Vec<u8> = (0..4usize << 20).map(|i| (i * 131 % 253) as u8).collect();
+    let mut b = IndexBuilder::new(1 << 20);
+    b.update(&chunk);
+    let ix = b.finish("etag");
+    let mut g = c.benchmark_group("chunk_check");
+    g.throughput(Throughput::Bytes(chunk.len() as u64));
+    g.bench_function("index_sha256_4mib", |b| {
+        b.iter(|| assert_eq!(ix.check(0, black_box(&chunk)), Ok(true)))
+    });
+    g.bench_function("crc32c_4mib", |b| {
+        b.iter(|| crc32c::crc32c(black_box(&chunk)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, pdus, login_text, data_in, cache, chunk_checks);
 criterion_main!(benches);

@@ -277,3 +277,84 @@ fn a_reupload_with_a_stale_md5_claim_is_never_served_mixed() {
     assert!(common::convert(&srv.url(0), &out), "after the restart");
     common::check_image(&out, &new);
 }
+
+/// With a chunk digest index published beside the image (`s3lun index`), a byte
+/// flipped on the way (headers intact: only a digest can tell) is never served: the
+/// chunk is fetched again, and a flip on every attempt is a MEDIUM ERROR; nothing
+/// flipped reaches the cache.
+#[test]
+fn a_flipped_byte_is_never_served_where_an_index_exists() {
+    use common::raw::{read10, sense, Raw};
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    moto.ctl(&["mkbucket", "boot-images"]);
+    let len = 4 << 20;
+    let data = blocks(len, 9);
+    moto.put(dir.path(), "boot-images", "PE/indexed.squashfs", &data, &[]);
+    let proxy = Proxy::start(moto.port);
+    let cfg = config(
+        dir.path(),
+        &proxy.endpoint,
+        1 << 20,
+        &["PE/indexed.squashfs"],
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_s3lun"))
+        .args(["index", "--config", cfg.to_str().unwrap()])
+        .arg("s3://boot-images/PE/indexed.squashfs")
+        .output()
+        .expect("s3lun index");
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("4 chunks of 1048576 bytes"), "{said}");
+    let (srv, mport) = Server::start_config(&cfg);
+    let mut r = Raw::connect(srv.port);
+    r.login_normal(common::TARGET, &[]);
+    let _ = r.command(0, &[0x00], 0);
+    let chunk = |r: &mut Raw, i: usize| {
+        let lba = (i * (1 << 20) / 512) as u32;
+        r.command(0, &read10(lba, 2048), 1 << 20)
+    };
+    let (d, st, _) = chunk(&mut r, 0);
+    assert_eq!((st, &d[..],), (0, &data[..1 << 20]), "chunk 0, clean");
+    assert_eq!(common::moto::metric(mport, "s3lun_s3_indexed_images"), 1);
+    // One flipped answer: fetched again, served exact.
+    proxy.arm("flip", 1);
+    let (d, st, s) = chunk(&mut r, 1);
+    assert_eq!(st, 0, "sense {s:?}");
+    assert!(d[..] == data[1 << 20..2 << 20], "chunk 1 exact");
+    assert_eq!(proxy.served(), 1);
+    assert!(common::moto::metric(mport, "s3lun_s3_index_mismatches_total") >= 1);
+    // Flipped on every attempt: MEDIUM ERROR, no data.
+    proxy.arm("flip", 1000);
+    let (d, st, s) = chunk(&mut r, 2);
+    assert_eq!(st, 2);
+    assert!(d.is_empty());
+    assert_eq!(sense(&s), (3, 0x11), "MEDIUM ERROR, unrecovered read error");
+    proxy.arm("flip", 0);
+    let (d, st, _) = chunk(&mut r, 2);
+    assert_eq!(st, 0);
+    assert!(
+        d[..] == data[2 << 20..3 << 20],
+        "chunk 2 exact once S3 answers right"
+    );
+    drop(r);
+    drop(srv);
+    // Only right bytes were cached: read back with S3 broken for good.
+    proxy.arm("500", 1_000_000);
+    let srv = Server::start(&["--config", cfg.to_str().unwrap()]);
+    let mut r = Raw::connect(srv.port);
+    r.login_normal(common::TARGET, &[]);
+    let _ = r.command(0, &[0x00], 0);
+    for i in 0..3 {
+        let (d, st, _) = chunk(&mut r, i);
+        assert_eq!(st, 0, "chunk {i} cached");
+        assert!(
+            d[..] == data[i << 20..(i + 1) << 20],
+            "chunk {i} exact from the cache"
+        );
+    }
+}

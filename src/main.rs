@@ -101,6 +101,24 @@ enum Cmd {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Build an image's chunk digest index and publish it beside the image
+    /// (`<key>.s3lun-index`), so that every chunk fetched from S3 is checked against
+    /// it. Run it after each upload; an index of another ETag is ignored.
+    Index {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// s3://bucket/key, or a local file (with --etag)
+        image: String,
+        /// Bytes per digest: the cache's chunk_size must be a multiple of it.
+        #[arg(long, default_value_t = s3lun::store::index::DEFAULT_CHUNK)]
+        chunk_size: u64,
+        /// The ETag the image has in S3 (required for a local file; checked for S3).
+        #[arg(long)]
+        etag: Option<String>,
+        /// Write the index here instead of beside the image.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
     /// Inspect or clean the block cache.
     Cache {
         #[arg(short, long)]
@@ -772,6 +790,19 @@ fn run(cmd: Cmd, serving: Option<Config>, rt: &tokio::runtime::Runtime) -> anyho
             announce(&format!("{}: ok", config.display()));
             Ok(())
         }
+        Cmd::Index {
+            config,
+            image,
+            chunk_size,
+            etag,
+            output,
+        } => rt.block_on(s3lun::tools::index(
+            &load(&config)?,
+            &image,
+            chunk_size,
+            etag.as_deref(),
+            output.as_deref(),
+        )),
         Cmd::Cache { config, op } => {
             let cfg = load(&config)?;
             match op {

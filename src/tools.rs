@@ -1,5 +1,6 @@
 //! Operator commands that run without the target: `warm` fills the cache for images
-//! ahead of a boot storm; `cache stats|verify|purge` inspect and clean it.
+//! ahead of a boot storm; `cache stats|verify|purge` inspect and clean it; `index`
+//! publishes an image's chunk digest index.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -13,6 +14,103 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::assemble::{open_lun, Backends};
 use crate::config::{Config, LunConfig};
 use crate::store::cache::ChunkCache;
+
+/// Bytes read at once while indexing.
+const INDEX_PIECE: u64 = 8 << 20;
+
+/// `s3lun index`: the chunk digest index of an image (`s3://bucket/key`, read with
+/// guarded ranged GETs, or a local file with the `etag` S3 gave it), written beside
+/// it (`<key>.s3lun-index`) or to `output`.
+pub async fn index(
+    cfg: &Config,
+    image: &str,
+    chunk_size: u64,
+    etag: Option<&str>,
+    output: Option<&Path>,
+) -> anyhow::Result<()> {
+    use crate::store::index::{IndexBuilder, SUFFIX};
+    use crate::store::s3::{parse_url, PutCondition};
+    let mut b = IndexBuilder::new(chunk_size);
+    let started = Instant::now();
+    let (ix, s3) = match parse_url(image) {
+        Some((bucket, key)) => {
+            let client = Backends::build(cfg, tokio::runtime::Handle::current())?
+                .s3
+                .context("an s3:// image needs an [s3] section")?;
+            let info = client.head(&bucket, &key).await?;
+            let tag = info
+                .etag
+                .clone()
+                .context("S3 gave no ETag: nothing to index against")?;
+            if etag.is_some_and(|e| !crate::store::s3::same_etag(e, &tag)) {
+                bail!("{image} is at ETag {tag}, not the one given");
+            }
+            let bar = ProgressBar::new(info.size);
+            let mut off = 0;
+            while off < info.size {
+                let len = INDEX_PIECE.min(info.size - off) as usize;
+                let data = client
+                    .get_range(&bucket, &key, &tag, info.size, off, len)
+                    .await
+                    .with_context(|| format!("reading {image} at {off}"))?;
+                b.update(&data);
+                off += len as u64;
+                bar.set_position(off);
+            }
+            bar.finish_and_clear();
+            (
+                b.finish(&tag),
+                Some((client, bucket, format!("{key}{SUFFIX}"))),
+            )
+        }
+        None => {
+            let etag = etag.context(
+                "a local image needs --etag: the ETag S3 gives it once uploaded (its md5 for a single PUT)",
+            )?;
+            use std::io::Read;
+            let mut f = std::fs::File::open(image).with_context(|| format!("opening {image}"))?;
+            let mut buf = vec![0u8; INDEX_PIECE as usize];
+            loop {
+                let n = f
+                    .read(&mut buf)
+                    .with_context(|| format!("reading {image}"))?;
+                if n == 0 {
+                    break;
+                }
+                b.update(&buf[..n]);
+            }
+            (b.finish(etag), None)
+        }
+    };
+    let body = serde_json::to_vec_pretty(&ix)?;
+    let dest = match (output, s3) {
+        (Some(path), _) => {
+            std::fs::write(path, &body).with_context(|| format!("writing {}", path.display()))?;
+            path.display().to_string()
+        }
+        (None, Some((client, bucket, key))) => {
+            client
+                .put_if(&bucket, &key, body.into(), PutCondition::Always)
+                .await
+                .with_context(|| format!("writing s3://{bucket}/{key}"))?;
+            format!("s3://{bucket}/{key}")
+        }
+        (None, None) => {
+            let path = format!("{image}{SUFFIX}");
+            std::fs::write(&path, &body).with_context(|| format!("writing {path}"))?;
+            path
+        }
+    };
+    println!(
+        "{dest}: {} chunks of {} bytes, ETag {}, sha256 {} ({:.1} s)",
+        ix.chunks.len(),
+        ix.chunk_size,
+        ix.etag,
+        ix.sha256,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
 
 /// Fill the cache for every S3 image of `cfg` (or just `images`, by URL or identity).
 pub async fn warm(cfg: &Config, images: &[String], parallel: usize) -> anyhow::Result<()> {

@@ -231,7 +231,9 @@ pub async fn scan(
             }
         };
         listings.add(&bucket, &prefix, &listed);
-        for l in listed.iter().filter(|l| !l.key.ends_with('/')) {
+        // Sidecar digest indexes sit beside images; they are not images.
+        let image = |k: &str| !k.ends_with('/') && !k.ends_with(crate::store::index::SUFFIX);
+        for l in listed.iter().filter(|l| image(&l.key)) {
             let url = format!("s3://{bucket}/{}", l.key);
             let name = l.key.rsplit('/').next().unwrap_or(&l.key).to_string();
             prefix_images.push(ImageJob {

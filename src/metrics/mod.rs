@@ -345,6 +345,18 @@ impl Metrics {
                 "Failed S3 requests",
                 ld(&s.errors),
             );
+            counter(
+                &mut r,
+                "s3lun_s3_index_mismatches",
+                "Chunks fetched from S3 that did not match the image's chunk digest index (fetched again, never served)",
+                ld(&s.index_mismatches),
+            );
+            gauge(
+                &mut r,
+                "s3lun_s3_indexed_images",
+                "Images whose chunk digest index is in use",
+                ld(&s.indexed_images),
+            );
             by_kind(
                 &mut r,
                 "s3lun_s3_bad_answers",

@@ -22,6 +22,9 @@ pub enum StoreError {
     /// as whole objects for ranged reads.
     #[error("S3 server misbehaves: {0}")]
     BadServer(String),
+    /// Bytes that are not what the image's digest index says, after every retry.
+    #[error("{0}")]
+    Corrupt(String),
 }
 
 impl StoreError {

@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod error;
+pub mod index;
 pub mod key;
 pub mod local;
 pub mod mem;
@@ -76,6 +77,11 @@ pub trait BlockStore: Send + Sync + std::fmt::Debug {
     /// Its content key, cached share and health.
     fn status(&self) -> StoreStatus {
         StoreStatus::default()
+    }
+    /// Check bytes read at `offset` against what the store knows they must be (an
+    /// S3 image's chunk digest index), before they are cached or served.
+    fn verify(&self, _offset: u64, _data: &[u8]) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 

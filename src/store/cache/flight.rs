@@ -22,6 +22,28 @@ pub type Fill = Shared<BoxFuture<'static, Result<Bytes, StoreError>>>;
 
 type RunSender = tokio::sync::oneshot::Sender<Result<Bytes, StoreError>>;
 
+/// Reads of one chunk whose bytes fail the store's check (its digest index) before
+/// the reader is told MEDIUM ERROR.
+const VERIFY_ATTEMPTS: u32 = 3;
+
+/// One chunk from `inner`, checked by it ([`BlockStore::verify`]); bytes that fail
+/// the check are fetched again, and never returned.
+async fn fetch_verified(
+    inner: &dyn BlockStore,
+    offset: u64,
+    len: usize,
+) -> Result<Bytes, StoreError> {
+    let mut last = None;
+    for _ in 0..VERIFY_ATTEMPTS {
+        let data = inner.read_at(offset, len).wait().await?;
+        match inner.verify(offset, &data) {
+            Ok(()) => return Ok(data),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| StoreError::Corrupt(format!("chunk at {offset}"))))
+}
+
 /// A streamed read-ahead that delivers nothing for this long falls back to
 /// per-chunk GETs, which have their own deadline.
 const STREAM_STALL: std::time::Duration = std::time::Duration::from_secs(20);
@@ -82,7 +104,7 @@ impl ChunkCache {
         }
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
         let offset = key.index * self.settings.chunk_size as u64;
-        let data = inner.read_at(offset, len).wait().await?;
+        let data = fetch_verified(inner.as_ref(), offset, len).await?;
         self.stats
             .fetched_bytes
             .fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -200,6 +222,12 @@ impl ChunkCache {
                             buf.extend_from_slice(&piece.split_to(want.min(piece.len())));
                             if buf.len() == run[done].1 {
                                 let data = buf.split().freeze();
+                                let at = offset
+                                    + run[..done].iter().map(|(_, l)| *l as u64).sum::<u64>();
+                                if inner.verify(at, &data).is_err() {
+                                    // Fetched again below, chunk by chunk, verified.
+                                    break 'body;
+                                }
                                 self.deliver(&run[done].0, Ok(data), &mut senders[done]);
                                 done += 1;
                                 ctl.delivered(done);
@@ -237,7 +265,7 @@ impl ChunkCache {
                 })
                 .collect();
                 if let Some((key, len)) = wanted {
-                    let r = inner.read_at(at, len).wait().await;
+                    let r = fetch_verified(inner.as_ref(), at, len).await;
                     self.deliver(&key, r, &mut wanted_sender);
                 }
                 for (p, s, a, ctl) in parts {
@@ -254,7 +282,7 @@ impl ChunkCache {
             for (i, (_, len)) in run.iter().enumerate() {
                 if i >= done {
                     let (inner, start, len) = (Arc::clone(&inner), at, *len);
-                    rest.push(async move { (i, inner.read_at(start, len).wait().await) });
+                    rest.push(async move { (i, fetch_verified(inner.as_ref(), start, len).await) });
                 }
                 at += *len as u64;
             }

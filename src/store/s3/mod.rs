@@ -122,6 +122,10 @@ pub struct S3Stats {
     /// connection, timeout): `/readyz` and `/status` tell whether it is reachable.
     pub last_answer: AtomicU64,
     pub last_unreachable: AtomicU64,
+    /// Chunks whose bytes did not match the image's digest index.
+    pub index_mismatches: AtomicU64,
+    /// Images whose digest index was loaded and is in use.
+    pub indexed_images: AtomicU64,
     /// GET answers refused by kind (see [`BadAnswer::kind`]).
     pub bad_answers: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -471,6 +475,22 @@ impl S3Client {
             return Ok(Bytes::new());
         }
         let mut r = Ranged::new(bucket, key, etag, 0, size as usize);
+        r.size = Some(size);
+        self.get(&r).await
+    }
+
+    /// `offset..offset + len` of an object of `size` bytes at `etag`: one guarded,
+    /// checked ranged GET (for tools that read a whole image in pieces).
+    pub async fn get_range(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: &str,
+        size: u64,
+        offset: u64,
+        len: usize,
+    ) -> Result<Bytes, StoreError> {
+        let mut r = Ranged::new(bucket, key, Some(etag), offset, len);
         r.size = Some(size);
         self.get(&r).await
     }

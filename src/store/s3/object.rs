@@ -13,6 +13,7 @@ use tracing::{debug, error, warn};
 
 use super::answer::BodyBound;
 use super::{BodyFailure, ObjectInfo, Ranged, S3Client};
+use crate::store::index::{ChunkIndex, MAX_INDEX, SUFFIX};
 use crate::store::{BlockStore, ReadFuture, StoreError, StreamFuture};
 
 /// After this many reads in a row found the server ignoring `Range` on every attempt
@@ -39,6 +40,11 @@ pub struct S3Object {
     /// Milliseconds since `opened` when Range was found ignored for good (0: never).
     range_refused_at: AtomicU64,
     opened: Instant,
+    /// The chunk digest index of this version, once looked for (`None`: there is none
+    /// that describes it).
+    index: tokio::sync::OnceCell<Option<Arc<ChunkIndex>>>,
+    /// An index whose chunks the cache's cannot be checked against was reported.
+    index_unusable: AtomicBool,
 }
 
 impl S3Object {
@@ -55,6 +61,8 @@ impl S3Object {
             range_ignored_reads: AtomicU32::new(0),
             range_refused_at: AtomicU64::new(0),
             opened: Instant::now(),
+            index: tokio::sync::OnceCell::new(),
+            index_unusable: AtomicBool::new(false),
         })
     }
 
@@ -123,10 +131,80 @@ impl S3Object {
         None
     }
 
+    /// Look for the sidecar index once, before the first byte is fetched: where one
+    /// describes this version, no fetched byte goes unchecked. S3 unreachable is an
+    /// error (looked for again at the next read); a missing, garbage or other
+    /// version's index is no index (with a log line for the last two).
+    async fn load_index(&self) -> Result<(), StoreError> {
+        let Some(etag) = self.etag.as_deref() else {
+            return Ok(());
+        };
+        self.index
+            .get_or_try_init(|| async {
+                let key = format!("{}{SUFFIX}", self.key);
+                match self.client.get_small_tagged(&self.bucket, &key, MAX_INDEX).await {
+                    Err(StoreError::NotFound(_)) => Ok(None),
+                    Err(e) => Err(e),
+                    // A single-PUT object's ETag is its md5: an index damaged on the
+                    // way would switch checking off, so it is fetched again instead.
+                    Ok((bytes, Some(tag))) if !md5_matches(&bytes, &tag) => {
+                        Err(StoreError::Unavailable(format!(
+                            "s3://{}/{key}: body does not match its ETag {tag}",
+                            self.bucket
+                        )))
+                    }
+                    Ok((bytes, _)) => match ChunkIndex::parse(&bytes, etag, self.size) {
+                        Ok(ix) => {
+                            self.client
+                                .stats
+                                .indexed_images
+                                .fetch_add(1, Ordering::Relaxed);
+                            tracing::info!(object = %self.name(), chunk_size = ix.chunk_size, "chunk digest index found: every chunk fetched is checked against it");
+                            Ok(Some(Arc::new(ix)))
+                        }
+                        Err(e) => {
+                            warn!(object = %self.name(), index = %key, "chunk digest index not used: {e}");
+                            Ok(None)
+                        }
+                    },
+                }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Check bytes read at `offset` against the index, if there is one.
+    fn verify(&self, offset: u64, data: &[u8]) -> Result<(), StoreError> {
+        let Some(Some(ix)) = self.index.get() else {
+            return Ok(());
+        };
+        match ix.check(offset, data) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                self.client
+                    .stats
+                    .index_mismatches
+                    .fetch_add(1, Ordering::Relaxed);
+                warn!(object = %self.name(), offset, len = data.len(), "bytes from S3 do not match the chunk digest index: not cached, not served");
+                Err(StoreError::Corrupt(format!(
+                    "{} at {offset}: bytes do not match the chunk digest index",
+                    self.name()
+                )))
+            }
+            Err(why) => {
+                if !self.index_unusable.swap(true, Ordering::Relaxed) {
+                    error!(object = %self.name(), "chunk digest index cannot check the cache's chunks ({why}): make the cache's chunk_size a multiple of the index's {}", ix.chunk_size);
+                }
+                Ok(())
+            }
+        }
+    }
+
     async fn fetch(self: Arc<Self>, offset: u64, len: usize) -> Result<bytes::Bytes, StoreError> {
         if let Some(e) = self.refused() {
             return Err(e);
         }
+        self.load_index().await?;
         let started = Instant::now();
         let r = self.client.get(&self.range(offset, len)).await;
         match &r {
@@ -149,6 +227,7 @@ impl S3Object {
         if let Some(e) = self.refused() {
             return Err(e);
         }
+        self.load_index().await?;
         let range = self.range(offset, len);
         let name = range.name.clone();
         let sent = tokio::time::timeout(self.client.deadline, self.client.send_get(&range))
@@ -203,6 +282,17 @@ impl S3Object {
     }
 }
 
+/// Whether `bytes` match `etag` where the ETag is a plain md5 (a single PUT); a
+/// multipart or other ETag says nothing about the bytes and passes.
+fn md5_matches(bytes: &[u8], etag: &str) -> bool {
+    use md5::{Digest, Md5};
+    let e = etag.trim_matches('"');
+    if e.len() != 32 || !e.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return true;
+    }
+    hex::encode(Md5::digest(bytes)).eq_ignore_ascii_case(e)
+}
+
 /// A GET body as it arrives.
 pub type BodyStream = BoxStream<'static, Result<bytes::Bytes, StoreError>>;
 
@@ -240,6 +330,10 @@ impl BlockStore for S3Store {
 
     fn read_stream(&self, offset: u64, len: usize) -> Option<StreamFuture> {
         Some(Box::pin(Arc::clone(&self.0).stream(offset, len)))
+    }
+
+    fn verify(&self, offset: u64, data: &[u8]) -> Result<(), StoreError> {
+        self.0.verify(offset, data)
     }
 }
 
