@@ -8,14 +8,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::fleet::{config as fleet_config, eventually, identities, BUCKET, MAP_KEY};
 use common::moto::{metric_or_zero, Moto};
-use common::{pattern, report_luns, run, Server};
-
-const BUCKET: &str = "boot-images";
+use common::{pattern, Server};
 
 /// A cluster under a temporary directory, stopped on drop.
 struct Rgw {
@@ -53,43 +52,6 @@ impl Drop for Rgw {
             .arg(self.dir.path())
             .status();
     }
-}
-
-fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
-/// An instance scanning `prefixes` every second, numbering through the shared map.
-fn fleet_config(dir: &Path, name: &str, endpoint: &str, prefixes: &[&str]) -> PathBuf {
-    let list: Vec<String> = prefixes
-        .iter()
-        .map(|p| format!("\"s3://{BUCKET}/{p}\""))
-        .collect();
-    let text = format!(
-        "state_file = \"{state}\"\n[s3]\nendpoint = \"{endpoint}\"\naccess_key = \"test\"\n\
-         secret_key = \"test\"\nattempts = 2\ndeadline_secs = 5\nattempt_timeout_secs = 3\n\
-         [cache]\ndir = \"{cache}\"\nchunk_size = 65536\nreadahead_chunks = 0\n\
-         [catalog]\nprefixes = [{list}]\nrefresh_secs = 1\n\
-         [lunmap]\ns3 = \"s3://{BUCKET}/.s3lun/lunmap.json\"\n",
-        state = dir.join(format!("{name}-state/luns.json")).display(),
-        cache = dir.join(format!("{name}-cache")).display(),
-        list = list.join(", "),
-    );
-    let p = dir.join(format!("{name}.toml"));
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-/// LUN number -> VPD page 0x83 as libiscsi's iscsi-inq prints it.
-fn identities(srv: &Server) -> Vec<(u32, String)> {
-    report_luns(srv)
-        .into_iter()
-        .map(|l| (l, run("iscsi-inq", &["-e", "1", "-c", "131", &srv.url(l)])))
-        .collect()
 }
 
 #[test]
@@ -153,7 +115,7 @@ fn s3lun_on_ceph_rgw_reads_exact_bytes_and_keeps_the_fleet_map() {
     let servers: Vec<(Server, u16)> = ["a", "b", "c"]
         .iter()
         .zip(orders)
-        .map(|(n, o)| Server::start_config(&fleet_config(d, n, &rgw.endpoint, &o)))
+        .map(|(n, o)| Server::start_config(&fleet_config(d, n, &rgw.endpoint, &o, "")))
         .collect();
     let same = |n: usize| {
         let first = identities(&servers[0].0);
@@ -179,9 +141,9 @@ fn s3lun_on_ceph_rgw_reads_exact_bytes_and_keeps_the_fleet_map() {
     assert_eq!(refused, 0, "the probe found conditional writes refused");
 
     // A deleted map is re-created from what the instances hold: nothing renumbered.
-    s3.ctl(&["delete", BUCKET, ".s3lun/lunmap.json"]);
+    s3.ctl(&["delete", BUCKET, MAP_KEY]);
     eventually("the map re-created", 40, || {
-        s3.try_ctl(&["get", BUCKET, ".s3lun/lunmap.json"])
+        s3.try_ctl(&["get", BUCKET, MAP_KEY])
             .is_some_and(|m| m.matches(": ").count() >= 3)
     });
     std::thread::sleep(Duration::from_secs(2));

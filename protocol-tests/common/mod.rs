@@ -280,6 +280,7 @@ pub fn free_port() -> u16 {
 }
 
 pub mod faulty;
+pub mod fleet;
 pub mod moto;
 pub mod raw;
 
