@@ -112,7 +112,7 @@ fn s3lun_on_ceph_rgw_reads_exact_bytes_and_keeps_the_fleet_map() {
         ["p3/", "p2/", "p1/"],
         ["p2/", "p3/", "p1/"],
     ];
-    let servers: Vec<(Server, u16)> = ["a", "b", "c"]
+    let mut servers: Vec<(Server, u16)> = ["a", "b", "c"]
         .iter()
         .zip(orders)
         .map(|(n, o)| Server::start_config(&fleet_config(d, n, &rgw.endpoint, &o, "")))
@@ -139,6 +139,44 @@ fn s3lun_on_ceph_rgw_reads_exact_bytes_and_keeps_the_fleet_map() {
         })
         .sum();
     assert_eq!(refused, 0, "the probe found conditional writes refused");
+
+    // Rebuild: instance a loses its disk and comes back with the same numbers.
+    let (mut a, _) = servers.remove(0);
+    a.stop();
+    std::fs::remove_dir_all(d.join("a-state")).unwrap();
+    std::fs::remove_dir_all(d.join("a-cache")).unwrap();
+    servers.insert(
+        0,
+        Server::start_config(&fleet_config(d, "a", &rgw.endpoint, &orders[0], "")),
+    );
+    eventually("the rebuilt instance's LUNs", 40, || {
+        identities(&servers[0].0) == before
+    });
+
+    // Content change under the same key: the same number, the new bytes, everywhere.
+    let lun3 = before
+        .iter()
+        .map(|(l, _)| *l)
+        .find(|&l| {
+            let out = d.join("probe.raw");
+            common::convert(&servers[0].0.url(l), &out)
+                && std::fs::read(&out).is_ok_and(|b| b[..70_000] == pattern(70_000, 3)[..])
+        })
+        .expect("the LUN of p3");
+    let new = pattern(70_000, 33);
+    s3.put(d, BUCKET, "p3/img.squashfs", &new, &[]);
+    for (srv, _) in &servers {
+        let out = d.join("changed.raw");
+        eventually("the new content served", 40, || {
+            common::convert(&srv.url(lun3), &out)
+                && std::fs::read(&out).is_ok_and(|b| b[..70_000] == new[..])
+        });
+    }
+    assert_eq!(
+        identities(&servers[1].0),
+        before,
+        "same numbers after the change"
+    );
 
     // A deleted map is re-created from what the instances hold: nothing renumbered.
     s3.ctl(&["delete", BUCKET, MAP_KEY]);
