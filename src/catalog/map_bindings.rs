@@ -377,10 +377,10 @@ mod tests {
                     }
                 }
             }
-            for k in 0..3 {
-                sync(&mut instances[k], &mut map, &catalog)?;
-                for (id, n) in &instances[k].held.assigned {
-                    if let Some(who) = instances[k].history.get(n) {
+            for inst in instances.iter_mut() {
+                sync(inst, &mut map, &catalog)?;
+                for (id, n) in &inst.held.assigned {
+                    if let Some(who) = inst.history.get(n) {
                         prop_assert_eq!(who, id, "LUN {} changed identity", n);
                     }
                 }

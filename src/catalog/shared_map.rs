@@ -365,7 +365,10 @@ impl SharedMap {
                 retired: rec.retired.clone(),
                 damaged: damaged.clone(),
             };
-            if damaged.is_none() && next == numbers && !(absent && !next.assigned.is_empty()) {
+            // Nothing to write: the map is whole, has all we hold and want, and exists
+            // (a deleted map is re-created as soon as anyone holds a number).
+            let complete = damaged.is_none() && next == numbers;
+            if complete && (!absent || next.assigned.is_empty()) {
                 return Ok(synced(numbers));
             }
             let body = match serde_json::to_vec_pretty(&next) {

@@ -82,7 +82,10 @@ impl ChunkIndex {
     pub fn check(&self, offset: u64, data: &[u8]) -> Result<bool, String> {
         let cs = self.chunk_size;
         let end = offset + data.len() as u64;
-        if offset % cs != 0 || (end % cs != 0 && end != self.size) || end > self.size {
+        if !offset.is_multiple_of(cs)
+            || (!end.is_multiple_of(cs) && end != self.size)
+            || end > self.size
+        {
             return Err(format!(
                 "{}..{end} is not made of whole {cs}-byte index chunks",
                 offset

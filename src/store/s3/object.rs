@@ -98,10 +98,8 @@ impl S3Object {
     fn note_failure(&self, e: &StoreError) {
         match e {
             StoreError::NotFound(_) => self.gone.store(true, Ordering::Relaxed),
-            StoreError::Stale(name) => {
-                if !self.stale.swap(true, Ordering::Relaxed) {
-                    warn!(object = %name, etag = ?self.etag, "object changed since it was opened (412): LUN is stale until reopened");
-                }
+            StoreError::Stale(name) if !self.stale.swap(true, Ordering::Relaxed) => {
+                warn!(object = %name, etag = ?self.etag, "object changed since it was opened (412): LUN is stale until reopened");
             }
             StoreError::BadServer(why) => {
                 if self.range_ignored_reads.fetch_add(1, Ordering::Relaxed) + 1
