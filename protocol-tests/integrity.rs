@@ -133,6 +133,45 @@ fn random_hostile_answers_never_serve_or_cache_a_wrong_byte() {
     common::check_image(&out, &data);
 }
 
+/// A streamed read-ahead whose answer has the right headers but a body of unknown
+/// length (chunked) that runs past the range: nothing of it is kept (its first bytes
+/// are filler, not the image), the chunks come one GET each. (Found by the random
+/// test: chunks of a stream were handed on before its end was seen.)
+#[test]
+fn a_chunked_body_past_the_range_is_never_streamed_into_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    moto.ctl(&["mkbucket", "boot-images"]);
+    let data = blocks(8 << 20, 0);
+    moto.put(dir.path(), "boot-images", "PE/chunked.squashfs", &data, &[]);
+    let proxy = Proxy::start(moto.port);
+    let cfg = config(
+        dir.path(),
+        &proxy.endpoint,
+        1 << 20,
+        &["PE/chunked.squashfs"],
+    );
+    // Memory for 4-chunk read-ahead windows (the image is not fetched whole).
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text.replace("memory_bytes = 1048576", "memory_bytes = 16777216");
+    std::fs::write(&cfg, text).unwrap();
+    let srv = Server::start(&["--config", cfg.to_str().unwrap()]);
+    // The first read (2 MiB at 0) starts a streamed 4 MiB read-ahead window: the
+    // window gets the filler, single chunks the real bytes.
+    proxy.arm_min("huge-chunked", 1, (1 << 20) + 1);
+    let mut r = common::raw::Raw::connect(srv.port);
+    r.login_normal(common::TARGET, &[]);
+    let _ = r.command(0, &[0x00], 0);
+    let (d, st, s) = r.command(0, &common::raw::read10(0, 4096), 2 << 20);
+    assert_eq!(proxy.served(), 1, "the fault was injected");
+    assert_eq!(st, 0, "sense {s:?}");
+    assert!(d[..] == data[..2 << 20], "the first 2 MiB");
+    drop(r);
+    let out = dir.path().join("seq.raw");
+    assert!(common::convert(&srv.url(0), &out), "qemu-img convert");
+    common::check_image(&out, &data);
+}
+
 /// A server that ignores Range for good: the LUN fails NOT READY and the log says
 /// why; no whole object is downloaded per read; once the server behaves, it reads.
 #[test]

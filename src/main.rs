@@ -628,6 +628,7 @@ async fn serve(args: ServeArgs, cfg: Config) -> anyhow::Result<()> {
     // Chunks fetched but not yet on disk would be fetched again after a restart.
     let cache = Arc::clone(&backends.cache);
     let _ = tokio::task::spawn_blocking(move || cache.flush()).await;
+    backends.cache.close();
     Ok(())
 }
 

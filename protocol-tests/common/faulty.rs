@@ -55,6 +55,12 @@ impl Proxy {
         assert_eq!(self.get(&format!("/__fault__/{mode}/{count}")), "ok");
     }
 
+    /// Break the next `count` ranged GETs of at least `min` bytes (read-ahead
+    /// windows, not single chunks) with `mode`.
+    pub fn arm_min(&self, mode: &str, count: u32, min: u64) {
+        assert_eq!(self.get(&format!("/__fault__/{mode}/{count}/{min}")), "ok");
+    }
+
     /// Ranged GETs broken so far.
     pub fn served(&self) -> u64 {
         self.get("/__fault__/served").trim().parse().expect("count")

@@ -7,6 +7,8 @@ Every request is forwarded to 127.0.0.1:UPSTREAM_PORT. A ranged GET (a request w
 Range header) is broken while a fault is armed:
 
   GET /__fault__/MODE/COUNT   arm MODE for the next COUNT ranged GETs (COUNT 0 disarms)
+  GET /__fault__/MODE/COUNT/MIN   the same, for ranged GETs of at least MIN bytes
+                              only (a read-ahead window, not a single chunk)
   GET /__fault__/served       how many ranged GETs were broken so far
 
 Modes:
@@ -43,7 +45,7 @@ import threading
 import time
 
 UPSTREAM = ("127.0.0.1", int(sys.argv[2]))
-STATE = {"mode": None, "left": 0, "served": 0}
+STATE = {"mode": None, "left": 0, "served": 0, "min": 0}
 LOCK = threading.Lock()
 
 
@@ -56,10 +58,13 @@ RANDOM_MODES = FAULTS + (None,) * len(FAULTS)
 SHIFT = 4113
 
 
-def take_fault(put):
-    """The armed mode, if it applies to this request (a PUT or a ranged GET)."""
+def take_fault(put, length=0):
+    """The armed mode, if it applies to this request (a PUT or a ranged GET of
+    `length` bytes)."""
     with LOCK:
         if STATE["left"] <= 0 or (STATE["mode"] in PUT_MODES) != put:
+            return None
+        if not put and length < STATE["min"]:
             return None
         mode = STATE["mode"]
         if mode == "random":
@@ -125,13 +130,17 @@ class Handler(socketserver.BaseRequestHandler):
                 else:
                     with LOCK:
                         STATE["mode"], STATE["left"] = parts[2], int(parts[3])
+                        STATE["min"] = int(parts[4]) if len(parts) > 4 else 0
                     out = b"ok"
                 respond(sock, 200, "OK", [], out)
                 return
             ranged = method == "GET" and any(k.lower() == "range" for k, _ in headers)
             mode = None
             if ranged:
-                mode = take_fault(put=False)
+                rng = next(v for k, v in headers if k.lower() == "range")
+                m = re.fullmatch(r"bytes=(\d+)-(\d+)", rng.strip())
+                length = int(m.group(2)) - int(m.group(1)) + 1 if m else 0
+                mode = take_fault(put=False, length=length)
             elif method == "PUT":
                 mode = take_fault(put=True)
             if mode == "strip-conditions":

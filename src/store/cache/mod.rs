@@ -98,7 +98,8 @@ pub struct ChunkCache {
     /// The streamed read-ahead each in-flight chunk belongs to (see priority.rs).
     runs: Mutex<HashMap<ChunkKey, Arc<priority::RunControl>>>,
     pub stats: CacheStats,
-    to_disk: Option<UnboundedSender<(ChunkKey, Bytes)>>,
+    /// The write-behind task's queue; taken by [`ChunkCache::close`], which ends it.
+    to_disk: Mutex<Option<UnboundedSender<(ChunkKey, Bytes)>>>,
     writing: Mutex<Writing>,
     /// Signalled when the write-behind task has nothing left.
     written: Condvar,
@@ -146,7 +147,7 @@ impl ChunkCache {
             runs: Mutex::new(HashMap::new()),
             stats: CacheStats::default(),
             settings,
-            to_disk: has_disk.then_some(tx),
+            to_disk: Mutex::new(has_disk.then_some(tx)),
             writing: Mutex::default(),
             written: Condvar::new(),
             runtime,
@@ -209,7 +210,8 @@ impl ChunkCache {
     /// file, and writing a cold image does not take the cores that serve it.
     fn keep(&self, key: &ChunkKey, data: &Bytes) {
         lock(&self.mem).put(key.clone(), data.clone());
-        let Some(tx) = &self.to_disk else {
+        let to_disk = lock(&self.to_disk);
+        let Some(tx) = to_disk.as_ref() else {
             return;
         };
         let bound = self
@@ -249,6 +251,13 @@ impl ChunkCache {
         let _ = self
             .written
             .wait_timeout_while(w, FLUSH_LIMIT, |w| !w.chunks.is_empty());
+    }
+
+    /// End the write-behind task once it has written what it holds: a stopping
+    /// process must not wait for every reader of the cache (an abandoned S3 read
+    /// holds one) to let go of it before the task's thread can end.
+    pub fn close(&self) {
+        lock(&self.to_disk).take();
     }
 
     /// Check every chunk on disk; returns (good, bad) counts; bad ones are removed.

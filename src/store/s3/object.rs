@@ -246,6 +246,16 @@ impl S3Object {
             }
             Err(BodyFailure::Retry(msg)) => return Err(StoreError::Unavailable(msg)),
         };
+        // A streamed body is handed on chunk by chunk before its end is seen, so its
+        // length must be known first: with a Content-Length equal to the range (the
+        // headers were checked) the client never yields a byte past it. A body of
+        // unknown length (chunked) is not streamed: the reader's chunks are fetched
+        // one GET each, each body read whole and bounded before a byte is kept.
+        if out.content_length().and_then(|l| u64::try_from(l).ok()) != Some(len as u64) {
+            return Err(StoreError::Unavailable(format!(
+                "GET {name}: no Content-Length: not streamed"
+            )));
+        }
         debug!(offset, len, "S3 GET (streamed)");
         let stats = Arc::clone(&self.client.stats);
         let bound = BodyBound::new(len as u64);
