@@ -241,6 +241,43 @@ fn a_server_ignoring_conditional_writes_is_refused() {
     assert!(report_luns(&srv).is_empty());
 }
 
+/// A server that creates but never updates (every PUT with If-Match fails, the right
+/// ETag too: Ceph RGW with a quoted ETag) is found by the probe and named; the
+/// instance keeps serving and says why new images get no number.
+#[test]
+fn a_server_refusing_updates_is_named_and_the_numbers_held_keep_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let moto = Moto::start();
+    moto.ctl(&["mkbucket", BUCKET]);
+    moto.put(d, BUCKET, "p1/img.squashfs", &pattern(70_000, 1), &[]);
+    let proxy = Proxy::start(moto.port);
+    proxy.arm("refuse-if-match", 1_000_000);
+    let cfg = config(d, "x", &proxy.endpoint, &["p1/"], "");
+    let log = d.join("x.log");
+    let mport = common::free_port();
+    let listen = format!("127.0.0.1:{mport}");
+    let args = [
+        "--config",
+        cfg.to_str().unwrap(),
+        "--metrics-listen",
+        &listen,
+    ];
+    let srv = Server::start_logged(&args, "warn", &log);
+    let label = "s3lun_lunmap_errors_total{kind=\"conditional_writes_refused\"}";
+    eventually("the refusal named", 20, || metric_or_zero(mport, label) > 0);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("refuses conditional writes that must succeed"),
+        "{text}"
+    );
+    assert!(srv_alive(&srv), "still serving");
+}
+
+fn srv_alive(srv: &Server) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", srv.port)).is_ok()
+}
+
 /// A damaged map (garbage, a number twice, a number out of range) is reported; an
 /// instance that holds no numbers leaves it alone and serves nothing from it, one that
 /// holds numbers rewrites it from them (and numbers a new image): nothing renumbered.

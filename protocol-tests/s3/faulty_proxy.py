@@ -30,9 +30,11 @@ Modes:
   random     one of the modes above but stall and flip (or, half the time, none)
              picked at random for each ranged GET
 
-One mode applies to PUTs instead of ranged GETs:
+Two modes apply to PUTs instead of ranged GETs:
   strip-conditions   forward the next COUNT PUTs without If-Match / If-None-Match (a
                      server that ignores conditional writes)
+  refuse-if-match    answer the next COUNT PUTs that carry If-Match with 412, right
+                     ETag or not (a server that can create but never update)
 """
 
 import http.client
@@ -49,7 +51,7 @@ STATE = {"mode": None, "left": 0, "served": 0, "min": 0}
 LOCK = threading.Lock()
 
 
-PUT_MODES = ("strip-conditions",)
+PUT_MODES = ("strip-conditions", "refuse-if-match")
 FAULTS = ("500", "truncate", "short", "long", "etag", "no-etag", "ignore-range", "shift",
           "huge", "huge-chunked")
 # Half of the answers broken: enough that most reads meet a fault, few that meet one on
@@ -141,8 +143,13 @@ class Handler(socketserver.BaseRequestHandler):
                 m = re.fullmatch(r"bytes=(\d+)-(\d+)", rng.strip())
                 length = int(m.group(2)) - int(m.group(1)) + 1 if m else 0
                 mode = take_fault(put=False, length=length)
-            elif method == "PUT":
+            elif method == "PUT" and (
+                STATE["mode"] != "refuse-if-match" or any(k.lower() == "if-match" for k, _ in headers)
+            ):
                 mode = take_fault(put=True)
+            if mode == "refuse-if-match":
+                s3_error(sock, 412, "PreconditionFailed")
+                continue
             if mode == "strip-conditions":
                 headers = [(k, v) for k, v in headers if k.lower() not in ("if-match", "if-none-match")]
             if mode == "500":
