@@ -145,3 +145,64 @@ fn a_tampered_map_never_moves_a_number_in_use() {
         assert_eq!(identities(s), before, "REPORT LUNS and VPD 0x83 unchanged");
     }
 }
+
+fn lunmap(cfg: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_s3lun"))
+        .args(["lunmap", "--config", cfg.to_str().unwrap()])
+        .args(args)
+        .output()
+        .expect("s3lun lunmap");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "s3lun lunmap {args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// `s3lun lunmap retire N` is the one way a number leaves its image: refused (and
+/// restored in the map) by an instance that serves it, accepted once nobody does,
+/// and never given to another image.
+#[test]
+fn a_number_is_retired_only_by_the_operator_and_never_under_a_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let moto = Moto::start();
+    moto.ctl(&["mkbucket", BUCKET]);
+    for i in 0..2 {
+        moto.put(
+            d,
+            BUCKET,
+            &format!("p{i}/img.squashfs"),
+            &pattern(70_000, i),
+            &[],
+        );
+    }
+    let cfg = config(d, "a", &moto.endpoint, &["p0/", "p1/", "p2/"], "");
+    let (srv, _) = Server::start_config(&cfg);
+    eventually("two LUNs", 20, || common::report_luns(&srv) == [0, 1]);
+    let shown = lunmap(&cfg, &["show"]);
+    assert!(
+        shown.contains("LUN 1     s3://boot-images/p1/img.squashfs"),
+        "{shown}"
+    );
+    // Retired while served: the instance keeps it and puts it back in the map.
+    assert!(lunmap(&cfg, &["retire", "1"]).contains("LUN 1 retired"));
+    eventually("the binding restored", 20, || {
+        lunmap(&cfg, &["show"]).contains("LUN 1     s3://boot-images/p1/img.squashfs")
+    });
+    assert_eq!(common::report_luns(&srv), [0, 1]);
+    // The image leaves (nobody read it): then the retirement holds, and the next
+    // image gets a new number.
+    moto.ctl(&["delete", BUCKET, "p1/img.squashfs"]);
+    eventually("LUN 1 gone", 20, || common::report_luns(&srv) == [0]);
+    lunmap(&cfg, &["retire", "1"]);
+    moto.put(d, BUCKET, "p2/img.squashfs", &pattern(70_000, 2), &[]);
+    eventually("the next image numbered", 20, || {
+        common::report_luns(&srv).len() == 2
+    });
+    assert_eq!(common::report_luns(&srv), [0, 2], "1 is never given again");
+    let shown = lunmap(&cfg, &["show"]);
+    assert!(shown.contains("retired: [1]"), "{shown}");
+}

@@ -119,6 +119,14 @@ enum Cmd {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// Show the fleet's shared LUN map, or retire a number for good (`retire N`):
+    /// the only way a LUN number leaves its image. Instances that serve it keep it.
+    Lunmap {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        op: LunmapOp,
+    },
     /// Inspect or clean the block cache.
     Cache {
         #[arg(short, long)]
@@ -126,6 +134,14 @@ enum Cmd {
         #[command(subcommand)]
         op: CacheOp,
     },
+}
+
+#[derive(Subcommand)]
+enum LunmapOp {
+    /// Numbers, identities and retired numbers.
+    Show,
+    /// Take a number out of use for good.
+    Retire { number: u64 },
 }
 
 #[derive(Subcommand)]
@@ -804,6 +820,13 @@ fn run(cmd: Cmd, serving: Option<Config>, rt: &tokio::runtime::Runtime) -> anyho
             etag.as_deref(),
             output.as_deref(),
         )),
+        Cmd::Lunmap { config, op } => {
+            let retire = match op {
+                LunmapOp::Show => None,
+                LunmapOp::Retire { number } => Some(number),
+            };
+            rt.block_on(s3lun::tools::lunmap(&load(&config)?, retire))
+        }
         Cmd::Cache { config, op } => {
             let cfg = load(&config)?;
             match op {

@@ -15,6 +15,49 @@ use crate::assemble::{open_lun, Backends};
 use crate::config::{Config, LunConfig};
 use crate::store::cache::ChunkCache;
 
+/// `s3lun lunmap show|retire N`: the fleet's shared LUN map, and the one way a
+/// number leaves its image.
+pub async fn lunmap(cfg: &Config, retire: Option<u64>) -> anyhow::Result<()> {
+    use crate::catalog::shared_map::SharedMap;
+    let url = cfg
+        .lunmap
+        .s3
+        .as_deref()
+        .context("no shared LUN map: [lunmap] s3 is not set")?;
+    let client = Backends::build(cfg, tokio::runtime::Handle::current())?
+        .s3
+        .context("[lunmap] s3 needs an [s3] section")?;
+    let map = SharedMap::new(client, url)?;
+    match retire {
+        None => {
+            let (numbers, etag) = map.read().await?;
+            let mut by_number: Vec<(u64, &str)> = numbers
+                .assigned
+                .iter()
+                .map(|(id, n)| (*n, id.as_str()))
+                .collect();
+            by_number.sort_unstable();
+            println!(
+                "{url} (ETag {})",
+                etag.as_deref().unwrap_or("none: no map yet")
+            );
+            for (n, id) in by_number {
+                println!("  LUN {n:<5} {id}");
+            }
+            println!("  retired: {:?}", numbers.retired);
+        }
+        Some(n) => {
+            // The probe also learns how this server wants If-Match sent.
+            map.probe().await?;
+            match map.retire(n).await? {
+                Some(id) => println!("LUN {n} retired (was {id}): instances not serving it drop it at their next scan"),
+                None => println!("LUN {n} was retired already"),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Bytes read at once while indexing.
 const INDEX_PIECE: u64 = 8 << 20;
 

@@ -426,6 +426,58 @@ impl SharedMap {
     }
 }
 
+impl SharedMap {
+    /// Retire LUN `number` for good (the operator's `s3lun lunmap retire`): the
+    /// identity that holds it loses it, and the number is never given again. Every
+    /// instance accepts the retirement where it does not serve that identity (one
+    /// that does keeps its binding and restores it: see [`super::map_bindings`]).
+    /// Returns the identity that held it (`None`: it was retired already).
+    pub async fn retire(&self, number: u64) -> Result<Option<String>, MapError> {
+        for _ in 0..self.attempts {
+            let (mut numbers, etag) = self.read().await?;
+            let Some(etag) = etag else {
+                return Err(MapError::Unreachable(StoreError::NotFound(self.url())));
+            };
+            if numbers.retired.contains(&number) {
+                return Ok(None);
+            }
+            let Some(identity) = numbers
+                .assigned
+                .iter()
+                .find(|(_, &n)| n == number)
+                .map(|(id, _)| id.clone())
+            else {
+                return Err(MapError::Damaged {
+                    kind: "no_such_number",
+                    detail: format!("LUN {number} is not in {}", self.url()),
+                });
+            };
+            numbers.assigned.remove(&identity);
+            numbers.retired.push(number);
+            numbers.retired.sort_unstable();
+            let body = serde_json::to_vec_pretty(&numbers).map_err(|e| {
+                MapError::Unreachable(StoreError::Io {
+                    path: self.url(),
+                    msg: e.to_string(),
+                })
+            })?;
+            let body = Bytes::from(body);
+            match self
+                .client
+                .put_if(&self.bucket, &self.key, body, PutCondition::IfMatch(&etag))
+                .await
+            {
+                Ok(_) => return Ok(Some(identity)),
+                Err(StoreError::Stale(_) | StoreError::NotFound(_)) => {
+                    tokio::time::sleep(jitter(200)).await;
+                }
+                Err(e) => return Err(MapError::Unreachable(e)),
+            }
+        }
+        Err(MapError::Contended(self.attempts))
+    }
+}
+
 /// What a [`SharedMap::sync`] found and left.
 #[derive(Debug, Clone)]
 pub struct Synced {
