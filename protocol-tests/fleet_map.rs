@@ -255,15 +255,7 @@ fn a_server_refusing_updates_is_named_and_the_numbers_held_keep_serving() {
     proxy.arm("refuse-if-match", 1_000_000);
     let cfg = config(d, "x", &proxy.endpoint, &["p1/"], "");
     let log = d.join("x.log");
-    let mport = common::free_port();
-    let listen = format!("127.0.0.1:{mport}");
-    let args = [
-        "--config",
-        cfg.to_str().unwrap(),
-        "--metrics-listen",
-        &listen,
-    ];
-    let srv = Server::start_logged(&args, "warn", &log);
+    let (srv, mport) = Server::start_config_logged(&cfg, "warn", &log);
     let label = "s3lun_lunmap_errors_total{kind=\"conditional_writes_refused\"}";
     eventually("the refusal named", 20, || metric_or_zero(mport, label) > 0);
     let text = std::fs::read_to_string(&log).unwrap();

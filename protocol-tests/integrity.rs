@@ -45,6 +45,30 @@ fn config(dir: &Path, endpoint: &str, chunk: usize, luns: &[&str]) -> PathBuf {
     p
 }
 
+/// moto with `data` as `boot-images/KEY`, the fault proxy in front of it, and the
+/// config of one LUN of it read through the proxy in `chunk`-byte chunks.
+struct Rig {
+    dir: tempfile::TempDir,
+    _moto: Moto,
+    proxy: Proxy,
+    cfg: PathBuf,
+}
+
+fn rig(key: &str, data: &[u8], chunk: usize) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    moto.ctl(&["mkbucket", "boot-images"]);
+    moto.put(dir.path(), "boot-images", key, data, &[]);
+    let proxy = Proxy::start(moto.port);
+    let cfg = config(dir.path(), &proxy.endpoint, chunk, &[key]);
+    Rig {
+        dir,
+        _moto: moto,
+        proxy,
+        cfg,
+    }
+}
+
 /// Reads of random blocks through qemu-io, each checked against its pattern:
 /// (verified, failed with an error). Panics on a single wrong byte.
 fn random_reads(srv: &Server, lun: u32, image_len: usize, n: usize, seed: u64) -> (usize, usize) {
@@ -80,19 +104,14 @@ fn random_reads(srv: &Server, lun: u32, image_len: usize, n: usize, seed: u64) -
 /// sense code; RSS stays bounded; after a restart the cache holds no wrong chunk.
 #[test]
 fn random_hostile_answers_never_serve_or_cache_a_wrong_byte() {
-    let dir = tempfile::tempdir().unwrap();
-    let moto = Moto::start();
-    moto.ctl(&["mkbucket", "boot-images"]);
     let len = 12 << 20;
     let data = blocks(len, 0);
-    moto.put(dir.path(), "boot-images", "PE/hostile.squashfs", &data, &[]);
-    let proxy = Proxy::start(moto.port);
-    let cfg = config(
-        dir.path(),
-        &proxy.endpoint,
-        256 << 10,
-        &["PE/hostile.squashfs"],
-    );
+    let Rig {
+        dir,
+        _moto,
+        proxy,
+        cfg,
+    } = rig("PE/hostile.squashfs", &data, 256 << 10);
     let (mut srv, mport) = Server::start_config(&cfg);
     proxy.arm("random", 1_000_000);
     let (mut ok, mut failed) = (0, 0);
@@ -139,18 +158,13 @@ fn random_hostile_answers_never_serve_or_cache_a_wrong_byte() {
 /// test: chunks of a stream were handed on before its end was seen.)
 #[test]
 fn a_chunked_body_past_the_range_is_never_streamed_into_the_cache() {
-    let dir = tempfile::tempdir().unwrap();
-    let moto = Moto::start();
-    moto.ctl(&["mkbucket", "boot-images"]);
     let data = blocks(8 << 20, 0);
-    moto.put(dir.path(), "boot-images", "PE/chunked.squashfs", &data, &[]);
-    let proxy = Proxy::start(moto.port);
-    let cfg = config(
-        dir.path(),
-        &proxy.endpoint,
-        1 << 20,
-        &["PE/chunked.squashfs"],
-    );
+    let Rig {
+        dir,
+        _moto,
+        proxy,
+        cfg,
+    } = rig("PE/chunked.squashfs", &data, 1 << 20);
     // Memory for 4-chunk read-ahead windows (the image is not fetched whole).
     let text = std::fs::read_to_string(&cfg).unwrap();
     let text = text.replace("memory_bytes = 1048576", "memory_bytes = 16777216");
@@ -176,29 +190,16 @@ fn a_chunked_body_past_the_range_is_never_streamed_into_the_cache() {
 /// why; no whole object is downloaded per read; once the server behaves, it reads.
 #[test]
 fn a_server_that_ignores_range_makes_the_lun_not_ready_and_says_so() {
-    let dir = tempfile::tempdir().unwrap();
-    let moto = Moto::start();
-    moto.ctl(&["mkbucket", "boot-images"]);
     let len = 4 << 20;
     let data = blocks(len, 0);
-    moto.put(dir.path(), "boot-images", "PE/norange.squashfs", &data, &[]);
-    let proxy = Proxy::start(moto.port);
-    let cfg = config(
-        dir.path(),
-        &proxy.endpoint,
-        1 << 20,
-        &["PE/norange.squashfs"],
-    );
+    let Rig {
+        dir,
+        _moto,
+        proxy,
+        cfg,
+    } = rig("PE/norange.squashfs", &data, 1 << 20);
     let log = dir.path().join("s3lun.log");
-    let mport = common::free_port();
-    let listen = format!("127.0.0.1:{mport}");
-    let args = [
-        "--config",
-        cfg.to_str().unwrap(),
-        "--metrics-listen",
-        &listen,
-    ];
-    let srv = Server::start_logged(&args, "info", &log);
+    let (srv, mport) = Server::start_config_logged(&cfg, "info", &log);
     proxy.arm("ignore-range", 1_000_000);
     let (ok, failed) = random_reads(&srv, 0, len, 20, 7);
     assert_eq!((ok, failed), (0, 20));
@@ -324,19 +325,13 @@ fn a_reupload_with_a_stale_md5_claim_is_never_served_mixed() {
 #[test]
 fn a_flipped_byte_is_never_served_where_an_index_exists() {
     use common::raw::{read10, sense, Raw};
-    let dir = tempfile::tempdir().unwrap();
-    let moto = Moto::start();
-    moto.ctl(&["mkbucket", "boot-images"]);
-    let len = 4 << 20;
-    let data = blocks(len, 9);
-    moto.put(dir.path(), "boot-images", "PE/indexed.squashfs", &data, &[]);
-    let proxy = Proxy::start(moto.port);
-    let cfg = config(
-        dir.path(),
-        &proxy.endpoint,
-        1 << 20,
-        &["PE/indexed.squashfs"],
-    );
+    let data = blocks(4 << 20, 9);
+    let Rig {
+        dir: _dir,
+        _moto,
+        proxy,
+        cfg,
+    } = rig("PE/indexed.squashfs", &data, 1 << 20);
     let out = Command::new(env!("CARGO_BIN_EXE_s3lun"))
         .args(["index", "--config", cfg.to_str().unwrap()])
         .arg("s3://boot-images/PE/indexed.squashfs")

@@ -500,6 +500,11 @@ async fn serve(args: ServeArgs, cfg: Config) -> anyhow::Result<()> {
             ));
         }
     }
+    // Signals are ours before anyone is told we are up: a SIGTERM right after
+    // READY=1 (systemd, a benchmark) would otherwise kill the process unannounced.
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(server::serve(Arc::clone(&target), listeners, stop_rx));
     target.stats.ready.store(true, Ordering::Relaxed);
@@ -511,9 +516,6 @@ async fn serve(args: ServeArgs, cfg: Config) -> anyhow::Result<()> {
     let mut drained: Option<oneshot::Sender<String>> = None;
     // An admin `reload` is answered once the reload is done.
     let mut reloaded: Option<oneshot::Sender<String>> = None;
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     let mut cfg = cfg;
     let refresh = match cfg.catalog.refresh_secs {
         0 => Duration::from_secs(365 * 24 * 3600),

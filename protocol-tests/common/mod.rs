@@ -46,6 +46,16 @@ impl Server {
         )
     }
 
+    /// Start from a config file with metrics on a free port, logging at `level` into
+    /// `log`; returns that port too.
+    pub fn start_config_logged(cfg: &Path, level: &str, log: &Path) -> (Server, u16) {
+        let mport = free_port();
+        let metrics = format!("127.0.0.1:{mport}");
+        let cfg = cfg.to_str().expect("utf8 path");
+        let args = ["--config", cfg, "--metrics-listen", &metrics];
+        (Server::start_logged(&args, level, log), mport)
+    }
+
     /// Start with exactly these arguments.
     pub fn start_raw(args: &[&str]) -> Server {
         Server::spawn(args, None)
