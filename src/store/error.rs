@@ -22,6 +22,10 @@ pub enum StoreError {
     /// as whole objects for ranged reads.
     #[error("S3 server misbehaves: {0}")]
     BadServer(String),
+    /// S3 refused the request (403): no permission, or (without ListBucket) no such
+    /// key.
+    #[error("access denied: {0}")]
+    Forbidden(String),
     /// Bytes that are not what the image's digest index says, after every retry.
     #[error("{0}")]
     Corrupt(String),
@@ -35,7 +39,9 @@ impl StoreError {
             // The object changed: refuse rather than mix versions.
             StoreError::Stale(_) | StoreError::BadServer(_) => Sense::NOT_READY_CAUSE_UNKNOWN,
             // S3 slow or down past the deadline: worth retrying.
-            StoreError::Unavailable(_) => Sense::NOT_READY_BECOMING_READY,
+            StoreError::Unavailable(_) | StoreError::Forbidden(_) => {
+                Sense::NOT_READY_BECOMING_READY
+            }
             // The object was deleted: what the cache holds is still served, the rest
             // is not there (never other bytes).
             StoreError::NotFound(_) => Sense::MEDIUM_NOT_PRESENT,

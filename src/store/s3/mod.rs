@@ -340,6 +340,8 @@ impl S3Client {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 return Err(match status(&e) {
                     Some(404) => StoreError::NotFound(name),
+                    // Without ListBucket, S3 says 403 for a key that does not exist.
+                    Some(403) => StoreError::Forbidden(format!("HEAD {name}: HTTP 403")),
                     _ => StoreError::Unavailable(format!("HEAD {name}: {}", describe(&e))),
                 });
             }

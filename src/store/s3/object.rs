@@ -142,6 +142,11 @@ impl S3Object {
                 let key = format!("{}{SUFFIX}", self.key);
                 match self.client.get_small_tagged(&self.bucket, &key, MAX_INDEX).await {
                     Err(StoreError::NotFound(_)) => Ok(None),
+                    // A reader without ListBucket gets 403 for a missing key.
+                    Err(StoreError::Forbidden(why)) => {
+                        debug!(object = %self.name(), "no chunk digest index readable: {why}");
+                        Ok(None)
+                    }
                     Err(e) => Err(e),
                     // A single-PUT object's ETag is its md5: an index damaged on the
                     // way would switch checking off, so it is fetched again instead.
