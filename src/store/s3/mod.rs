@@ -1,17 +1,22 @@
 //! The S3 client (Ceph RGW in production, any S3 endpoint): HEAD, LIST, guarded
 //! ranged GETs and conditional PUTs, each bounded by a deadline and counted. Every
 //! GET answer is checked against what was asked ([`answer`]) before a byte of it is
-//! kept. Images opened on it are in [`object`].
+//! kept. Images opened on it are in [`object`], conditional writes in [`write`], the
+//! counters in [`stats`].
 
 mod answer;
 mod object;
+mod stats;
+mod write;
 
 pub use answer::{same_etag, BadAnswer};
 pub use object::{parse_url, BodyStream, S3Object, S3Store};
+pub use stats::S3Stats;
+pub use write::PutCondition;
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::config::retry::RetryConfig;
@@ -103,57 +108,6 @@ enum BodyFailure {
     /// An answer that is not the one asked for: retried, never kept.
     Bad(BadAnswer),
     Final(StoreError),
-}
-
-/// Counters shared by every S3 store of a target.
-#[derive(Debug, Default)]
-pub struct S3Stats {
-    pub requests: AtomicU64,
-    pub gets: AtomicU64,
-    pub bytes: AtomicU64,
-    pub errors: AtomicU64,
-    pub latency_micros: AtomicU64,
-    /// HEADs and LIST pages (the catalog's requests besides manifest GETs).
-    pub heads: AtomicU64,
-    pub lists: AtomicU64,
-    /// Time from a GET sent to its answer's headers (the first byte).
-    pub get_latency: Arc<crate::latency::Latency>,
-    /// Unix milliseconds S3 last answered (any HTTP status), and last failed to (no
-    /// connection, timeout): `/readyz` and `/status` tell whether it is reachable.
-    pub last_answer: AtomicU64,
-    pub last_unreachable: AtomicU64,
-    /// Chunks whose bytes did not match the image's digest index.
-    pub index_mismatches: AtomicU64,
-    /// Images whose digest index was loaded and is in use.
-    pub indexed_images: AtomicU64,
-    /// GET answers refused by kind (see [`BadAnswer::kind`]).
-    pub bad_answers: Mutex<BTreeMap<&'static str, u64>>,
-}
-
-impl S3Stats {
-    /// Record whether the server answered a request (`status` of the failure, if
-    /// it failed).
-    fn outcome(&self, failed_status: Option<Option<u16>>) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        match failed_status {
-            None | Some(Some(_)) => self.last_answer.store(now, Ordering::Relaxed),
-            Some(None) => self.last_unreachable.store(now, Ordering::Relaxed),
-        }
-    }
-
-    fn bad_answer(&self, e: &BadAnswer) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
-        let mut m = self.bad_answers.lock().unwrap_or_else(|p| p.into_inner());
-        *m.entry(e.kind()).or_default() += 1;
-    }
-
-    /// Not known to be unreachable: no request has failed to reach the server since
-    /// its last answer.
-    pub fn reachable(&self) -> bool {
-        self.last_answer.load(Ordering::Relaxed) >= self.last_unreachable.load(Ordering::Relaxed)
-    }
 }
 
 /// A client plus what all stores on it share.
@@ -497,81 +451,6 @@ impl S3Client {
         self.get(&r).await
     }
 
-    /// Write a small object only if `cond` holds at the server; returns its new ETag.
-    /// A failed precondition (412, 409 for a conditional write racing another, or the
-    /// 500 Ceph RGW may give the loser of such a race) is `Stale`; an `If-Match` on a
-    /// missing object is `NotFound` (RGW says 412 there: `Stale`, which callers treat
-    /// alike).
-    pub async fn put_if(
-        &self,
-        bucket: &str,
-        key: &str,
-        body: Bytes,
-        cond: PutCondition<'_>,
-    ) -> Result<Option<String>, StoreError> {
-        let name = format!("s3://{bucket}/{key}");
-        self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let mut req = self
-            .client
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .content_type("application/json")
-            .body(body.into());
-        req = match cond {
-            // Ceph RGW compares a PUT's If-Match with the stored ETag literally, so a
-            // quoted one never matches; AWS and moto take either form. Unquoted unless
-            // the probe found a server that needs the quotes.
-            PutCondition::IfMatch(etag) if self.quote_put_if_match.load(Ordering::Relaxed) => {
-                req.if_match(format!("\"{}\"", unquote(etag)))
-            }
-            PutCondition::IfMatch(etag) => req.if_match(unquote(etag)),
-            PutCondition::IfNoneMatch => req.if_none_match("*"),
-            PutCondition::Always => req,
-        };
-        let conditional = cond != PutCondition::Always;
-        match tokio::time::timeout(self.deadline, req.send()).await {
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "PUT {name}: deadline passed"
-            ))),
-            Ok(Err(e)) => {
-                self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                Err(match status(&e) {
-                    Some(412 | 409) => StoreError::Stale(name),
-                    Some(500) if conditional => StoreError::Stale(name),
-                    Some(404) => StoreError::NotFound(name),
-                    _ => StoreError::Unavailable(format!("PUT {name}: {}", describe(&e))),
-                })
-            }
-            Ok(Ok(out)) => Ok(out.e_tag().map(unquote)),
-        }
-    }
-
-    /// Send `If-Match` on PUTs quoted (the probe found a server that needs it).
-    pub fn quote_put_if_match(&self, quoted: bool) {
-        self.quote_put_if_match.store(quoted, Ordering::Relaxed);
-    }
-
-    /// Delete an object (missing is fine).
-    pub async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
-        let name = format!("s3://{bucket}/{key}");
-        self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let req = self.client.delete_object().bucket(bucket).key(key).send();
-        match tokio::time::timeout(self.deadline, req).await {
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "DELETE {name}: deadline passed"
-            ))),
-            Ok(Err(e)) => {
-                self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                Err(StoreError::Unavailable(format!(
-                    "DELETE {name}: {}",
-                    describe(&e)
-                )))
-            }
-            Ok(Ok(_)) => Ok(()),
-        }
-    }
-
     async fn get(&self, r: &Ranged<'_>) -> Result<Bytes, StoreError> {
         let name = &r.name;
         let started = Instant::now();
@@ -632,17 +511,6 @@ fn describe<E: std::fmt::Debug>(e: &SdkError<E, aws_sdk_s3::config::http::HttpRe
         SdkError::ServiceError(s) => format!("HTTP {}", s.raw().status().as_u16()),
         other => format!("{other:?}"),
     }
-}
-
-/// The precondition of a conditional PUT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PutCondition<'a> {
-    /// `If-Match: <etag>`: replace exactly the version that was read.
-    IfMatch(&'a str),
-    /// `If-None-Match: *`: create, never overwrite.
-    IfNoneMatch,
-    /// No precondition (the probe's first write only).
-    Always,
 }
 
 /// One object of a listing.
