@@ -166,14 +166,13 @@ impl Builder {
                 .iter()
                 .map(|i| (i.identity.clone(), i.pinned))
                 .collect();
+            // What this instance serves or is about to serve (after a restart the
+            // table is empty, but its sessions come back for the same numbers).
             let served: HashSet<String> = current
-                .map(|t| {
-                    t.table
-                        .iter()
-                        .map(|l| l.info.identity.source.clone())
-                        .collect()
-                })
-                .unwrap_or_default();
+                .into_iter()
+                .flat_map(|t| t.table.iter().map(|l| l.info.identity.source.clone()))
+                .chain(wanted.iter().map(|(id, _)| id.clone()))
+                .collect();
             match shared.sync(&wanted, &self.map.held(), &served).await {
                 Ok(synced) => {
                     shared.stats.synced();
