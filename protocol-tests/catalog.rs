@@ -185,6 +185,26 @@ fn catalog_projects_every_fixture_and_follows_changes() {
         ),
         &[],
     );
+    // A manifest saved with a UTF-8 byte-order mark: served (the old agent read it).
+    let data = pattern(CHUNK + 3, 6);
+    let path = "s3://boot-images/img-bom/compute.squashfs";
+    let bom_etag = put(&moto, d, "img-bom/compute.squashfs", &data, &[]);
+    let mut bom = b"\xEF\xBB\xBF".to_vec();
+    bom.extend(manifest(
+        "with-etag.json",
+        path,
+        Some(Some(&bom_etag)),
+        None,
+    ));
+    put(&moto, d, "img-bom/manifest.json", &bom, &[]);
+    served.push(Image {
+        id: "img-bom",
+        identity: format!("{path}|{bom_etag}"),
+    });
+    // A manifest over 1 MiB: skipped as too large, not as S3 trouble.
+    let mut huge = manifest("with-etag.json", path, Some(Some(&bom_etag)), None);
+    huge.extend(std::iter::repeat_n(b' ', 1 << 20));
+    put(&moto, d, "img-huge/manifest.json", &huge, &[]);
     // A PE image: the DESIGN.md example identity.
     put(
         &moto,
@@ -232,6 +252,7 @@ fn catalog_projects_every_fixture_and_follows_changes() {
         ("img-missing-object", "missing_object"),
         ("img-z-duplicate", "duplicate"),
         ("img-stale", "etag_mismatch"),
+        ("img-huge", "manifest_too_large"),
     ] {
         assert!(
             text.lines()
@@ -256,7 +277,7 @@ fn catalog_projects_every_fixture_and_follows_changes() {
         "{text}"
     );
     assert!(
-        text.contains(&format!("{} images served, 5 skipped", served.len())),
+        text.contains(&format!("{} images served, 6 skipped", served.len())),
         "{text}"
     );
 
@@ -288,7 +309,7 @@ fn catalog_projects_every_fixture_and_follows_changes() {
         Identity::lio("s3://boot-images/PE/CPE-base.x86_64-24.11.squashfs").wwid()
             == "36001405de4cc04e7dacfb9ada0a6b4cc"
     );
-    assert!(metric(mport, "s3lun_catalog_skipped_images") == 5);
+    assert!(metric(mport, "s3lun_catalog_skipped_images") == 6);
 
     // Live: a session holds LUNs while one image goes and another comes.
     let keep = serials[&Identity::lio(&served[0].identity).serial];

@@ -64,6 +64,9 @@ impl ManifestError {
 }
 
 pub fn rootfs(bytes: &[u8]) -> Result<Rootfs, ManifestError> {
+    // Editors on some systems save JSON with a UTF-8 byte-order mark; the old agent
+    // (Python's json) read those, so they are accepted here too.
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let m: Manifest =
         serde_json::from_slice(bytes).map_err(|e| ManifestError::InvalidJson(e.to_string()))?;
     let rootfs: Vec<Artifact> = m
@@ -152,6 +155,15 @@ mod tests {
             rootfs(&fixture("truncated.json")),
             Err(ManifestError::InvalidJson(_))
         ));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_accepted() {
+        let plain = fixture("missing-etag.json");
+        let mut bom = b"\xEF\xBB\xBF".to_vec();
+        bom.extend_from_slice(&plain);
+        assert_eq!(rootfs(&bom), rootfs(&plain));
+        assert!(rootfs(&bom).is_ok());
     }
 
     #[test]

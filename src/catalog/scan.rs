@@ -298,7 +298,11 @@ pub async fn scan(
             Ok(r) => r,
             Err(e) => {
                 let d = format!("s3://{}/{}: {e}", job.bucket, job.key);
-                w.s.problem(&job.image_id, "manifest_unreadable", d, true);
+                let kind = match e {
+                    StoreError::TooLarge(_) => "manifest_too_large",
+                    _ => "manifest_unreadable",
+                };
+                w.s.problem(&job.image_id, kind, d, true);
                 continue;
             }
         };

@@ -22,6 +22,9 @@ pub enum StoreError {
     /// as whole objects for ranged reads.
     #[error("S3 server misbehaves: {0}")]
     BadServer(String),
+    /// A small object (a manifest, the map, an index) above its size bound: not read.
+    #[error("{0}")]
+    TooLarge(String),
     /// S3 refused the request (403): no permission, or (without ListBucket) no such
     /// key.
     #[error("access denied: {0}")]

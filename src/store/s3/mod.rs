@@ -423,7 +423,7 @@ impl S3Client {
         max: u64,
     ) -> Result<Bytes, StoreError> {
         if size > max {
-            return Err(StoreError::Unavailable(format!(
+            return Err(StoreError::TooLarge(format!(
                 "s3://{bucket}/{key} is {size} bytes, more than the {max} allowed"
             )));
         }

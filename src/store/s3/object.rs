@@ -142,8 +142,9 @@ impl S3Object {
                 let key = format!("{}{SUFFIX}", self.key);
                 match self.client.get_small_tagged(&self.bucket, &key, MAX_INDEX).await {
                     Err(StoreError::NotFound(_)) => Ok(None),
-                    // A reader without ListBucket gets 403 for a missing key.
-                    Err(StoreError::Forbidden(why)) => {
+                    // A reader without ListBucket gets 403 for a missing key; an index
+                    // past its bound is not ours.
+                    Err(StoreError::Forbidden(why) | StoreError::TooLarge(why)) => {
                         debug!(object = %self.name(), "no chunk digest index readable: {why}");
                         Ok(None)
                     }
