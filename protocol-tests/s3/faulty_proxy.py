@@ -114,6 +114,13 @@ def s3_error(sock, status, code):
 
 class Handler(socketserver.BaseRequestHandler):
     def handle(self):
+        try:
+            self.serve()
+        except OSError:
+            # The client hung up mid-answer (it refused the answer, or was stopped).
+            pass
+
+    def serve(self):
         sock = self.request
         f = sock.makefile("rb")
         while True:
