@@ -10,60 +10,19 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::faulty::Proxy;
+use common::fleet::{config, eventually, identities, BUCKET, MAP_KEY};
 use common::moto::{metric, metric_or_zero, Moto};
 use common::raw::{read10, sense, Raw};
-use common::{pattern, report_luns, run, Server, TARGET};
+use common::{pattern, report_luns, Server, TARGET};
 use s3lun::catalog::shared_map::{Numbers, SharedMap};
 use s3lun::store::s3::{S3Client, S3Settings};
 
-const BUCKET: &str = "boot-images";
-const MAP: &str = "s3://boot-images/.s3lun/lunmap.json";
-
-/// A config: S3 at `endpoint`, prefixes scanned every second, the shared map.
-fn config(dir: &Path, name: &str, endpoint: &str, prefixes: &[&str], extra: &str) -> PathBuf {
-    let list: Vec<String> = prefixes
-        .iter()
-        .map(|p| format!("\"s3://{BUCKET}/{p}\""))
-        .collect();
-    let text = format!(
-        "state_file = \"{state}\"\n{extra}\n[s3]\nendpoint = \"{endpoint}\"\naccess_key = \"test\"\n\
-         secret_key = \"test\"\nattempts = 1\ndeadline_secs = 3\nattempt_timeout_secs = 2\n\
-         [cache]\ndir = \"{cache}\"\nchunk_size = 65536\nreadahead_chunks = 0\n\
-         [catalog]\nprefixes = [{list}]\nrefresh_secs = 1\nretire_after_secs = 4\n\
-         [lunmap]\ns3 = \"{MAP}\"\n",
-        state = dir.join(format!("{name}-state/luns.json")).display(),
-        cache = dir.join(format!("{name}-cache")).display(),
-        list = list.join(", "),
-    );
-    let p = dir.join(format!("{name}.toml"));
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-/// LUN number -> VPD page 0x83 as libiscsi's iscsi-inq prints it.
-fn identities(srv: &Server) -> Vec<(u32, String)> {
-    report_luns(srv)
-        .into_iter()
-        .map(|l| (l, run("iscsi-inq", &["-e", "1", "-c", "131", &srv.url(l)])))
-        .collect()
-}
-
-/// Wait until `f` holds (a scan a second, S3 requests in between).
-fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 fn map_text(moto: &Moto) -> String {
-    moto.ctl(&["get", BUCKET, ".s3lun/lunmap.json"])
+    moto.ctl(&["get", BUCKET, MAP_KEY])
 }
 
 fn client(endpoint: &str) -> S3Client {
@@ -281,7 +240,7 @@ fn a_damaged_map_is_reported_and_rebuilt_from_the_numbers_held() {
     moto.ctl(&["mkbucket", BUCKET]);
     moto.put(d, BUCKET, "p1/img.squashfs", &pattern(70_000, 1), &[]);
     let garbage = &b"{\"assigned\": {\"s3://x\": 0"[..];
-    moto.put(d, BUCKET, ".s3lun/lunmap.json", garbage, &[]);
+    moto.put(d, BUCKET, MAP_KEY, garbage, &[]);
     let cfg = config(d, "a", &moto.endpoint, &["p1/", "p2/"], "");
     let (srv, mport) = Server::start_config(&cfg);
     let label = |kind: &str| format!("s3lun_lunmap_errors_total{{kind=\"{kind}\"}}");
@@ -298,7 +257,7 @@ fn a_damaged_map_is_reported_and_rebuilt_from_the_numbers_held() {
         garbage,
         "left alone: nothing held"
     );
-    moto.ctl(&["delete", BUCKET, ".s3lun/lunmap.json"]);
+    moto.ctl(&["delete", BUCKET, MAP_KEY]);
     eventually("LUN 0", 20, || report_luns(&srv) == [0]);
     for (i, (damage, kind)) in [
         (garbage, "invalid_json"),
@@ -312,7 +271,7 @@ fn a_damaged_map_is_reported_and_rebuilt_from_the_numbers_held() {
     .enumerate()
     {
         let before = metric_or_zero(mport, &label(kind));
-        moto.put(d, BUCKET, ".s3lun/lunmap.json", damage, &[]);
+        moto.put(d, BUCKET, MAP_KEY, damage, &[]);
         // A new image arrives with the damage: it gets the next number, LUN 0 stays.
         let key = format!("p2/img-{i}.squashfs");
         moto.put(d, BUCKET, &key, &pattern(70_000, 2 + i as u64), &[]);
@@ -466,7 +425,7 @@ fn an_untagged_image_keeps_serving_every_byte_until_it_retires() {
             "[s3]\nendpoint = \"{}\"\naccess_key = \"test\"\nsecret_key = \"test\"\n\
              [cache]\ndir = \"{}\"\nchunk_size = 65536\nreadahead_chunks = 0\n\
              [catalog]\nmanifest_buckets = [\"{BUCKET}\"]\nrefresh_secs = 1\nretire_after_secs = 4\n\
-             [lunmap]\ns3 = \"{MAP}\"\n",
+             [lunmap]\ns3 = \"s3://{BUCKET}/{MAP_KEY}\"\n",
             moto.endpoint,
             d.join("cache").display()
         ),

@@ -173,9 +173,7 @@ fn a_chunked_body_past_the_range_is_never_streamed_into_the_cache() {
     // The first read (2 MiB at 0) starts a streamed 4 MiB read-ahead window: the
     // window gets the filler, single chunks the real bytes.
     proxy.arm_min("huge-chunked", 1, (1 << 20) + 1);
-    let mut r = common::raw::Raw::connect(srv.port);
-    r.login_normal(common::TARGET, &[]);
-    let _ = r.command(0, &[0x00], 0);
+    let mut r = common::raw::Raw::session(srv.port);
     let (d, st, s) = r.command(0, &common::raw::read10(0, 4096), 2 << 20);
     assert_eq!(proxy.served(), 1, "the fault was injected");
     assert_eq!(st, 0, "sense {s:?}");
@@ -345,9 +343,7 @@ fn a_flipped_byte_is_never_served_where_an_index_exists() {
     );
     assert!(said.contains("4 chunks of 1048576 bytes"), "{said}");
     let (srv, mport) = Server::start_config(&cfg);
-    let mut r = Raw::connect(srv.port);
-    r.login_normal(common::TARGET, &[]);
-    let _ = r.command(0, &[0x00], 0);
+    let mut r = Raw::session(srv.port);
     let chunk = |r: &mut Raw, i: usize| {
         let lba = (i * (1 << 20) / 512) as u32;
         r.command(0, &read10(lba, 2048), 1 << 20)
@@ -382,9 +378,7 @@ fn a_flipped_byte_is_never_served_where_an_index_exists() {
     // Only right bytes were cached: read back with S3 broken for good.
     proxy.arm("500", 1_000_000);
     let srv = Server::start(&["--config", cfg.to_str().unwrap()]);
-    let mut r = Raw::connect(srv.port);
-    r.login_normal(common::TARGET, &[]);
-    let _ = r.command(0, &[0x00], 0);
+    let mut r = Raw::session(srv.port);
     for i in 0..3 {
         let (d, st, _) = chunk(&mut r, i);
         assert_eq!(st, 0, "chunk {i} cached");

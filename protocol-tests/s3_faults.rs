@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::faulty::Proxy;
 use common::moto::Moto;
 use common::raw::{read10, sense, Raw};
-use common::{pattern, Server, TARGET};
+use common::{pattern, Server};
 
 const CHUNK: usize = 1 << 20;
 const KEY: &str = "PE/faults.squashfs";
@@ -70,11 +70,7 @@ fn proxied(chunks: usize, seed: u64) -> Proxied {
 }
 
 fn session(srv: &Server) -> Raw {
-    let mut r = Raw::connect(srv.port);
-    r.s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    r.login_normal(TARGET, &[]);
-    let _ = r.command(0, &[0x00], 0); // TEST UNIT READY takes the power-on UA
-    r
+    Raw::session(srv.port)
 }
 
 /// READ(10) of one whole chunk: data, status, sense segment.

@@ -14,6 +14,8 @@ pub const MAP_KEY: &str = ".s3lun/lunmap.json";
 
 /// An instance `name` of S3 at `endpoint`, scanning `prefixes` of the bucket every
 /// second, numbering through the shared map; `extra` goes to the top of the file.
+/// One attempt of at most 2 s per S3 request (3 s per read): an S3 that goes away
+/// shows within a scan.
 pub fn config(dir: &Path, name: &str, endpoint: &str, prefixes: &[&str], extra: &str) -> PathBuf {
     let list: Vec<String> = prefixes
         .iter()
@@ -21,7 +23,7 @@ pub fn config(dir: &Path, name: &str, endpoint: &str, prefixes: &[&str], extra: 
         .collect();
     let text = format!(
         "state_file = \"{state}\"\n{extra}\n[s3]\nendpoint = \"{endpoint}\"\naccess_key = \"test\"\n\
-         secret_key = \"test\"\nattempts = 2\ndeadline_secs = 5\nattempt_timeout_secs = 3\n\
+         secret_key = \"test\"\nattempts = 1\ndeadline_secs = 3\nattempt_timeout_secs = 2\n\
          [cache]\ndir = \"{cache}\"\nchunk_size = 65536\nreadahead_chunks = 0\n\
          [catalog]\nprefixes = [{list}]\nrefresh_secs = 1\nretire_after_secs = 4\n\
          [lunmap]\ns3 = \"s3://{BUCKET}/{MAP_KEY}\"\n",

@@ -56,6 +56,17 @@ impl Raw {
         }
     }
 
+    /// A Normal session to the test target, logged in, its power-on unit attention
+    /// taken by a TEST UNIT READY, waiting up to 30 s for an answer (reads that go
+    /// to S3 through faults take a while).
+    pub fn session(port: u16) -> Raw {
+        let mut r = Raw::connect(port);
+        r.s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        r.login_normal(super::TARGET, &[]);
+        let _ = r.command(0, &[0x00], 0);
+        r
+    }
+
     /// A raw initiator named `name` whose ISID ends in `isid_tail`.
     pub fn as_initiator(port: u16, name: &str, isid_tail: u16) -> Raw {
         let mut r = Raw::connect(port);
