@@ -100,8 +100,8 @@ fn sighup_changes_are_announced_to_live_sessions() {
     let (data, st, _) = r.command(0, &[0x28, 0, 0, 0, 0, 0, 0, 0, 2, 0], 1024);
     assert_eq!(st, 0);
     assert_eq!(&data[..], &b[..1024]);
-    // A reload that fails (missing image) keeps the current LUNs.
-    config(dir.path(), &["b.img", "missing.img"]);
+    // A missing image is its own problem: the others stay, and it has no LUN.
+    config(dir.path(), &["b.img", "missing.img", "d.img"]);
     srv.signal("HUP");
     std::thread::sleep(Duration::from_millis(300));
     let (_, st, _) = r.command(1, &[0x00], 0);
@@ -111,6 +111,16 @@ fn sighup_changes_are_announced_to_live_sessions() {
     );
     let (_, st, _) = r.command(1, &[0x00], 0);
     assert_eq!(st, 0);
+    let (luns, st, _) = r.command(0, &[0xa0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0], 256);
+    assert_eq!(st, 0);
+    assert_eq!(
+        u32::from_be_bytes(luns[..4].try_into().unwrap()),
+        16,
+        "still two LUNs: the missing image has none"
+    );
+    let (data, st, _) = r.command(0, &[0x28, 0, 0, 0, 0, 0, 0, 0, 2, 0], 1024);
+    assert_eq!(st, 0);
+    assert_eq!(&data[..], &b[..1024]);
 }
 
 /// A LUN number as libiscsi writes and reads it: flat space addressing from 256.

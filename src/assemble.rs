@@ -69,6 +69,7 @@ pub fn open_s3(
         version: namespace,
         store: store.clone(),
         cached: Some(store),
+        object: Some((info.clone(), ck.clone())),
     })
 }
 
@@ -81,6 +82,24 @@ pub struct Opened {
     pub store: Arc<dyn BlockStore>,
     /// The cache view of an S3 image.
     pub cached: Option<Arc<CachedStore>>,
+    /// An S3 image's object as HEADed and its content key (what a restart needs to
+    /// serve it again before S3 answers).
+    pub object: Option<(ObjectInfo, ContentKey)>,
+}
+
+/// The identity a `[[lun]]` is numbered by, known without opening it.
+pub fn static_identity(l: &LunConfig) -> String {
+    if let Some(id) = &l.identity {
+        return id.clone();
+    }
+    match (&l.path, &l.s3) {
+        (_, Some(url)) => url.clone(),
+        (Some(path), None) => {
+            let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+            format!("file://{}", abs.display())
+        }
+        (None, None) => String::new(),
+    }
 }
 
 /// Open one image.
@@ -88,10 +107,7 @@ pub async fn open_lun(l: &LunConfig, b: &Backends) -> anyhow::Result<Opened> {
     match (&l.path, &l.s3) {
         (Some(path), None) => {
             let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
-            let identity = l
-                .identity
-                .clone()
-                .unwrap_or_else(|| format!("file://{}", abs.display()));
+            let identity = static_identity(l);
             let store = LocalFile::open(path)
                 .with_context(|| format!("opening image {}", path.display()))?;
             Ok(Opened {
@@ -99,6 +115,7 @@ pub async fn open_lun(l: &LunConfig, b: &Backends) -> anyhow::Result<Opened> {
                 version: abs.display().to_string(),
                 store: Arc::new(store),
                 cached: None,
+                object: None,
             })
         }
         (None, Some(url)) => {

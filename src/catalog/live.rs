@@ -10,14 +10,14 @@ use tracing::{error, info, warn};
 
 use super::scan::{Entry, Scan};
 use super::shared_map::{MapError, MapStats, Numbers, SharedMap, Synced};
-use crate::assemble::{open_lun, open_s3, Backends};
+use crate::assemble::{open_lun, open_s3, static_identity, Backends};
 use crate::catalog::lun_numbers::{KnownImage, LunMap, Retiring, MAX_LUN};
 use crate::config::Config;
 use crate::lun_table::Lun;
 use crate::scsi::{Identity, LunInfo};
 use crate::store::key::{ContentKey, KeySource};
 use crate::store::s3::ObjectInfo;
-use crate::store::served::{unix_now, Backing};
+use crate::store::served::{unix_now, Backing, Origin};
 use crate::store::BlockStore;
 use crate::store::ServedLuns;
 
@@ -32,6 +32,11 @@ pub struct Builder {
     /// Catalog images the last build could not number (all numbers used, or none
     /// in the shared map yet): not served.
     pub unnumbered: usize,
+    /// Static S3 LUNs as last HEADed (kept in the state file).
+    pub statics: Vec<KnownImage>,
+    /// Static LUNs the last build could not open: served from their last known
+    /// version where there is one, else left out (their numbers kept).
+    pub static_unavailable: usize,
 }
 
 /// The shared map and what this instance knows of the server behind it.
@@ -75,38 +80,79 @@ impl Shared {
 fn entry_of(k: &KnownImage) -> Entry {
     Entry {
         image_id: k.image_id.clone(),
-        origin: if k.origin == "prefix" {
-            "prefix"
-        } else {
-            "manifest"
-        },
+        origin: k.origin,
         url: k.url.clone(),
         identity: k.identity.clone(),
-        info: ObjectInfo {
-            size: k.size,
-            etag: k.etag.clone(),
-            version_id: k.version_id.clone(),
-            metadata: HashMap::new(),
-        },
-        key: ContentKey {
-            key: k.content_key.clone(),
-            source: KeySource::HeadEtag,
-            stale_manifest: None,
-        },
+        info: info_of(k),
+        key: key_of(k),
         notes: vec!["from the state file, not yet rescanned".into()],
+    }
+}
+
+fn info_of(k: &KnownImage) -> ObjectInfo {
+    ObjectInfo {
+        size: k.size,
+        etag: k.etag.clone(),
+        version_id: k.version_id.clone(),
+        metadata: HashMap::new(),
+    }
+}
+
+fn key_of(k: &KnownImage) -> ContentKey {
+    ContentKey {
+        key: k.content_key.clone(),
+        source: KeySource::HeadEtag,
+        stale_manifest: None,
+    }
+}
+
+/// What the state file keeps of an S3 image, to serve it before S3 answers.
+fn known_of(
+    image_id: &str,
+    origin: Origin,
+    url: &str,
+    identity: &str,
+    info: &ObjectInfo,
+    key: &ContentKey,
+) -> KnownImage {
+    KnownImage {
+        image_id: image_id.to_string(),
+        origin,
+        url: url.to_string(),
+        identity: identity.to_string(),
+        size: info.size,
+        etag: info.etag.clone(),
+        version_id: info.version_id.clone(),
+        content_key: key.key.clone(),
     }
 }
 
 impl Builder {
     pub fn new(map: LunMap, backends: Backends, shared: Option<Shared>) -> Builder {
-        let catalog = map.known.iter().map(entry_of).collect();
+        let (statics, catalog): (Vec<_>, Vec<_>) = map
+            .known
+            .iter()
+            .cloned()
+            .partition(|k| k.origin == Origin::Static);
         Builder {
             map,
             backends,
-            catalog,
+            catalog: catalog.iter().map(entry_of).collect(),
+            statics,
             shared,
             unnumbered: 0,
+            static_unavailable: 0,
         }
+    }
+
+    /// The state file's known images: the catalog's and the static S3 LUNs'.
+    fn remember(&mut self) {
+        self.map.known = self
+            .catalog
+            .iter()
+            .map(|e| known_of(&e.image_id, e.origin, &e.url, &e.identity, &e.info, &e.key))
+            .chain(self.statics.iter().cloned())
+            .collect();
     }
 
     /// URL -> (content key, size) of the current catalog, for the next scan.
@@ -121,33 +167,19 @@ impl Builder {
     pub fn apply_scan(&mut self, scan: Scan) {
         let mut entries = scan.entries;
         if !scan.failed_sources.is_empty() {
+            let have: HashSet<String> = entries.iter().map(|e| e.url.clone()).collect();
             for old in &self.catalog {
-                // A bucket or prefix source is named by its URL; IMS, whose
-                // images live anywhere, by their origin.
-                let from_failed = scan.failed_sources.iter().any(|src| match src.as_str() {
-                    "ims" => old.origin == "ims",
-                    url => old.url.starts_with(url),
-                });
-                if from_failed && !entries.iter().any(|e| e.url == old.url) {
+                let from_failed = scan
+                    .failed_sources
+                    .iter()
+                    .any(|src| src.covers(old.origin, &old.url));
+                if from_failed && !have.contains(&old.url) {
                     entries.push(old.clone());
                 }
             }
         }
         self.catalog = entries;
-        self.map.known = self
-            .catalog
-            .iter()
-            .map(|e| KnownImage {
-                image_id: e.image_id.clone(),
-                origin: e.origin.to_string(),
-                url: e.url.clone(),
-                identity: e.identity.clone(),
-                size: e.info.size,
-                etag: e.info.etag.clone(),
-                version_id: e.info.version_id.clone(),
-                content_key: e.key.key.clone(),
-            })
-            .collect();
+        self.remember();
     }
 
     /// The table for `cfg` plus the catalog. LUNs whose image and version did not
@@ -160,7 +192,7 @@ impl Builder {
         current: Option<&ServedLuns>,
         sync: bool,
     ) -> anyhow::Result<ServedLuns> {
-        let items = self.items(cfg).await?;
+        let (items, unopened) = self.items(cfg, sync).await?;
         if let Some(shared) = self.shared.as_mut().filter(|_| sync) {
             let wanted: Vec<_> = items
                 .iter()
@@ -192,6 +224,11 @@ impl Builder {
                 Err(e) => {
                     shared.stats.error(e.kind());
                     error!(map = %shared.map.url(), error = %e, "shared LUN map: serving the last known numbers, assigning none");
+                    // Numbers the map already gives are served even when it cannot be
+                    // written (a fresh disk on a server refusing conditional writes).
+                    if let Ok((numbers, _)) = shared.map.read().await {
+                        self.map.adopt_unheld(&numbers);
+                    }
                 }
             }
         }
@@ -231,7 +268,7 @@ impl Builder {
             let number = match number {
                 Ok(n) if n <= MAX_LUN => n,
                 Ok(n) => bail!("LUN {n} is above {MAX_LUN}"),
-                Err(e) if it.from_catalog => {
+                Err(e) if it.origin.is_catalog() => {
                     warn!(image = %it.identity, error = format!("{e:#}"), "catalog image skipped");
                     unnumbered += 1;
                     continue;
@@ -259,7 +296,7 @@ impl Builder {
                     info.reservations = it.reservations;
                     (
                         Arc::new(Lun::new(info, it.version)),
-                        Backing::new(it.store, it.from_catalog),
+                        Backing::new(it.store, it.origin),
                     )
                 }
             };
@@ -276,7 +313,7 @@ impl Builder {
             for l in cur.table.iter() {
                 let n = l.info.lun;
                 let Some(b) = cur.backing(n) else { continue };
-                if !b.from_catalog
+                if !b.from_catalog()
                     || numbers.contains(&n)
                     || served.contains(&l.info.identity.source)
                 {
@@ -300,8 +337,11 @@ impl Builder {
             }
         }
         if !shared {
-            self.map.retire_others(&identities);
+            // A static LUN that could not be opened keeps its number for its return.
+            let keep: Vec<String> = identities.iter().chain(&unopened).cloned().collect();
+            self.map.retire_others(&keep);
         }
+        self.remember();
         self.map.retiring = retiring;
         self.map.save()?;
         info!(luns = luns.len(), "LUN table built");
@@ -311,44 +351,120 @@ impl Builder {
         Ok(served)
     }
 
-    /// What the configuration and the catalog ask to serve, opened.
-    async fn items(&self, cfg: &Config) -> anyhow::Result<Vec<Item>> {
+    /// What the configuration and the catalog ask to serve, opened, and the static
+    /// identities that could not be opened at all. A static S3 LUN is opened from
+    /// its last known version without asking S3 when `!sync` (start-up), and when
+    /// S3 cannot answer for it: its cached bytes are served, the rest is NOT READY
+    /// until S3 answers again. One that cannot be opened is its own problem only.
+    async fn items(
+        &mut self,
+        cfg: &Config,
+        sync: bool,
+    ) -> anyhow::Result<(Vec<Item>, Vec<String>)> {
         let mut items: Vec<Item> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut unopened = Vec::new();
+        let mut statics = Vec::new();
+        self.static_unavailable = 0;
         for l in &cfg.luns {
-            let o = open_lun(l, &self.backends).await?;
-            if items.iter().any(|i| i.identity == o.identity) {
-                bail!("image {} is configured twice", o.identity);
+            let identity = static_identity(l);
+            if !seen.insert(identity.clone()) {
+                bail!("image {identity} is configured twice");
+            }
+            let known = self
+                .statics
+                .iter()
+                .find(|k| k.identity == identity && l.s3.as_ref() == Some(&k.url))
+                .cloned();
+            let opened = match (&known, sync) {
+                (Some(k), false) => open_s3(
+                    &k.url,
+                    &info_of(k),
+                    &key_of(k),
+                    identity.clone(),
+                    &self.backends,
+                ),
+                _ => open_lun(l, &self.backends).await,
+            };
+            let o = match (opened, known) {
+                (Ok(o), _) => o,
+                (Err(e), Some(k)) => {
+                    self.static_unavailable += 1;
+                    warn!(image = %identity, error = format!("{e:#}"), "static LUN unreadable: serving its last known version (cached bytes; NOT READY for the rest until S3 answers)");
+                    match open_s3(
+                        &k.url,
+                        &info_of(&k),
+                        &key_of(&k),
+                        identity.clone(),
+                        &self.backends,
+                    ) {
+                        Ok(o) => o,
+                        Err(e) => {
+                            error!(image = %identity, error = format!("{e:#}"), "static LUN not served");
+                            unopened.push(identity);
+                            continue;
+                        }
+                    }
+                }
+                (Err(e), None) => {
+                    self.static_unavailable += 1;
+                    error!(image = %identity, error = format!("{e:#}"), "static LUN not served: it cannot be opened (the other LUNs are)");
+                    unopened.push(identity);
+                    continue;
+                }
+            };
+            if let (Some(url), Some((info, key))) = (&l.s3, &o.object) {
+                statics.push(known_of(
+                    &identity,
+                    Origin::Static,
+                    url,
+                    &identity,
+                    info,
+                    key,
+                ));
             }
             items.push(Item {
                 identity: o.identity,
                 version: o.version,
                 pinned: l.lun,
                 store: o.store,
-                from_catalog: false,
+                origin: Origin::Static,
                 reservations: l.reservations.unwrap_or(false),
             });
         }
+        // Unreadable ones stay known for their return.
+        for k in &self.statics {
+            if unopened.contains(&k.identity)
+                || (!sync && !statics.iter().any(|s| s.identity == k.identity))
+            {
+                statics.push(k.clone());
+            }
+        }
+        self.statics = statics;
         for e in &self.catalog {
-            if items.iter().any(|i| i.identity == e.identity) {
+            if seen.contains(&e.identity) {
                 warn!(image = %e.image_id, "also configured statically: the [[lun]] entry wins");
                 continue;
             }
             match open_s3(&e.url, &e.info, &e.key, e.identity.clone(), &self.backends) {
                 // Catalog images are the shared boot images: never reservable.
-                Ok(o) => items.push(Item {
-                    identity: o.identity,
-                    version: o.version,
-                    pinned: None,
-                    store: o.store,
-                    from_catalog: true,
-                    reservations: false,
-                }),
+                Ok(o) => {
+                    seen.insert(o.identity.clone());
+                    items.push(Item {
+                        identity: o.identity,
+                        version: o.version,
+                        pinned: None,
+                        store: o.store,
+                        origin: e.origin,
+                        reservations: false,
+                    })
+                }
                 Err(err) => {
                     warn!(image = %e.image_id, error = format!("{err:#}"), "catalog image skipped")
                 }
             }
         }
-        Ok(items)
+        Ok((items, unopened))
     }
 }
 
@@ -358,6 +474,6 @@ struct Item {
     version: String,
     pinned: Option<u64>,
     store: Arc<dyn BlockStore>,
-    from_catalog: bool,
+    origin: Origin,
     reservations: bool,
 }

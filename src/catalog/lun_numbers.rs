@@ -9,12 +9,17 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::shared_map::{give_numbers, Numbers};
+use crate::store::served::Origin;
+
+/// The state file's format. 1 (no `format` key): origins were free strings and
+/// static S3 LUNs were not kept; 2: typed origins, static S3 LUNs kept too.
+pub const FORMAT: u32 = 2;
 
 /// A catalog image as last seen, so a restart can serve it before the first scan.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KnownImage {
     pub image_id: String,
-    pub origin: String,
+    pub origin: Origin,
     pub url: String,
     pub identity: String,
     pub size: u64,
@@ -37,6 +42,9 @@ pub struct Retiring {
 
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LunMap {
+    /// [`FORMAT`] when written; absent in the first format.
+    #[serde(default)]
+    format: u32,
     /// Identity string -> LUN number.
     assigned: BTreeMap<String, u64>,
     /// Numbers whose image went away; kept so they are never reused.
@@ -59,18 +67,46 @@ impl LunMap {
     /// file is an error: silently renumbering LUNs would be worse than not starting.
     pub fn load(path: &Path) -> anyhow::Result<LunMap> {
         let mut map = match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice::<LunMap>(&bytes)
+            Ok(bytes) => LunMap::parse(&bytes)
                 .with_context(|| format!("parsing LUN state file {}", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => LunMap::default(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => LunMap::ephemeral(),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
         map.path = Some(path.to_path_buf());
         Ok(map)
     }
 
+    /// Parse a state file of any format this version knows, migrating older ones:
+    /// format 1's origins were strings, of which only "prefix", "manifest" and
+    /// "ims" were ever written.
+    pub fn parse(bytes: &[u8]) -> anyhow::Result<LunMap> {
+        let mut v: serde_json::Value = serde_json::from_slice(bytes)?;
+        let format = v.get("format").and_then(|f| f.as_u64()).unwrap_or(1);
+        if format > u64::from(FORMAT) {
+            anyhow::bail!("state file format {format} is newer than this s3lun ({FORMAT})");
+        }
+        if format < 2 {
+            if let Some(known) = v.get_mut("known").and_then(|k| k.as_array_mut()) {
+                for k in known {
+                    let was = k.get("origin").and_then(|o| o.as_str()).unwrap_or("");
+                    let now = Origin::parse(was)
+                        .filter(|o| o.is_catalog())
+                        .unwrap_or(Origin::Manifest);
+                    k["origin"] = serde_json::Value::from(now.as_str());
+                }
+            }
+        }
+        let mut map: LunMap = serde_json::from_value(v)?;
+        map.format = FORMAT;
+        Ok(map)
+    }
+
     /// An in-memory map (no state file configured).
     pub fn ephemeral() -> LunMap {
-        LunMap::default()
+        LunMap {
+            format: FORMAT,
+            ..LunMap::default()
+        }
     }
 
     fn used(&self, n: u64) -> bool {
@@ -130,6 +166,18 @@ impl LunMap {
     pub fn adopt(&mut self, shared: &Numbers) {
         self.assigned = shared.assigned.clone();
         self.retired = shared.retired.clone();
+    }
+
+    /// Take the shared map's bindings for identities this instance holds none for,
+    /// where the number is free here: a worker that cannot write the map (a fresh
+    /// disk on a server refusing conditional writes) still serves what the map
+    /// already numbers. Bindings held here win.
+    pub fn adopt_unheld(&mut self, shared: &Numbers) {
+        for (identity, &n) in &shared.assigned {
+            if !self.assigned.contains_key(identity) && !self.used(n) {
+                self.assigned.insert(identity.clone(), n);
+            }
+        }
     }
 
     /// The number the shared map gives `identity` (None: none yet), checked against

@@ -10,6 +10,7 @@ use super::manifest::{self, ManifestError, Rootfs};
 use crate::config::CatalogConfig;
 use crate::store::key::{content_key, ContentKey};
 use crate::store::s3::{parse_url, Listed, ObjectInfo, S3Client};
+use crate::store::served::Origin;
 use crate::store::StoreError;
 
 /// Manifests are small; anything bigger is not one.
@@ -20,8 +21,7 @@ const MAX_MANIFEST: u64 = 1 << 20;
 pub struct Entry {
     /// Manifest image id, or object name under a prefix.
     pub image_id: String,
-    /// "manifest", "ims" or "prefix".
-    pub origin: &'static str,
+    pub origin: Origin,
     pub url: String,
     /// What the LIO-compatible identity is computed from.
     pub identity: String,
@@ -47,7 +47,41 @@ pub struct Scan {
     pub entries: Vec<Entry>,
     pub problems: Vec<Problem>,
     /// Sources that could not be read at all (S3 down): keep the previous set.
-    pub failed_sources: Vec<String>,
+    pub failed_sources: Vec<Source>,
+}
+
+/// A catalog source, as a failed scan names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A manifest bucket.
+    Bucket(String),
+    /// A prefix URL (`s3://bucket/prefix/`).
+    Prefix(String),
+    Ims,
+}
+
+impl Source {
+    /// Whether an image of `origin` at `url` may have come from this source: while
+    /// the source cannot be read, such images are kept as last seen. A manifest
+    /// names its rootfs anywhere, so a failed manifest bucket keeps every manifest
+    /// image (more kept for a while, never one dropped).
+    pub fn covers(&self, origin: Origin, url: &str) -> bool {
+        match self {
+            Source::Bucket(_) => origin == Origin::Manifest,
+            Source::Prefix(p) => origin == Origin::Prefix && url.starts_with(p.as_str()),
+            Source::Ims => origin == Origin::Ims,
+        }
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Bucket(b) => write!(f, "s3://{b}"),
+            Source::Prefix(p) => f.write_str(p),
+            Source::Ims => f.write_str("ims"),
+        }
+    }
 }
 
 impl Scan {
@@ -113,7 +147,7 @@ struct ManifestJob {
     bucket: String,
     key: String,
     image_id: String,
-    origin: &'static str,
+    origin: Origin,
     /// Its ETag if known without asking (listing, IMS).
     etag: Option<String>,
     /// Its size, when a listing gave it with the ETag.
@@ -123,7 +157,7 @@ struct ManifestJob {
 /// One image to HEAD (or not) and project.
 struct ImageJob {
     image_id: String,
-    origin: &'static str,
+    origin: Origin,
     url: String,
     identity: String,
     etag: Option<String>,
@@ -192,7 +226,7 @@ pub async fn scan(
             Ok(k) => k,
             Err(e) => {
                 warn!(bucket, error = %e, "cannot list manifests");
-                w.s.failed_sources.push(format!("s3://{bucket}"));
+                w.s.failed_sources.push(Source::Bucket(bucket.clone()));
                 continue;
             }
         };
@@ -208,7 +242,7 @@ pub async fn scan(
                     bucket: bucket.clone(),
                     key: l.key.clone(),
                     image_id: l.key.trim_end_matches("/manifest.json").to_string(),
-                    origin: "manifest",
+                    origin: Origin::Manifest,
                     etag: l.etag.clone(),
                     size: Some(l.size),
                 });
@@ -226,7 +260,7 @@ pub async fn scan(
             Ok(k) => k,
             Err(e) => {
                 warn!(prefix = %prefix_url, error = %e, "cannot list prefix");
-                w.s.failed_sources.push(prefix_url.clone());
+                w.s.failed_sources.push(Source::Prefix(prefix_url.clone()));
                 continue;
             }
         };
@@ -238,7 +272,7 @@ pub async fn scan(
             let name = l.key.rsplit('/').next().unwrap_or(&l.key).to_string();
             prefix_images.push(ImageJob {
                 image_id: name,
-                origin: "prefix",
+                origin: Origin::Prefix,
                 identity: url.clone(),
                 url,
                 etag: None,
@@ -252,7 +286,7 @@ pub async fn scan(
             Err(e) => {
                 // The last good catalog stays served (a failed source keeps its set).
                 w.s.problem("IMS", e.kind(), e.to_string(), false);
-                w.s.failed_sources.push("ims".into());
+                w.s.failed_sources.push(Source::Ims);
             }
             Ok(list) => {
                 for m in list {
@@ -273,7 +307,7 @@ pub async fn scan(
                         bucket,
                         key,
                         image_id: m.id,
-                        origin: "ims",
+                        origin: Origin::Ims,
                         etag,
                         size,
                     });
@@ -284,13 +318,19 @@ pub async fn scan(
 
     // Manifests: the changed ones read, MAX_IN_FLIGHT at a time.
     let mem = &*memory;
-    let read: Vec<_> = futures::stream::iter(jobs.iter().map(|job| {
-        let remembered = mem.manifests.get(&(job.bucket.clone(), job.key.clone()));
-        read_manifest(client, job, remembered)
-    }))
-    .buffered(MAX_IN_FLIGHT)
-    .collect()
-    .await;
+    // Futures collected first: a stream holding the closure would not be `Send`
+    // for a spawned scan (rustc's higher-ranked closure inference).
+    let reads: Vec<_> = jobs
+        .iter()
+        .map(|job| {
+            let remembered = mem.manifests.get(&(job.bucket.clone(), job.key.clone()));
+            read_manifest(client, job, remembered)
+        })
+        .collect();
+    let read: Vec<_> = futures::stream::iter(reads)
+        .buffered(MAX_IN_FLIGHT)
+        .collect()
+        .await;
     let mut manifests = HashMap::new();
     let mut images = Vec::new();
     for (job, result) in jobs.iter().zip(read) {
@@ -317,40 +357,44 @@ pub async fn scan(
     images.extend(prefix_images);
 
     // Images: HEADed where the listing (or the manifest) says they changed.
-    let heads: Vec<_> = futures::stream::iter(images.iter().map(|img| {
-        let listed = listings.get(&img.url);
-        let remembered = mem.objects.get(&img.url);
-        async move {
-            let listed_etag = listed.flatten().and_then(|(_, e)| e.clone());
-            match (listed, remembered) {
-                // Listed where it should be and not there: no HEAD needed.
-                (Some(None), _) => Err(StoreError::NotFound(img.url.clone())),
-                // A rootfs its manifest names by ETag: the listing's size and ETag are
-                // all the content key needs (a mismatch shows there too).
-                (Some(Some((size, Some(e)))), _) if img.etag.is_some() => Ok((
-                    listed_etag.clone(),
-                    ObjectInfo {
-                        size: *size,
-                        etag: Some(e.clone()),
-                        version_id: None,
-                        metadata: Default::default(),
-                    },
-                )),
-                (Some(Some(_)), Some((was, info))) if *was == listed_etag && was.is_some() => {
-                    Ok((listed_etag, info.clone()))
-                }
-                (None, Some((_, info))) if !img.manifest_changed => Ok((None, info.clone())),
-                _ => {
-                    let (bucket, key) =
-                        parse_url(&img.url).ok_or_else(|| StoreError::NotFound(img.url.clone()))?;
-                    client.head(&bucket, &key).await.map(|i| (listed_etag, i))
+    let heads: Vec<_> = images
+        .iter()
+        .map(|img| {
+            let listed = listings.get(&img.url);
+            let remembered = mem.objects.get(&img.url);
+            async move {
+                let listed_etag = listed.flatten().and_then(|(_, e)| e.clone());
+                match (listed, remembered) {
+                    // Listed where it should be and not there: no HEAD needed.
+                    (Some(None), _) => Err(StoreError::NotFound(img.url.clone())),
+                    // A rootfs its manifest names by ETag: the listing's size and ETag are
+                    // all the content key needs (a mismatch shows there too).
+                    (Some(Some((size, Some(e)))), _) if img.etag.is_some() => Ok((
+                        listed_etag.clone(),
+                        ObjectInfo {
+                            size: *size,
+                            etag: Some(e.clone()),
+                            version_id: None,
+                            metadata: Default::default(),
+                        },
+                    )),
+                    (Some(Some(_)), Some((was, info))) if *was == listed_etag && was.is_some() => {
+                        Ok((listed_etag, info.clone()))
+                    }
+                    (None, Some((_, info))) if !img.manifest_changed => Ok((None, info.clone())),
+                    _ => {
+                        let (bucket, key) = parse_url(&img.url)
+                            .ok_or_else(|| StoreError::NotFound(img.url.clone()))?;
+                        client.head(&bucket, &key).await.map(|i| (listed_etag, i))
+                    }
                 }
             }
-        }
-    }))
-    .buffered(MAX_IN_FLIGHT)
-    .collect()
-    .await;
+        })
+        .collect();
+    let heads: Vec<_> = futures::stream::iter(heads)
+        .buffered(MAX_IN_FLIGHT)
+        .collect()
+        .await;
     let mut objects = HashMap::new();
     for (img, head) in images.into_iter().zip(heads) {
         if let Ok((listed, info)) = &head {

@@ -35,6 +35,14 @@ pub struct CatalogStats {
     pub skipped: AtomicU64,
     /// Images the last build had no LUN number for.
     pub unnumbered: AtomicU64,
+    /// Static S3 LUNs the last build could not HEAD (served from their last known
+    /// version, cached bytes only, or not at all when never seen).
+    pub static_unavailable: AtomicU64,
+    /// Scans cancelled at their time limit, by a reload or by a stop.
+    pub scans_abandoned: AtomicU64,
+    /// 1 when the last scan could not read some source (its images kept as last
+    /// known), else 0.
+    pub last_scan_failed: AtomicU64,
     /// Problems by kind, over all scans.
     pub problems: Mutex<BTreeMap<&'static str, u64>>,
     /// How long scans take (listing, manifests, HEADs).
@@ -42,12 +50,18 @@ pub struct CatalogStats {
 }
 
 impl CatalogStats {
+    /// Take a scan's counts (the images served are set once it is applied). A
+    /// source that could not be read keeps its last good images, and the gauges
+    /// keep their last good values; `s3lun_catalog_last_scan_failed` says so.
     pub fn record(&self, scan: &Scan) {
         self.scans.fetch_add(1, Ordering::Relaxed);
-        self.images
-            .store(scan.entries.len() as u64, Ordering::Relaxed);
-        let skipped = scan.problems.iter().filter(|p| p.skipped).count() as u64;
-        self.skipped.store(skipped, Ordering::Relaxed);
+        let failed = !scan.failed_sources.is_empty();
+        self.last_scan_failed
+            .store(u64::from(failed), Ordering::Relaxed);
+        if !failed {
+            let skipped = scan.problems.iter().filter(|p| p.skipped).count() as u64;
+            self.skipped.store(skipped, Ordering::Relaxed);
+        }
         let mut m = self.problems.lock().unwrap_or_else(|p| p.into_inner());
         for p in &scan.problems {
             *m.entry(p.kind).or_default() += 1;
@@ -271,8 +285,26 @@ impl Metrics {
         gauge(
             &mut r,
             "s3lun_catalog_images",
-            "Images the last scan would serve",
+            "Catalog images served (a source that could not be read keeps its last good images)",
             ld(&cat.images),
+        );
+        gauge(
+            &mut r,
+            "s3lun_catalog_last_scan_failed",
+            "1 when the last scan could not read a source (its last good images kept), else 0",
+            ld(&cat.last_scan_failed),
+        );
+        counter(
+            &mut r,
+            "s3lun_catalog_scans_abandoned",
+            "Scans cancelled at their time limit, by a reload or by a stop",
+            ld(&cat.scans_abandoned),
+        );
+        gauge(
+            &mut r,
+            "s3lun_static_luns_unavailable",
+            "Static S3 LUNs whose object could not be read at the last scan (served from their last known version, cached bytes only, or not at all)",
+            ld(&cat.static_unavailable),
         );
         gauge(
             &mut r,

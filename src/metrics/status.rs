@@ -155,7 +155,7 @@ impl Status {
                     }
                 };
                 let source = &lun.info.identity.source;
-                let origin = match (b.from_catalog, source.starts_with("s3://")) {
+                let origin = match (b.from_catalog(), source.starts_with("s3://")) {
                     (true, _) => "catalog",
                     (false, true) => "s3",
                     (false, false) => "file",

@@ -28,6 +28,56 @@ pub struct LunStats {
     pub errors: AtomicU64,
 }
 
+/// Where a served image comes from. Kept in the state file (lowercase names), so an
+/// IMS image is still an IMS image after a restart with IMS unreachable.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// A `[[lun]]` of the configuration (or `--lun`).
+    Static,
+    /// A boot manifest found in a manifest bucket.
+    Manifest,
+    /// An object under a catalog prefix (PE images).
+    Prefix,
+    /// A boot manifest IMS links to.
+    Ims,
+}
+
+impl Origin {
+    pub const ALL: [Origin; 4] = [
+        Origin::Static,
+        Origin::Manifest,
+        Origin::Prefix,
+        Origin::Ims,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Static => "static",
+            Origin::Manifest => "manifest",
+            Origin::Prefix => "prefix",
+            Origin::Ims => "ims",
+        }
+    }
+
+    /// A catalog image: retires when it leaves the catalog, never reservable.
+    pub fn is_catalog(self) -> bool {
+        self != Origin::Static
+    }
+
+    pub fn parse(s: &str) -> Option<Origin> {
+        Origin::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The store behind one LUN and what retirement needs to know about it. Carried
 /// over whole when a LUN is unchanged, so its read clock and counters survive
 /// rebuilds.
@@ -37,18 +87,23 @@ pub struct Backing {
     pub stats: Arc<LunStats>,
     /// Unix seconds of the last read a session made of this LUN (0: never).
     pub last_read: Arc<AtomicU64>,
-    /// A catalog image (retires when it leaves the catalog) rather than a `[[lun]]`.
-    pub from_catalog: bool,
+    /// Where the image comes from: a catalog image retires when it leaves the
+    /// catalog, a `[[lun]]` when the configuration drops it.
+    pub origin: Origin,
 }
 
 impl Backing {
-    pub fn new(store: Arc<dyn BlockStore>, from_catalog: bool) -> Backing {
+    pub fn new(store: Arc<dyn BlockStore>, origin: Origin) -> Backing {
         Backing {
             store,
             stats: Arc::default(),
             last_read: Arc::new(AtomicU64::new(0)),
-            from_catalog,
+            origin,
         }
+    }
+
+    pub fn from_catalog(&self) -> bool {
+        self.origin.is_catalog()
     }
 
     /// A session read this LUN now. Stored once a second at most: every session's
@@ -97,7 +152,7 @@ impl ServedLuns {
         let table = LunTable::single(store.size(), identity);
         ServedLuns {
             table: Arc::new(table),
-            backing: BTreeMap::from([(0, Backing::new(store, false))]),
+            backing: BTreeMap::from([(0, Backing::new(store, Origin::Static))]),
             retiring: Vec::new(),
         }
     }

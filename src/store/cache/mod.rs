@@ -247,10 +247,15 @@ impl ChunkCache {
     /// Wait until every chunk handed to the write-behind task is written (or has
     /// failed), woken by the task itself; gives up after [`FLUSH_LIMIT`].
     pub fn flush(&self) {
+        self.flush_within(FLUSH_LIMIT)
+    }
+
+    /// [`Self::flush`], giving up after `limit` (an exit has a fixed time).
+    pub fn flush_within(&self, limit: Duration) {
         let w = lock(&self.writing);
         let _ = self
             .written
-            .wait_timeout_while(w, FLUSH_LIMIT, |w| !w.chunks.is_empty());
+            .wait_timeout_while(w, limit.min(FLUSH_LIMIT), |w| !w.chunks.is_empty());
     }
 
     /// End the write-behind task once it has written what it holds: a stopping
