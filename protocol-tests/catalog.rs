@@ -412,7 +412,7 @@ fn ims_endpoint_projects_only_tagged_images() {
     std::fs::write(&token, "sekrit-token\n").unwrap();
     let port = free_port();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("protocol-tests/s3/fake_ims.py");
-    let _ims = Child(
+    let ims = Child(
         Command::new("python3")
             .args([
                 script.to_str().unwrap(),
@@ -433,7 +433,8 @@ fn ims_endpoint_projects_only_tagged_images() {
         std::fs::write(
             &cfg,
             format!(
-                "[s3]\nendpoint = \"{}\"\naccess_key = \"test\"\nsecret_key = \"test\"\n[cache]\ndir = \"{}\"\n[catalog]\nims_url = \"http://127.0.0.1:{port}/v3/images\"\nims_token_file = \"{}\"\n",
+                "state_file = \"{}\"\n[s3]\nendpoint = \"{}\"\naccess_key = \"test\"\nsecret_key = \"test\"\n[cache]\ndir = \"{}\"\n[catalog]\nims_url = \"http://127.0.0.1:{port}/v3/images\"\nims_token_file = \"{}\"\nrefresh_secs = 1\n",
+                d.join("luns.json").display(),
                 moto.endpoint,
                 d.join("cache").display(),
                 token_file.display()
@@ -478,6 +479,27 @@ fn ims_endpoint_projects_only_tagged_images() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(report_luns(&srv), vec![0]);
+    drop(srv);
+    // IMS down at a restart: its image keeps its number and its origin.
+    drop(ims);
+    let (srv, mport) = Server::start_config(&cfg);
+    assert_eq!(report_luns(&srv), vec![0]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(mport, "s3lun_catalog_last_scan_failed") != 1 {
+        assert!(Instant::now() < deadline, "no scan failed without IMS");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(report_luns(&srv), vec![0], "a failed IMS keeps its images");
+    assert_eq!(
+        metric(mport, "s3lun_catalog_images"),
+        1,
+        "the gauge keeps the last good catalog"
+    );
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("luns.json")).unwrap()).unwrap();
+    assert_eq!(state["format"], 2);
+    assert_eq!(state["known"][0]["origin"], "ims", "{state}");
 }
 
 #[test]

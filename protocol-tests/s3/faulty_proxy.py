@@ -188,6 +188,11 @@ class Handler(socketserver.BaseRequestHandler):
                 respond(sock, r.status, r.reason, out_headers, b"", declared=int(length))
                 # respond() wrote no body: HEAD has none.
                 continue
+            if mode == "stall-body":
+                # Headers and half the body, then nothing: a read stuck mid-body.
+                respond(sock, r.status, r.reason, out_headers, data[: len(data) // 2], declared=len(data))
+                time.sleep(60)
+                return
             if mode == "truncate":
                 respond(sock, r.status, r.reason, out_headers, data[: len(data) // 2], declared=len(data))
                 sock.shutdown(socket.SHUT_RDWR)

@@ -21,6 +21,10 @@ use crate::store::served::{unix_now, Backing, Origin};
 use crate::store::BlockStore;
 use crate::store::ServedLuns;
 
+/// How long start-up waits for S3 to open static LUNs it has never seen: the
+/// listeners come up after this at the latest, whatever S3 does.
+const START_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Builds LUN tables; keeps what must persist between builds.
 pub struct Builder {
     pub map: LunMap,
@@ -366,6 +370,7 @@ impl Builder {
         let mut unopened = Vec::new();
         let mut statics = Vec::new();
         self.static_unavailable = 0;
+        let start_by = tokio::time::Instant::now() + START_WAIT;
         for l in &cfg.luns {
             let identity = static_identity(l);
             if !seen.insert(identity.clone()) {
@@ -384,6 +389,18 @@ impl Builder {
                     identity.clone(),
                     &self.backends,
                 ),
+                // Never seen, at start-up: S3 gets until the start deadline; one that
+                // does not answer by then leaves the LUN to the first scan.
+                (None, false) => {
+                    match tokio::time::timeout_at(start_by, open_lun(l, &self.backends)).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            warn!(image = %identity, "S3 did not answer at start: the LUN is opened by the first scan");
+                            unopened.push(identity);
+                            continue;
+                        }
+                    }
+                }
                 _ => open_lun(l, &self.backends).await,
             };
             let o = match (opened, known) {

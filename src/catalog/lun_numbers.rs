@@ -246,6 +246,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_first_format_state_file_is_migrated_and_a_newer_one_refused() {
+        let v1 = br#"{"assigned":{"a":0,"b":1,"c":2},"retired":[3],"known":[
+            {"image_id":"x","origin":"ims","url":"s3://b/x","identity":"a","size":1,"etag":"e","content_key":"k"},
+            {"image_id":"y","origin":"prefix","url":"s3://b/y","identity":"b","size":1,"etag":"e","content_key":"k"},
+            {"image_id":"z","origin":"something-else","url":"s3://b/z","identity":"c","size":1,"etag":"e","content_key":"k"}]}"#;
+        let m = LunMap::parse(v1).unwrap();
+        let origins: Vec<Origin> = m.known.iter().map(|k| k.origin).collect();
+        assert_eq!(origins, [Origin::Ims, Origin::Prefix, Origin::Manifest]);
+        assert_eq!(m.format, FORMAT);
+        assert_eq!(m.assigned.get("b"), Some(&1));
+        // Written back as the current format, and read again the same.
+        let again = LunMap::parse(&serde_json::to_vec(&m).unwrap()).unwrap();
+        assert_eq!(again, m);
+        let newer = br#"{"format":99,"assigned":{},"retired":[]}"#;
+        assert!(LunMap::parse(newer).is_err());
+    }
+
+    #[test]
     fn every_number_once_then_nothing_left() {
         let mut m = LunMap::ephemeral();
         m.retired = vec![5];

@@ -34,12 +34,14 @@ pub async fn rescan(
 ) -> Outcome {
     let mut guard = planner.lock().await;
     let p = &mut *guard;
+    let mut degraded = false;
     if let (false, Some(client)) = (cfg.catalog.is_empty(), &p.builder.backends.s3) {
         let started = std::time::Instant::now();
         let scan =
             crate::catalog::scan(client, &cfg.catalog, &p.builder.previous(), &mut p.memory).await;
         stats.scan_duration.observe(started.elapsed());
         stats.record(&scan);
+        degraded |= !scan.failed_sources.is_empty();
         p.builder.apply_scan(scan);
         let served = p.builder.catalog.len() as u64;
         stats.images.store(served, Ordering::Relaxed);
@@ -78,6 +80,7 @@ pub async fn rescan(
             }
             Outcome::Built {
                 luns: luns.borrow().len(),
+                degraded: degraded || p.builder.static_unavailable > 0,
             }
         }
         Err(e) => {

@@ -41,6 +41,7 @@ fn timing(cfg: &Config) -> Timing {
             0 => None,
             n => Some(Duration::from_secs(n)).filter(|_| periodic),
         },
+        retry: Duration::from_secs(30),
         // A scan is a few rounds of S3 calls, each bounded by the S3 deadline.
         scan_limit: Duration::from_secs((4 * s3_deadline).max(10)),
         drain: Duration::from_secs(cfg.drain_timeout_secs),

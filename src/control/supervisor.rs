@@ -32,8 +32,9 @@ pub enum Event {
 /// How a scan ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// A table was built (changed or not) with this many LUNs.
-    Built { luns: usize },
+    /// A table was built (changed or not) with this many LUNs; `degraded`: some
+    /// source or static LUN could not be read (retried sooner than `refresh`).
+    Built { luns: usize, degraded: bool },
     /// The reloaded configuration is bad: the running one stays.
     BadConfig(String),
     /// Nothing could be built: the current table stays.
@@ -65,6 +66,9 @@ pub enum Action {
 pub struct Timing {
     /// Between scans; `None`: only at start and on reload.
     pub refresh: Option<Duration>,
+    /// After a scan that failed or could not read everything: the next one comes
+    /// this soon (or at `refresh`, when sooner), so S3 coming back is noticed.
+    pub retry: Duration,
     /// A scan still running after this long is cancelled (every S3 call in it has
     /// its own deadline; this bounds the whole).
     pub scan_limit: Duration,
@@ -254,10 +258,24 @@ impl Supervisor {
 
     fn finish_scan(&mut self, now: Instant, outcome: Outcome, out: &mut Vec<Action>) {
         let Some(run) = self.scan.take() else { return };
-        self.next_scan = self.timing.refresh.map(|r| now + r);
+        let whole = matches!(
+            outcome,
+            Outcome::Built {
+                degraded: false,
+                ..
+            } | Outcome::BadConfig(_)
+        );
+        let retry = self
+            .timing
+            .refresh
+            .map_or(self.timing.retry, |r| r.min(self.timing.retry));
+        self.next_scan = match whole {
+            true => self.timing.refresh.map(|r| now + r),
+            false => Some(now + retry),
+        };
         if run.reload {
             let text = match &outcome {
-                Outcome::Built { luns } => format!("ok: reloaded, {luns} LUNs"),
+                Outcome::Built { luns, .. } => format!("ok: reloaded, {luns} LUNs"),
                 Outcome::BadConfig(e) => format!("error: {e}"),
                 Outcome::Failed(e) | Outcome::Fatal(e) => format!("error: {e}"),
             };

@@ -10,6 +10,7 @@ use proptest::prelude::*;
 fn timing() -> Timing {
     Timing {
         refresh: Some(Duration::from_secs(60)),
+        retry: Duration::from_secs(10),
         scan_limit: Duration::from_secs(30),
         drain: Duration::from_secs(5),
         exit_grace: Duration::from_secs(1),
@@ -42,7 +43,10 @@ fn the_first_scan_starts_at_once_and_the_next_after_refresh() {
     );
     let done = Event::ScanDone {
         scan: id,
-        outcome: Outcome::Built { luns: 3 },
+        outcome: Outcome::Built {
+            luns: 3,
+            degraded: false,
+        },
     };
     assert!(s.handle(t0 + Duration::from_secs(2), done).is_empty());
     assert_eq!(s.next_wake(), Some(t0 + Duration::from_secs(62)));
@@ -59,13 +63,17 @@ fn a_hanging_scan_is_cancelled_at_its_limit_and_the_next_one_is_scheduled() {
     assert!(a.contains(&Action::CancelScan { scan: id }));
     assert!(!s.scanning());
     assert!(matches!(s.last_outcome(), Some(Outcome::Failed(_))));
+    // A failed scan is retried sooner than the refresh.
     // Its late answer is ignored.
     let late = Event::ScanDone {
         scan: id,
-        outcome: Outcome::Built { luns: 1 },
+        outcome: Outcome::Built {
+            luns: 1,
+            degraded: false,
+        },
     };
     assert!(s.handle(t0 + Duration::from_secs(31), late).is_empty());
-    assert_eq!(s.next_wake(), Some(t0 + Duration::from_secs(90)));
+    assert_eq!(s.next_wake(), Some(t0 + Duration::from_secs(40)));
 }
 
 #[test]
@@ -80,7 +88,10 @@ fn a_reload_does_not_wait_for_a_hanging_scan() {
     assert_ne!(first, second);
     let done = Event::ScanDone {
         scan: second,
-        outcome: Outcome::Built { luns: 2 },
+        outcome: Outcome::Built {
+            luns: 2,
+            degraded: false,
+        },
     };
     let a = s.handle(t0, done);
     assert!(a.contains(&Action::Notify("READY=1".into())));
@@ -301,7 +312,10 @@ proptest! {
                         _ => r.last_started.saturating_sub(1),
                     };
                     let outcome = match outcome {
-                        0 => Outcome::Built { luns: 2 },
+                        0 => Outcome::Built {
+            luns: 2,
+            degraded: false,
+        },
                         1 => Outcome::BadConfig("bad".into()),
                         2 => Outcome::Failed("s3 down".into()),
                         _ => Outcome::Fatal("ignored".into()),
