@@ -114,7 +114,10 @@ fn aborted_and_stalled_reads_never_hold_up_the_exit() {
         let _ = read_chunk(&mut r, 0, 10);
     });
     std::thread::sleep(Duration::from_millis(500));
-    assert!(proxy.served() >= 1, "no read was broken: the test tests nothing");
+    assert!(
+        proxy.served() >= 1,
+        "no read was broken: the test tests nothing"
+    );
     let (took, code) = stop_timed(&mut srv);
     assert_eq!(code, Some(0), "exit code");
     assert!(
@@ -177,7 +180,10 @@ fn with_s3_hanging_signals_and_status_answer_at_once_and_sigterm_exits_in_time()
     std::thread::sleep(Duration::from_millis(500));
     let (answer, took) = admin(&sock, "state");
     assert!(answer.contains("scanning"), "{answer}");
-    assert!(took < Duration::from_millis(100), "admin state took {took:?}");
+    assert!(
+        took < Duration::from_millis(100),
+        "admin state took {took:?}"
+    );
     let t = Instant::now();
     let (code, body) = http_get(mport, "/status");
     let took = t.elapsed();
@@ -197,9 +203,15 @@ fn with_s3_hanging_signals_and_status_answer_at_once_and_sigterm_exits_in_time()
         std::thread::sleep(Duration::from_millis(2));
     }
     let took = t.elapsed();
-    assert!(took < Duration::from_millis(100), "SIGHUP answered in {took:?}");
+    assert!(
+        took < Duration::from_millis(100),
+        "SIGHUP answered in {took:?}"
+    );
     let log_text = std::fs::read_to_string(&log).unwrap();
-    assert!(log_text.contains("scan abandoned"), "the hanging scan was not replaced");
+    assert!(
+        log_text.contains("scan abandoned"),
+        "the hanging scan was not replaced"
+    );
     r.read_checked(&image, 8, 8);
     let (took, code) = stop_timed(&mut srv);
     assert_eq!(code, Some(0));
@@ -246,7 +258,8 @@ fn site(statics: &[&str], refresh: u64) -> Site {
 
 impl Site {
     fn put(&self, key: &str, data: &[u8]) {
-        self.moto.put(self.dir.path(), "boot-images", key, data, &[]);
+        self.moto
+            .put(self.dir.path(), "boot-images", key, data, &[]);
     }
 }
 

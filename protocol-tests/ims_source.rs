@@ -436,17 +436,26 @@ fn the_old_agents_project_rules_case_by_case() {
     let d = site.dir.path();
     let mut records = Vec::new();
     let mut want = std::collections::BTreeSet::new();
+    // Image id -> (its rootfs URL, ETag, data): duplicates name another's rootfs.
+    let mut objects = std::collections::HashMap::new();
     for (i, c) in cases.iter().enumerate() {
         let rec = &c["record"];
         let id = rec["id"].as_str().unwrap();
-        let data = pattern((1 << 20) + i, 100 + i as u64);
-        let rootfs = format!("s3://boot-images/{id}/rootfs");
+        let mut data = pattern((1 << 20) + i, 100 + i as u64);
+        let mut rootfs = format!("s3://boot-images/{id}/rootfs");
         let etag = match c["object"].as_str() {
             Some("match") => site
                 .moto
                 .put(d, "boot-images", &format!("{id}/rootfs"), &data, &[]),
+            Some("shared") => {
+                let of = c["rootfs_of"].as_str().expect("rootfs_of");
+                let (url, etag, bytes): &(String, String, Vec<u8>) = &objects[of];
+                (rootfs, data) = (url.clone(), bytes.clone());
+                etag.clone()
+            }
             _ => "00000000000000000000000000000000".to_string(),
         };
+        objects.insert(id.to_string(), (rootfs.clone(), etag.clone(), data.clone()));
         let md5 = {
             use md5::{Digest, Md5};
             hex::encode(Md5::digest(&data))
@@ -490,6 +499,8 @@ fn the_old_agents_project_rules_case_by_case() {
             );
         }
     }
+    // IMS lists by id: a duplicate that names the object worse comes first.
+    records.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
     std::fs::write(d.join("images.json"), serde_json::to_vec(&records).unwrap()).unwrap();
     std::fs::write(site.path("valid-tokens"), "t0ken\n").unwrap();
     std::fs::write(site.path("token"), "t0ken\n").unwrap();
@@ -523,6 +534,8 @@ fn the_old_agents_project_rules_case_by_case() {
         ("bad-manifest", "invalid_json"),
         ("no-rootfs", "no_rootfs"),
         ("no-manifest", "manifest_unreadable"),
+        ("dup-a-bare", "duplicate"),
+        ("dup-c-same", "duplicate"),
     ] {
         assert!(
             text.contains(&format!("SKIPPED\t{id}\t{kind}")),

@@ -1,6 +1,6 @@
 //! One pass over the configured sources.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use tracing::warn;
 
@@ -170,8 +170,6 @@ struct ImageJob {
 struct Walk<'a> {
     s: Scan,
     previous: &'a HashMap<String, (String, u64)>,
-    /// Rootfs URL -> image id serving it.
-    by_url: BTreeMap<String, String>,
 }
 
 /// Read a manifest unless `memory` holds it at the ETag known for it; returns what
@@ -216,7 +214,6 @@ pub async fn scan(
     let mut w = Walk {
         s: Scan::default(),
         previous,
-        by_url: BTreeMap::new(),
     };
     let mut listings = Listings::default();
     let mut jobs: Vec<ManifestJob> = Vec::new();
@@ -395,8 +392,17 @@ pub async fn scan(
         .buffered(MAX_IN_FLIGHT)
         .collect()
         .await;
+    let winners = winners(&images, &heads);
     let mut objects = HashMap::new();
-    for (img, head) in images.into_iter().zip(heads) {
+    for (i, (img, head)) in images.into_iter().zip(heads).enumerate() {
+        if let Some((_, first)) = winners.get(&img.url).filter(|(at, _)| *at != i) {
+            let d = format!(
+                "{} is served for image {first} (see the duplicate rule in docs/catalog.md)",
+                img.url
+            );
+            w.s.problem(&img.image_id, "duplicate", d, true);
+            continue;
+        }
         if let Ok((listed, info)) = &head {
             objects.insert(img.url.clone(), (listed.clone(), info.clone()));
         }
@@ -404,6 +410,48 @@ pub async fn scan(
     }
     *memory = ScanMemory { manifests, objects };
     w.s
+}
+
+/// How well an image's entry names its object: by the ETag S3 has (0), by an
+/// md5 (1), by nothing (2). Lower wins a duplicate.
+fn claim(img: &ImageJob, head: &Result<(Option<String>, ObjectInfo), StoreError>) -> u8 {
+    let unquote = |e: &str| e.trim_matches('"').to_ascii_lowercase();
+    let object = head
+        .as_ref()
+        .ok()
+        .and_then(|(_, i)| i.etag.as_deref())
+        .map(unquote);
+    match (&img.etag, &img.md5) {
+        (Some(e), _) if object.is_some() && object == Some(unquote(e)) => 0,
+        (_, Some(_)) => 1,
+        _ => 2,
+    }
+}
+
+/// The rule for duplicates: one LUN per object. Among the entries naming the same
+/// object, the one that names it best ([`claim`]) wins, then the lowest image id;
+/// an entry whose path is not an s3:// URL never wins. Object URL -> (index of the
+/// winner, its image id).
+fn winners(
+    images: &[ImageJob],
+    heads: &[Result<(Option<String>, ObjectInfo), StoreError>],
+) -> HashMap<String, (usize, String)> {
+    let mut best: HashMap<String, (u8, String, usize)> = HashMap::new();
+    for (i, (img, head)) in images.iter().zip(heads).enumerate() {
+        if parse_url(&img.url).is_none() {
+            continue;
+        }
+        let cand = (claim(img, head), img.image_id.clone(), i);
+        match best.get(&img.url) {
+            Some(b) if (b.0, &b.1) <= (cand.0, &cand.1) => {}
+            _ => {
+                best.insert(img.url.clone(), cand);
+            }
+        }
+    }
+    best.into_iter()
+        .map(|(url, (_, id, i))| (url, (i, id)))
+        .collect()
 }
 
 fn parse_prefix(url: &str) -> Option<(String, String)> {
@@ -465,11 +513,6 @@ impl Walk<'_> {
         let (image_id, url) = (image_id.as_str(), url.as_str());
         let (etag, md5) = (etag.as_deref(), md5.as_deref());
         let s = &mut self.s;
-        if let Some(first) = self.by_url.get(url) {
-            let d = format!("{url} is already served for image {first}");
-            s.problem(image_id, "duplicate", d, true);
-            return;
-        }
         if parse_url(url).is_none() {
             s.problem(
                 image_id,
@@ -529,7 +572,6 @@ impl Walk<'_> {
             );
             notes.push(format!("stale manifest: {why}"));
         }
-        self.by_url.insert(url.to_string(), image_id.to_string());
         s.entries.push(Entry {
             image_id: image_id.to_string(),
             origin,
