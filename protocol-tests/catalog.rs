@@ -540,10 +540,45 @@ fn a_restart_serves_the_known_images_even_with_s3_down() {
         }
         report_luns(&srv)
     };
+    // `warm` fills the cache for catalog images, under the namespaces the target
+    // reads them by: with S3 gone, their every byte is still served.
+    let out = Command::new(env!("CARGO_BIN_EXE_s3lun"))
+        .args(["warm", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for id in ["img-1", "img-2"] {
+        assert!(
+            text.contains(&format!("warmed s3://boot-images/{id}/rootfs")),
+            "{text}"
+        );
+    }
     moto.stop();
     // S3 is gone: the scan fails, yet the known images are LUNs from the first moment.
     let srv = Server::start(&["--config", cfg.to_str().unwrap()]);
     assert_eq!(report_luns(&srv), before);
+    let mut r = common::raw::Raw::session(srv.port);
+    for (lun, seed) in [(0u64, 60u64), (1, 61)] {
+        let data = pattern(CHUNK + 5, seed);
+        let blocks = (CHUNK / 512) as u16;
+        let mut got = None;
+        for _ in 0..3 {
+            let (d, st, _) = r.command(lun, &common::raw::read10(0, blocks), CHUNK as u32);
+            if st == 0 {
+                got = Some(d);
+                break;
+            }
+        }
+        assert!(
+            got.as_deref() == Some(&data[..CHUNK]),
+            "LUN {lun}: warmed bytes served without S3"
+        );
+    }
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
         report_luns(&srv),

@@ -51,7 +51,7 @@ fn run(cmd: Cmd, serving: Option<Config>, rt: &tokio::runtime::Runtime) -> anyho
             config,
             images,
             parallel,
-        } => rt.block_on(s3lun::tools::warm(&load(&config)?, &images, parallel)),
+        } => rt.block_on(s3lun::warm::warm(&load(&config)?, &images, parallel)),
         Cmd::Catalog { config } => rt.block_on(s3lun::tools::catalog(&load(&config)?)),
         Cmd::Admin { socket, command } => {
             let answer = s3lun::admin::call(&socket, &command)?;

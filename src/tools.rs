@@ -1,18 +1,17 @@
-//! Operator commands that run without the target: `warm` fills the cache for images
-//! ahead of a boot storm; `cache stats|verify|purge` inspect and clean it; `index`
-//! publishes an image's chunk digest index.
+//! Operator commands that run without the target: `cache stats|verify|purge`
+//! inspect and clean the cache; `index` publishes an image's chunk digest index;
+//! `lunmap` shows the shared map; `catalog` prints what would be served (`warm` is
+//! in [`crate::warm`]).
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use futures::stream::{self, StreamExt};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 
-use crate::assemble::{open_lun, Backends};
-use crate::config::{Config, LunConfig};
+use crate::assemble::Backends;
+use crate::config::Config;
 use crate::store::cache::ChunkCache;
 
 /// `s3lun lunmap show|retire N`: the fleet's shared LUN map, and the one way a
@@ -152,88 +151,6 @@ pub async fn index(
         ix.sha256,
         started.elapsed().as_secs_f64()
     );
-    Ok(())
-}
-
-/// Fill the cache for every S3 image of `cfg` (or just `images`, by URL or identity).
-pub async fn warm(cfg: &Config, images: &[String], parallel: usize) -> anyhow::Result<()> {
-    let mut luns: Vec<LunConfig> = cfg
-        .luns
-        .iter()
-        .filter(|l| l.s3.is_some())
-        .cloned()
-        .collect();
-    for i in images {
-        if !luns.iter().any(|l| {
-            l.s3.as_deref() == Some(i.as_str()) || l.identity.as_deref() == Some(i.as_str())
-        }) {
-            if !i.starts_with("s3://") {
-                bail!("{i} is neither an s3:// URL nor a configured image");
-            }
-            luns.push(LunConfig {
-                s3: Some(i.clone()),
-                ..LunConfig::default()
-            });
-        }
-    }
-    if !images.is_empty() {
-        luns.retain(|l| {
-            images.iter().any(|i| {
-                l.s3.as_deref() == Some(i.as_str()) || l.identity.as_deref() == Some(i.as_str())
-            })
-        });
-    }
-    if luns.is_empty() {
-        bail!("no S3 images to warm");
-    }
-    let mut with_s3 = cfg.clone();
-    with_s3.luns = luns.clone();
-    let backends = Backends::build(&with_s3, tokio::runtime::Handle::current())?;
-    for l in &luns {
-        let url = l.s3.clone().unwrap_or_default();
-        let opened = open_lun(l, &backends).await?;
-        let store = opened.store;
-        let cached = opened.cached.context("not an S3 image")?;
-        let stats = &backends.cache.stats;
-        let fetched_before = stats.fetched_bytes.load(Ordering::Relaxed);
-        let started = Instant::now();
-        let pb = ProgressBar::new(store.size());
-        pb.set_style(
-            ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        pb.set_message(url.clone());
-        let errors: usize = stream::iter(0..cached.chunk_count())
-            .map(|i| cached.chunk_future(i))
-            .buffer_unordered(parallel.max(1))
-            .map(|r| match r {
-                Ok(b) => {
-                    pb.inc(b.len() as u64);
-                    0
-                }
-                Err(e) => {
-                    pb.println(format!("error: {e}"));
-                    1
-                }
-            })
-            .fold(0, |a, b| async move { a + b })
-            .await;
-        pb.finish_and_clear();
-        let cache = Arc::clone(&backends.cache);
-        let _ = tokio::task::spawn_blocking(move || cache.flush()).await;
-        let secs = started.elapsed().as_secs_f64().max(1e-3);
-        let fetched = stats.fetched_bytes.load(Ordering::Relaxed) - fetched_before;
-        println!(
-            "warmed {url}: {} bytes in {secs:.1} s ({:.1} MB/s), {fetched} bytes fetched from S3, {errors} errors",
-            store.size(),
-            store.size() as f64 / secs / 1e6,
-        );
-        if errors > 0 {
-            bail!("{errors} chunks of {url} could not be fetched");
-        }
-    }
     Ok(())
 }
 
