@@ -8,13 +8,23 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
-use crate::login::{ChapPolicy, Credentials, LoginSettings, NegotiationPrefs};
+mod cache;
+mod catalog;
+mod chap;
+mod lun;
+mod s3;
+
+pub use cache::CacheConfig;
+pub use catalog::{CatalogConfig, LunMapConfig, DEFAULT_RETIRE_AFTER_SECS};
+pub use chap::ChapConfig;
+pub use lun::LunConfig;
+pub use s3::S3Config;
+
+use crate::login::{LoginSettings, NegotiationPrefs};
 use crate::scsi::AccessState;
 use crate::server::{ConnLimits, SessionLimits};
 use crate::session::budget::{self, TargetBudget};
 use crate::session::SessionSettings;
-use crate::store::cache::CacheSettings;
-use crate::store::s3::S3Settings;
 
 pub const DEFAULT_PORT: u16 = 3260;
 
@@ -113,250 +123,6 @@ pub struct Config {
     pub lunmap: LunMapConfig,
     #[serde(rename = "lun")]
     pub luns: Vec<LunConfig>,
-}
-
-/// CHAP credentials. Secrets are plain text, or `0x` hex, or `0b` base64; they are
-/// never logged.
-#[derive(Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ChapConfig {
-    /// Name and secret the initiator must authenticate with.
-    pub user: String,
-    pub secret: String,
-    /// Name and secret we answer with when the initiator asks for mutual CHAP.
-    pub target_user: Option<String>,
-    pub target_secret: Option<String>,
-    /// Offer SHA-256 besides MD5.
-    #[serde(default = "yes")]
-    pub sha256: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl std::fmt::Debug for ChapConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChapConfig")
-            .field("user", &self.user)
-            .field("target_user", &self.target_user)
-            .finish_non_exhaustive()
-    }
-}
-
-fn secret_bytes(s: &str) -> anyhow::Result<Vec<u8>> {
-    if s.starts_with("0x") || s.starts_with("0b") {
-        crate::login::chap::decode_binary(s).context("CHAP secret: bad hex or base64")
-    } else {
-        Ok(s.as_bytes().to_vec())
-    }
-}
-
-impl ChapConfig {
-    pub fn policy(&self) -> anyhow::Result<ChapPolicy> {
-        let target = match (&self.target_user, &self.target_secret) {
-            (Some(u), Some(s)) => Some(Credentials {
-                user: u.clone(),
-                secret: secret_bytes(s)?,
-            }),
-            (None, None) => None,
-            _ => bail!("CHAP target_user and target_secret go together"),
-        };
-        let secret = secret_bytes(&self.secret)?;
-        if secret.len() < 12 {
-            // RFC 7143 section 12.1.3: secrets of at least 96 bits.
-            bail!("CHAP secret for {} is shorter than 12 bytes", self.user);
-        }
-        Ok(ChapPolicy {
-            initiator: Some(Credentials {
-                user: self.user.clone(),
-                secret,
-            }),
-            target,
-            allow_sha256: self.sha256,
-        })
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
-#[serde(deny_unknown_fields)]
-pub struct LunConfig {
-    /// Local image file to serve (or `s3`).
-    pub path: Option<PathBuf>,
-    /// Object to serve, `s3://bucket/key` (or `path`).
-    pub s3: Option<String>,
-    /// The etag a manifest gave for the object (content key when it agrees).
-    pub etag: Option<String>,
-    /// The md5 a manifest gave for the object (content key when no etag).
-    pub md5: Option<String>,
-    /// LUN number; default: the lowest free one.
-    pub lun: Option<u64>,
-    /// String the LIO-compatible identity (serial, WWID) is computed from;
-    /// default `file://<absolute path>`, or the `s3://` URL.
-    pub identity: Option<String>,
-    /// Honour RESERVE(6)/RELEASE(6) on this LUN (default: no, they are answered as
-    /// unsupported, so no initiator can lock others out of a shared image).
-    pub reservations: Option<bool>,
-}
-
-/// How to reach S3.
-#[derive(Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct S3Config {
-    /// Endpoint URL, e.g. `http://rgw-vip.nmn` (path-style addressing is always used).
-    pub endpoint: String,
-    pub region: String,
-    /// Credentials: these, else AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, else an
-    /// s3fs-style passwd file (`ACCESS:SECRET` or `bucket:ACCESS:SECRET`).
-    pub access_key: Option<String>,
-    pub secret_key: Option<String>,
-    pub passwd_file: Option<PathBuf>,
-    pub max_parallel: usize,
-    pub attempts: u32,
-    pub attempt_timeout_secs: u64,
-    /// After this long a read fails with a retryable SCSI error.
-    pub deadline_secs: u64,
-    /// PEM bundle of the site's CA, trusted for an https endpoint besides the
-    /// system roots.
-    pub ca_file: Option<PathBuf>,
-}
-
-impl Default for S3Config {
-    fn default() -> Self {
-        S3Config {
-            endpoint: "http://127.0.0.1:9000".into(),
-            region: "us-east-1".into(),
-            access_key: None,
-            secret_key: None,
-            passwd_file: None,
-            max_parallel: 32,
-            attempts: 4,
-            attempt_timeout_secs: 10,
-            deadline_secs: 30,
-            ca_file: None,
-        }
-    }
-}
-
-impl std::fmt::Debug for S3Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3Config")
-            .field("endpoint", &self.endpoint)
-            .field("region", &self.region)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The block cache.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct CacheConfig {
-    /// Persistent tier; default `$XDG_CACHE_HOME/s3lun/blocks` (or ~/.cache/...).
-    pub dir: Option<PathBuf>,
-    pub max_bytes: u64,
-    pub memory_bytes: u64,
-    pub chunk_size: usize,
-    /// Chunks a sequential reader is read ahead by (a window fetched at a time).
-    pub readahead_chunks: usize,
-    /// Largest single ranged GET read-ahead issues (runs of missing chunks).
-    pub max_fetch_bytes: usize,
-}
-
-impl Default for CacheConfig {
-    fn default() -> Self {
-        let d = CacheSettings::default();
-        CacheConfig {
-            dir: None,
-            max_bytes: d.max_disk_bytes,
-            memory_bytes: d.memory_bytes,
-            chunk_size: d.chunk_size,
-            readahead_chunks: d.readahead,
-            max_fetch_bytes: d.max_fetch,
-        }
-    }
-}
-
-impl CacheConfig {
-    pub fn settings(&self) -> CacheSettings {
-        let dir = self.dir.clone().unwrap_or_else(|| {
-            std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-                .unwrap_or_else(std::env::temp_dir)
-                .join("s3lun/blocks")
-        });
-        CacheSettings {
-            dir: Some(dir),
-            max_disk_bytes: self.max_bytes,
-            memory_bytes: self.memory_bytes,
-            chunk_size: self.chunk_size.max(4096),
-            readahead: self.readahead_chunks,
-            max_fetch: self.max_fetch_bytes,
-        }
-    }
-}
-
-impl S3Config {
-    fn credentials(&self) -> anyhow::Result<(String, String)> {
-        let env = match (
-            std::env::var("AWS_ACCESS_KEY_ID"),
-            std::env::var("AWS_SECRET_ACCESS_KEY"),
-        ) {
-            (Ok(a), Ok(s)) => Some((a, s)),
-            _ => None,
-        };
-        self.credentials_with(env)
-    }
-
-    /// Credentials by precedence: the config, then the environment's, then the
-    /// passwd file.
-    fn credentials_with(&self, env: Option<(String, String)>) -> anyhow::Result<(String, String)> {
-        if let (Some(a), Some(s)) = (&self.access_key, &self.secret_key) {
-            return Ok((a.clone(), s.clone()));
-        }
-        if let Some(pair) = env {
-            return Ok(pair);
-        }
-        if let Some(p) = &self.passwd_file {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            for line in text
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            {
-                let parts: Vec<&str> = line.split(':').collect();
-                match parts.as_slice() {
-                    [a, s] | [_, a, s] => return Ok((a.to_string(), s.to_string())),
-                    _ => {}
-                }
-            }
-            bail!("no ACCESS:SECRET line in {}", p.display());
-        }
-        bail!("no S3 credentials: set [s3] access_key/secret_key, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or passwd_file")
-    }
-
-    pub fn settings(&self) -> anyhow::Result<S3Settings> {
-        let (access_key, secret_key) = self.credentials()?;
-        Ok(S3Settings {
-            endpoint: self.endpoint.clone(),
-            region: self.region.clone(),
-            access_key,
-            secret_key,
-            max_parallel: self.max_parallel,
-            attempts: self.attempts,
-            attempt_timeout: Duration::from_secs(self.attempt_timeout_secs.max(1)),
-            deadline: Duration::from_secs(self.deadline_secs.max(1)),
-            ca_pem: match &self.ca_file {
-                // Checked here, so a bad file stops the start with its reason.
-                Some(p) => Some(
-                    crate::tls::load_pem(p)
-                        .with_context(|| format!("[s3] ca_file {}", p.display()))?,
-                ),
-                None => None,
-            },
-        })
-    }
 }
 
 impl Default for Config {
@@ -574,73 +340,6 @@ impl Config {
     }
 }
 
-/// The `[lunmap]` section: where the fleet keeps its LUN numbers.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct LunMapConfig {
-    /// `s3://bucket/key` of the shared map object (needs `[s3]` and a server that
-    /// honours conditional writes). Unset: numbers are this instance's own.
-    pub s3: Option<String>,
-}
-
-/// A day: boot nodes keep their root mounted for weeks and read it rarely once
-/// their page cache is warm; a day of silence is a node that has moved on.
-pub const DEFAULT_RETIRE_AFTER_SECS: u64 = 24 * 3600;
-
-/// The `[catalog]` section: where images are found besides the `[[lun]]` entries.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct CatalogConfig {
-    /// Buckets whose `<image-id>/manifest.json` objects are projected.
-    pub manifest_buckets: Vec<String>,
-    /// Prefixes (`s3://bucket/PE/`) whose every object is projected.
-    pub prefixes: Vec<String>,
-    /// Seconds between scans (SIGHUP scans at once); 0: only at start and on SIGHUP.
-    pub refresh_secs: u64,
-    /// An IMS-style endpoint listing images with their manifest links (which are
-    /// projected: see `ims_require_tag`).
-    pub ims_url: Option<String>,
-    /// File holding the bearer token for `ims_url`, read again each scan.
-    pub ims_token_file: Option<std::path::PathBuf>,
-    /// A command (program and arguments, no shell) printing the bearer token on
-    /// stdout, e.g. the SPIRE agent's JWT fetch; run when the last token's JWT `exp`
-    /// is a minute away (each scan for a token without `exp`). Wins over the file.
-    pub ims_token_command: Option<Vec<String>>,
-    /// The token command is killed after this many seconds.
-    pub ims_token_timeout_secs: u64,
-    /// PEM bundle of the site's CA, trusted for `ims_url` besides the public roots.
-    pub ca_file: Option<std::path::PathBuf>,
-    /// The old agent's IMS_TAGGING: an IMS image with `metadata` is projected only
-    /// with `"sbps-project": "true"` in it (one without `metadata` always is).
-    pub ims_require_tag: bool,
-    /// An image that leaves the catalog keeps its LUN while any session has read it
-    /// within this many seconds; then it goes (REPORTED LUNS DATA HAS CHANGED).
-    pub retire_after_secs: u64,
-}
-
-impl Default for CatalogConfig {
-    fn default() -> CatalogConfig {
-        CatalogConfig {
-            manifest_buckets: Vec::new(),
-            prefixes: Vec::new(),
-            refresh_secs: 0,
-            ims_url: None,
-            ims_token_file: None,
-            ims_token_command: None,
-            ims_token_timeout_secs: 10,
-            ca_file: None,
-            ims_require_tag: true,
-            retire_after_secs: DEFAULT_RETIRE_AFTER_SECS,
-        }
-    }
-}
-
-impl CatalogConfig {
-    pub fn is_empty(&self) -> bool {
-        self.manifest_buckets.is_empty() && self.prefixes.is_empty() && self.ims_url.is_none()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -648,7 +347,7 @@ mod tests {
     /// Every TOML example in the README parses, with no unknown key.
     #[test]
     fn readme_examples_parse() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         let mut n = 0;
         for block in readme.split("```toml\n").skip(1) {
             let text = block.split("```").next().unwrap_or_default();
