@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use super::shared_map::{give_numbers, Numbers};
+use super::numbers::{give_numbers, Numbers};
 use crate::store::served::Origin;
 
 /// The state file's format. 1 (no `format` key): origins were free strings and
@@ -156,8 +156,8 @@ impl LunMap {
     /// the last known copy of the shared map.
     /// The numbers this instance holds (bindings and retired numbers), as the
     /// shared map's form.
-    pub fn held(&self) -> crate::catalog::shared_map::Numbers {
-        crate::catalog::shared_map::Numbers {
+    pub fn held(&self) -> Numbers {
+        Numbers {
             assigned: self.assigned.clone(),
             retired: self.retired.clone(),
         }
@@ -316,10 +316,7 @@ mod tests {
     #[test]
     fn the_shared_map_gives_numbers_and_pins_that_clash_are_errors() {
         let mut m = LunMap::ephemeral();
-        let shared = super::super::shared_map::Numbers::parse(
-            br#"{"assigned": {"a": 0, "b": 4}, "retired": [7]}"#,
-        )
-        .unwrap();
+        let shared = Numbers::parse(br#"{"assigned": {"a": 0, "b": 4}, "retired": [7]}"#).unwrap();
         m.adopt(&shared);
         assert_eq!(m.lookup("a", None).unwrap(), Some(0));
         assert_eq!(m.lookup("b", Some(4)).unwrap(), Some(4));

@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
-use super::shared_map::Numbers;
+use super::numbers::Numbers;
 
 /// A map read that contradicts a binding this instance holds.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -70,7 +70,10 @@ impl S3Config {
 
     /// Credentials by precedence: the config, then the environment's, then the
     /// passwd file.
-    pub(super) fn credentials_with(&self, env: Option<(String, String)>) -> anyhow::Result<(String, String)> {
+    pub(super) fn credentials_with(
+        &self,
+        env: Option<(String, String)>,
+    ) -> anyhow::Result<(String, String)> {
         if let (Some(a), Some(s)) = (&self.access_key, &self.secret_key) {
             return Ok((a.clone(), s.clone()));
         }
