@@ -397,7 +397,7 @@ pub async fn scan(
     for (i, (img, head)) in images.into_iter().zip(heads).enumerate() {
         if let Some((_, first)) = winners.get(&img.url).filter(|(at, _)| *at != i) {
             let d = format!(
-                "{} is served for image {first} (see the duplicate rule in docs/catalog.md)",
+                "{} is served for image {first} (see the duplicate rule in docs/control-plane.md)",
                 img.url
             );
             w.s.problem(&img.image_id, "duplicate", d, true);
