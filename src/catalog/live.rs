@@ -169,20 +169,7 @@ impl Builder {
 
     /// Take a scan's result. Sources that could not be read keep their images.
     pub fn apply_scan(&mut self, scan: Scan) {
-        let mut entries = scan.entries;
-        if !scan.failed_sources.is_empty() {
-            let have: HashSet<String> = entries.iter().map(|e| e.url.clone()).collect();
-            for old in &self.catalog {
-                let from_failed = scan
-                    .failed_sources
-                    .iter()
-                    .any(|src| src.covers(old.origin, &old.url));
-                if from_failed && !have.contains(&old.url) {
-                    entries.push(old.clone());
-                }
-            }
-        }
-        self.catalog = entries;
+        self.catalog = super::merge::merge(&self.catalog, scan);
         self.remember();
     }
 

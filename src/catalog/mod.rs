@@ -7,6 +7,7 @@ pub mod live;
 pub mod lun_numbers;
 pub mod manifest;
 pub mod map_bindings;
+pub mod merge;
 pub mod numbers;
 pub mod scan;
 pub mod shared_map;
