@@ -1,6 +1,7 @@
-//! The admin socket: a Unix socket (mode 0600, so only its owner, root on a worker,
-//! can use it; never on the network) taking one command per connection and
-//! answering one line. `s3lun admin` is its client.
+//! The admin socket: a Unix socket (mode 0600 from its creation, in a directory
+//! only its owner may write, so only its owner can use it; never on the network)
+//! taking one command per connection and answering one line. One per instance:
+//! by default `/run/s3lun/admin-<port>.sock`. `s3lun admin` is its client.
 //!
 //! Commands: `alua <state>` (active-optimized, active-non-optimized, standby,
 //! unavailable, transitioning), `drain`, `state`, `reload` (as SIGHUP: the config
@@ -9,10 +10,10 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
@@ -61,20 +62,98 @@ pub fn parse(line: &str) -> Result<Command, String> {
     }
 }
 
-/// Bind the socket (replacing a stale one a dead process left) and serve it,
-/// handing each command to `tx`.
-pub fn listen(path: &Path, tx: mpsc::Sender<Request>) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+/// Where the admin socket is when `admin_socket` is not set: one per instance,
+/// named by the port of its first portal (two instances cannot share a port).
+pub fn default_path(port: u16) -> PathBuf {
+    PathBuf::from(format!("{DEFAULT_DIR}/admin-{port}.sock"))
+}
+
+/// The directory `s3lun admin` looks in when given no socket.
+pub const DEFAULT_DIR: &str = "/run/s3lun";
+
+/// The socket's directory: created 0700 if missing; refused if another user owns
+/// it or others may write to it (they could put their own socket in its place).
+fn check_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display())),
+        Err(e) => Err(e).with_context(|| format!("checking {}", dir.display())),
+        Ok(m) if !m.is_dir() => bail!("{} is not a directory", dir.display()),
+        Ok(m) => {
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            let me = unsafe { libc::geteuid() };
+            if m.uid() != me && m.uid() != 0 {
+                bail!(
+                    "{} belongs to uid {}, not to this process (uid {me}) or root",
+                    dir.display(),
+                    m.uid()
+                );
+            }
+            if m.mode() & 0o022 != 0 {
+                bail!(
+                    "{} is writable by others (mode {:o}): a socket there could be replaced",
+                    dir.display(),
+                    m.mode() & 0o7777
+                );
+            }
+            Ok(())
+        }
     }
-    // A socket nobody answers on is left over from a process that died: replace it.
-    // One that answers belongs to a live instance: leave it alone.
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        anyhow::bail!("{} is in use by a running s3lun", path.display());
+}
+
+/// What is at `path` now: nothing, or a stale socket (removed). A live socket, or
+/// anything that is not a socket, is left alone with the reason.
+fn clear(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("checking {}", path.display())),
+        Ok(m) if m.file_type().is_socket() => {
+            // A socket nobody answers on is left over from a process that died:
+            // replace it. One that answers belongs to a live instance.
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                bail!("{} is in use by a running s3lun", path.display());
+            }
+            std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))
+        }
+        Ok(m) => bail!(
+            "{} exists and is not a socket ({:?}): left alone; remove it or set admin_socket",
+            path.display(),
+            m.file_type()
+        ),
     }
-    let _ = std::fs::remove_file(path);
-    let listener =
-        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+}
+
+/// The bound admin socket; removed when dropped (the process stops).
+#[derive(Debug)]
+pub struct Bound {
+    path: PathBuf,
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Bind the socket (replacing a stale one a dead process left, never anything
+/// else) and serve it, handing each command to `tx`. It is created under a umask
+/// that leaves it 0600 from its first instant.
+pub fn listen(path: &Path, tx: mpsc::Sender<Request>) -> anyhow::Result<Bound> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        check_dir(dir)?;
+    }
+    clear(path)?;
+    // SAFETY: umask only swaps the process's file creation mask; the old one is put
+    // back right after the bind.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(path);
+    unsafe { libc::umask(old) };
+    let listener = bound.with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("restricting {}", path.display()))?;
     info!(socket = %path.display(), "admin socket");
@@ -91,7 +170,37 @@ pub fn listen(path: &Path, tx: mpsc::Sender<Request>) -> anyhow::Result<()> {
             }
         }
     });
-    Ok(())
+    Ok(Bound {
+        path: path.to_path_buf(),
+    })
+}
+
+/// The socket `s3lun admin` talks to: the one given, else the config's (or its
+/// default for the config's first portal), else the only one in [`DEFAULT_DIR`].
+pub fn find(socket: Option<PathBuf>, configured: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(s) = socket.or(configured) {
+        return Ok(s);
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir(DEFAULT_DIR)
+        .with_context(|| format!("no --socket, and {DEFAULT_DIR} cannot be read"))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sock"))
+        .collect();
+    found.sort();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => bail!("no admin socket in {DEFAULT_DIR}: is s3lun running? (or pass --socket)"),
+        _ => bail!(
+            "{} admin sockets in {DEFAULT_DIR}: pass --socket or --config ({})",
+            found.len(),
+            found
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 async fn answer(stream: UnixStream, tx: mpsc::Sender<Request>) {
@@ -129,6 +238,40 @@ pub fn call(path: &Path, words: &[String]) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_socket_is_private_from_birth_and_nothing_else_is_replaced() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run/admin.sock");
+        let (tx, _rx) = mpsc::channel(1);
+        let bound = listen(&path, tx.clone()).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700, "the directory it made");
+        // A second instance at the same path: refused, the first stays.
+        assert!(listen(&path, tx.clone())
+            .unwrap_err()
+            .to_string()
+            .contains("in use"));
+        drop(bound);
+        assert!(!path.exists(), "removed at exit");
+        // A regular file is never removed.
+        std::fs::write(&path, b"precious").unwrap();
+        let e = listen(&path, tx.clone()).unwrap_err().to_string();
+        assert!(e.contains("not a socket"), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"precious");
+        // A directory others may write to is refused.
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = listen(&open.join("a.sock"), tx).unwrap_err().to_string();
+        assert!(e.contains("writable by others"), "{e}");
+        // The process's umask is back as it was.
+        let now = unsafe { libc::umask(0o022) };
+        unsafe { libc::umask(now) };
+        assert_ne!(now, 0o177);
+    }
 
     #[test]
     fn commands_parse_or_say_why_not() {

@@ -56,9 +56,13 @@ pub enum Cmd {
     /// active-optimized, active-non-optimized, standby, unavailable, transitioning),
     /// `drain` (returns when the target has drained), `state`.
     Admin {
-        /// The target's `admin_socket`.
-        #[arg(long, default_value = "/run/s3lun/admin.sock")]
-        socket: PathBuf,
+        /// The target's admin socket (default: the config's `admin_socket`, else the
+        /// one socket in /run/s3lun).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// The target's config, to find its socket.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
         #[arg(required = true)]
         command: Vec<String>,
     },
@@ -194,6 +198,12 @@ pub struct ServeArgs {
     /// Most open TCP connections from one peer address.
     #[arg(long)]
     max_connections_per_address: Option<usize>,
+    /// Most connections that have not authenticated, in total.
+    #[arg(long)]
+    max_unauthenticated: Option<usize>,
+    /// Most connections that have not authenticated, from one peer address.
+    #[arg(long)]
+    max_unauthenticated_per_address: Option<usize>,
     /// Unix socket for `s3lun admin`.
     #[arg(long)]
     admin_socket: Option<PathBuf>,
@@ -295,6 +305,12 @@ pub fn effective_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(n) = args.max_connections_per_address {
         cfg.max_connections_per_address = n;
+    }
+    if let Some(n) = args.max_unauthenticated {
+        cfg.max_unauthenticated = n;
+    }
+    if let Some(n) = args.max_unauthenticated_per_address {
+        cfg.max_unauthenticated_per_address = n;
     }
     if args.metrics_listen.is_some() {
         cfg.metrics_listen = args.metrics_listen.clone();

@@ -53,7 +53,24 @@ fn run(cmd: Cmd, serving: Option<Config>, rt: &tokio::runtime::Runtime) -> anyho
             parallel,
         } => rt.block_on(s3lun::warm::warm(&load(&config)?, &images, parallel)),
         Cmd::Catalog { config } => rt.block_on(s3lun::tools::catalog(&load(&config)?)),
-        Cmd::Admin { socket, command } => {
+        Cmd::Admin {
+            socket,
+            config,
+            command,
+        } => {
+            let configured = match &config {
+                Some(_) => {
+                    let cfg = load(&config)?;
+                    let port = cfg
+                        .listen
+                        .first()
+                        .and_then(|a| a.parse::<std::net::SocketAddr>().ok().map(|s| s.port()));
+                    let derived = port.filter(|&p| p != 0).map(s3lun::admin::default_path);
+                    cfg.admin_socket.or(derived)
+                }
+                None => None,
+            };
+            let socket = s3lun::admin::find(socket, configured)?;
             let answer = s3lun::admin::call(&socket, &command)?;
             announce(&answer);
             if answer.starts_with("error") {

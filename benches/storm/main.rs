@@ -10,6 +10,7 @@
 //!
 //! See benches/storm.sh, which runs s3lun against tgt with all of these.
 
+mod latency;
 mod link;
 mod node;
 mod procwatch;
@@ -105,6 +106,27 @@ enum Cmd {
     },
     /// What a trace reads: JSON with reads, bytes, unique bytes, extent, duration.
     Info { trace: PathBuf },
+    /// One session's 4 KiB random reads, one at a time, timed (p50, p99), while
+    /// scrapers fetch an HTTP URL: JSON.
+    Latency {
+        #[arg(long)]
+        portal: String,
+        #[arg(long)]
+        target: String,
+        #[arg(long, default_value_t = 0)]
+        lun: u64,
+        #[arg(long)]
+        image: PathBuf,
+        #[arg(long, default_value_t = 2000)]
+        reads: u32,
+        /// host:port/path to fetch, e.g. 127.0.0.1:9100/metrics.
+        #[arg(long)]
+        scrape: Option<String>,
+        #[arg(long, default_value_t = 2)]
+        scrapers: u32,
+        #[arg(long, default_value_t = 1000)]
+        every_ms: u64,
+    },
 }
 
 fn load_trace(path: &PathBuf) -> anyhow::Result<trace::Trace> {
@@ -197,6 +219,34 @@ fn main() -> anyhow::Result<()> {
                 out,
                 image_bytes,
             } => record::serve(&listen, &upstream, out, image_bytes).await,
+            Cmd::Latency {
+                portal,
+                target,
+                lun,
+                image,
+                reads,
+                scrape,
+                scrapers,
+                every_ms,
+            } => {
+                let bytes = std::fs::read(&image)
+                    .with_context(|| format!("reading {}", image.display()))?;
+                let scrape = scrape.map(|u| match u.split_once('/') {
+                    Some((a, p)) => (a.to_string(), format!("/{p}")),
+                    None => (u, "/".to_string()),
+                });
+                let l = latency::Latency {
+                    addr: portal,
+                    target,
+                    lun,
+                    reads,
+                    scrape,
+                    scrapers,
+                    every: Duration::from_millis(every_ms),
+                };
+                println!("{}", latency::run(l, &bytes).await?);
+                Ok(())
+            }
             Cmd::Info { trace } => {
                 let t = load_trace(&trace)?;
                 println!(

@@ -24,7 +24,7 @@ const LISTED: &str = "iqn.fuzz:listed";
 
 #[derive(Default)]
 struct Env {
-    admitted: RefCell<Vec<String>>,
+    admitted: RefCell<Vec<(String, SessionType)>>,
 }
 
 impl LoginEnv for Env {
@@ -34,8 +34,8 @@ impl LoginEnv for Env {
     fn session_exists(&self, _tsih: u16) -> bool {
         false
     }
-    fn admit(&self, initiator: &str, _isid: [u8; 6]) -> Result<(), LoginError> {
-        self.admitted.borrow_mut().push(initiator.to_string());
+    fn admit(&self, initiator: &str, _isid: [u8; 6], kind: SessionType) -> Result<(), LoginError> {
+        self.admitted.borrow_mut().push((initiator.to_string(), kind));
         Ok(())
     }
 }
@@ -69,8 +69,9 @@ fn run(settings: LoginSettings, data: &[u8], check: impl Fn(SessionType, &str)) 
                 let admitted = env.admitted.borrow();
                 assert_eq!(admitted.len(), 1, "admitted once: {admitted:?}");
                 assert_eq!(
-                    admitted[0], o.params.initiator_name,
-                    "the session's name is not the one admitted"
+                    admitted[0],
+                    (o.params.initiator_name.clone(), o.params.session_type),
+                    "the session is not the one admitted"
                 );
                 check(o.params.session_type, &o.params.initiator_name);
                 return;

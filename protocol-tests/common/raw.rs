@@ -41,6 +41,10 @@ impl Raw {
         let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s.set_nodelay(true).unwrap();
+        Raw::connect_with(s)
+    }
+
+    fn connect_with(s: TcpStream) -> Raw {
         Raw {
             s,
             cfg: FrameConfig {
@@ -65,6 +69,27 @@ impl Raw {
         r.login_normal(super::TARGET, &[]);
         let _ = r.command(0, &[0x00], 0);
         r
+    }
+
+    /// A raw initiator on a connection made elsewhere (from a chosen address).
+    pub fn from_stream(s: TcpStream, name: &str, isid_tail: u16) -> Raw {
+        let _ = s.set_nodelay(true);
+        let mut r = Raw::connect_with(s);
+        r.name = name.to_string();
+        r.isid[4..].copy_from_slice(&isid_tail.to_be_bytes());
+        r
+    }
+
+    /// A first login request in the security stage, not going on; its response if
+    /// one comes.
+    pub fn try_login_step(&mut self, keys: &[(&str, &str)]) -> Option<LoginResponse> {
+        let h = self.login_req(false, false, 0, 0);
+        let wire = encode_to_vec(&h, &text(keys), &self.cfg);
+        self.s.write_all(&wire).ok()?;
+        match self.recv()?.header {
+            Header::LoginResponse(r) => Some(r),
+            _ => None,
+        }
     }
 
     /// A raw initiator named `name` whose ISID ends in `isid_tail`.
@@ -155,6 +180,17 @@ impl Raw {
 
     /// A normal-session login with one-way CHAP (MD5) as `user` with `secret`.
     pub fn login_chap(&mut self, target: &str, user: &str, secret: &[u8]) {
+        assert_eq!(
+            self.try_login_chap(target, user, secret),
+            (0, 0),
+            "CHAP response"
+        );
+        let (r, _) = self.login_step(true, 1, 3, &[("HeaderDigest", "None")]);
+        assert_eq!((r.status_class, r.nsg, r.tsih != 0), (0, 3, true));
+    }
+
+    /// The security stage of a CHAP login: the status of the response to CHAP_R.
+    pub fn try_login_chap(&mut self, target: &str, user: &str, secret: &[u8]) -> (u8, u8) {
         use md5::{Digest, Md5};
         let name = self.name.clone();
         let (r, k) = self.login_step(
@@ -179,9 +215,7 @@ impl Raw {
         h.update(&challenge);
         let response = format!("0x{}", hex::encode(h.finalize()));
         let (r, _) = self.login_step(true, 0, 1, &[("CHAP_N", user), ("CHAP_R", &response)]);
-        assert_eq!((r.status_class, r.status_detail), (0, 0), "CHAP response");
-        let (r, _) = self.login_step(true, 1, 3, &[("HeaderDigest", "None")]);
-        assert_eq!((r.status_class, r.nsg, r.tsih != 0), (0, 3, true));
+        (r.status_class, r.status_detail)
     }
 
     /// A normal-session login in one PDU, whatever its outcome.

@@ -81,6 +81,18 @@ pub struct Config {
     /// answered "out of resources", beyond twice them the connection is closed.
     pub max_connections: usize,
     pub max_connections_per_address: usize,
+    /// Connections that have not completed an authenticated login, in total: past
+    /// it (or past `max_connections`), the oldest of the address holding the most is
+    /// closed to make room, never an authenticated session.
+    pub max_unauthenticated: usize,
+    /// Unauthenticated connections from one address: past it a new one is closed
+    /// unread.
+    pub max_unauthenticated_per_address: usize,
+    /// `/status` (session names, ISIDs, addresses) for any peer of `metrics_listen`;
+    /// default: loopback peers only (the public listener serves health and metrics).
+    pub public_status: bool,
+    /// Per-LUN metric series for at most this many LUNs (the most read).
+    pub metrics_lun_series: usize,
     /// A connection whose writes make no progress this long (a peer that stopped
     /// reading) is closed.
     pub write_timeout_secs: u64,
@@ -99,8 +111,10 @@ pub struct Config {
     pub discovery_chap: Option<ChapConfig>,
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9360).
     pub metrics_listen: Option<String>,
-    /// Unix socket for `s3lun admin` (ALUA state, drain); created mode 0600, so only
-    /// its owner (root on a worker) can steer the target. Never on the network.
+    /// Unix socket for `s3lun admin` (ALUA state, drain); created mode 0600 in a
+    /// directory only its owner may write, so only its owner (the service user) can
+    /// steer the target. Never on the network. Default:
+    /// `/run/s3lun/admin-<port of the first portal>.sock`, one per instance.
     pub admin_socket: Option<PathBuf>,
     /// Where a draining target sends new logins (`host:port` of peer workers); empty:
     /// they are refused as "service unavailable" and the initiator retries.
@@ -146,7 +160,7 @@ impl Default for Config {
             phase_collapse: true,
             nop_interval_secs: 5,
             nop_timeout_secs: 15,
-            login_timeout_secs: 15,
+            login_timeout_secs: 5,
             idle_timeout_secs: 0,
             discovery_idle_timeout_secs: 60,
             max_text_keys: SessionSettings::default().max_keys,
@@ -155,6 +169,10 @@ impl Default for Config {
             max_sessions_per_initiator: SessionLimits::default().per_initiator,
             max_connections: ConnLimits::default().total,
             max_connections_per_address: ConnLimits::default().per_address,
+            max_unauthenticated: ConnLimits::default().unauthenticated,
+            max_unauthenticated_per_address: ConnLimits::default().unauthenticated_per_address,
+            public_status: false,
+            metrics_lun_series: 64,
             write_timeout_secs: 30,
             max_session_buffer_bytes: budget::DEFAULT_SESSION_BYTES,
             max_buffer_bytes: budget::DEFAULT_TARGET_BYTES,
@@ -163,7 +181,7 @@ impl Default for Config {
             chap: None,
             discovery_chap: None,
             metrics_listen: None,
-            admin_socket: Some(PathBuf::from("/run/s3lun/admin.sock")),
+            admin_socket: None,
             redirect_to: Vec::new(),
             drain_timeout_secs: 30,
             drain_state: "active-non-optimized".into(),
@@ -336,6 +354,8 @@ impl Config {
         ConnLimits {
             total: self.max_connections,
             per_address: self.max_connections_per_address,
+            unauthenticated: self.max_unauthenticated,
+            unauthenticated_per_address: self.max_unauthenticated_per_address,
         }
     }
 }

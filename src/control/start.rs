@@ -33,6 +33,8 @@ pub struct Up {
     pub catalog_stats: Arc<CatalogStats>,
     pub listeners: Vec<TcpListener>,
     pub admin: mpsc::Receiver<admin::Request>,
+    /// The admin socket, removed when this is dropped.
+    pub admin_socket: Option<admin::Bound>,
 }
 
 /// A line on stdout for scripts; a closed stdout must not take the target down.
@@ -111,12 +113,6 @@ pub async fn up(cfg: &Config) -> anyhow::Result<Up> {
         ..Control::default()
     });
     let (admin_tx, admin_rx) = mpsc::channel::<admin::Request>(8);
-    if let Some(path) = &cfg.admin_socket {
-        // The default path needs root (/run); a lab run without it goes on without.
-        if let Err(e) = admin::listen(path, admin_tx) {
-            warn!(error = format!("{e:#}"), "no admin socket");
-        }
-    }
     let target = Arc::new(Target {
         login,
         session: Arc::new(cfg.session_settings()),
@@ -132,9 +128,8 @@ pub async fn up(cfg: &Config) -> anyhow::Result<Up> {
     });
     // Metrics first: once the listening line is out, everything answers.
     if let Some(addr) = &cfg.metrics_listen {
-        let l = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding metrics {addr}"))?;
+        let l =
+            std::net::TcpListener::bind(addr).with_context(|| format!("binding metrics {addr}"))?;
         announce(&format!("s3lun: metrics on {}", l.local_addr()?));
         let m = metrics::Metrics {
             target: Arc::clone(&target),
@@ -143,8 +138,12 @@ pub async fn up(cfg: &Config) -> anyhow::Result<Up> {
             catalog: Arc::clone(&catalog_stats),
             lunmap: lunmap_stats,
             started: crate::store::served::unix_now(),
+            lun_series: cfg.metrics_lun_series,
         };
-        tokio::spawn(metrics::serve(l, m));
+        let access = metrics::Access {
+            public_status: cfg.public_status,
+        };
+        metrics::spawn(l, m, access).context("starting the HTTP listener")?;
     }
     let mut listeners = Vec::new();
     for addr in &cfg.listen {
@@ -159,6 +158,23 @@ pub async fn up(cfg: &Config) -> anyhow::Result<Up> {
         info!(%bound, target = %target_name, "listening");
         listeners.push(l);
     }
+    // One socket per instance: by default named by the first portal's port.
+    let port = listeners
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .map_or(0, |a| a.port());
+    let path = cfg
+        .admin_socket
+        .clone()
+        .unwrap_or_else(|| admin::default_path(port));
+    // The default path needs root (/run); a lab run without it goes on without.
+    let admin_socket = match admin::listen(&path, admin_tx) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            warn!(error = format!("{e:#}"), "no admin socket");
+            None
+        }
+    };
     if let Some(first) = listeners.first().and_then(|l| l.local_addr().ok()) {
         // A URL a client on this host can use as printed.
         let host = match first.ip().is_unspecified() {
@@ -182,6 +198,7 @@ pub async fn up(cfg: &Config) -> anyhow::Result<Up> {
         catalog_stats,
         listeners,
         admin: admin_rx,
+        admin_socket,
     })
 }
 

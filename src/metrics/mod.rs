@@ -6,7 +6,7 @@
 pub mod http;
 pub mod status;
 
-pub use http::{serve, MAX_CONNECTIONS};
+pub use http::{spawn, Access, MAX_CONNECTIONS};
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,6 +80,8 @@ pub struct Metrics {
     pub lunmap: Option<Arc<MapStats>>,
     /// Unix seconds the target started.
     pub started: u64,
+    /// Per-LUN series for at most this many LUNs (the most read); totals always.
+    pub lun_series: usize,
 }
 
 fn counter(r: &mut Registry, name: &str, help: &str, v: u64) {
@@ -151,7 +153,14 @@ impl Metrics {
         let reads = Family::<Vec<(String, String)>, Counter>::default();
         let bytes = Family::<Vec<(String, String)>, Counter>::default();
         let errors = Family::<Vec<(String, String)>, Counter>::default();
-        for (lun, b) in served.backings() {
+        // The most read LUNs only: with thousands of LUNs, every series of every
+        // LUN would make each scrape megabytes (the totals are always there).
+        let mut all: Vec<_> = served.backings().collect();
+        if all.len() > self.lun_series {
+            all.sort_by_key(|(_, b)| std::cmp::Reverse(b.stats.reads.load(Ordering::Relaxed)));
+            all.truncate(self.lun_series);
+        }
+        for (lun, b) in all {
             let labels = vec![
                 ("lun".to_string(), lun.info.lun.to_string()),
                 ("image".to_string(), lun.info.identity.source.clone()),
@@ -204,6 +213,31 @@ impl Metrics {
             "s3lun_connections",
             "TCP connections accepted",
             ld(&sv.connections),
+        );
+        let gate = &self.target.gate;
+        gauge(
+            &mut r,
+            "s3lun_open_connections",
+            "TCP connections open",
+            gate.open() as u64,
+        );
+        gauge(
+            &mut r,
+            "s3lun_unauthenticated_connections",
+            "Connections open that have not completed an authenticated login",
+            gate.unauthenticated() as u64,
+        );
+        counter(
+            &mut r,
+            "s3lun_unauthenticated_evicted",
+            "Unauthenticated connections closed to make room (max_unauthenticated, max_connections)",
+            ld(&gate.stats.evicted),
+        );
+        counter(
+            &mut r,
+            "s3lun_unauthenticated_dropped",
+            "Connections closed unread: over an address's unauthenticated budget (max_unauthenticated_per_address)",
+            ld(&gate.stats.dropped_unauthenticated),
         );
         counter(
             &mut r,

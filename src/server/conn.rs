@@ -27,11 +27,15 @@ use super::limits::ConnGuard;
 use super::registry::SessionSlot;
 use super::wire::Wire;
 use super::{Registry, SessionInfo, Target};
-use crate::login::{LoginEnv, LoginError, Redirect};
+use crate::login::{LoginEnv, LoginError, Redirect, SessionType};
 use crate::pdu::Frame;
 use crate::session::{Connection, ConnectionConfig, Event, ReadRequest};
 use crate::store::served::LunStats;
 use crate::store::{read_padded, ReadFuture, ServedLuns, StoreError};
+
+/// The read buffer of a logged-in connection, and of one still logging in.
+const READ_BUFFER: usize = 64 * 1024;
+const PRE_LOGIN_BUFFER: usize = 1024;
 
 /// How long a closing connection waits for its last response to be written.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -56,11 +60,12 @@ impl LoginEnv for ConnEnv {
     fn session_exists(&self, tsih: u16) -> bool {
         self.registry.session_exists(tsih)
     }
-    fn admit(&self, initiator: &str, isid: [u8; 6]) -> Result<(), LoginError> {
+    fn admit(&self, initiator: &str, isid: [u8; 6], kind: SessionType) -> Result<(), LoginError> {
         if let Some(reason) = &self.refuse {
             return Err(LoginError::OutOfResources(reason.clone()));
         }
-        *self.slot.borrow_mut() = self.registry.reserve(initiator, isid)?;
+        let discovery = kind == SessionType::Discovery;
+        *self.slot.borrow_mut() = self.registry.reserve(initiator, isid, discovery)?;
         Ok(())
     }
     fn redirect(&self) -> Option<Redirect> {
@@ -239,6 +244,14 @@ impl Pump {
         }
     }
 
+    /// Logged in as a Normal session (which the target's CHAP, where configured,
+    /// guards), or as a Discovery session where discovery CHAP is required.
+    fn authenticated(&self) -> bool {
+        self.registered
+            .as_ref()
+            .is_some_and(|r| r.normal || self.target.login.discovery_chap.initiator.is_some())
+    }
+
     fn abrupt(&mut self, reason: impl Into<String>) {
         self.close.get_or_insert_with(|| (reason.into(), false));
     }
@@ -254,7 +267,7 @@ pub async fn run(
     peer: SocketAddr,
     target: Arc<Target>,
     mut shutdown: watch::Receiver<bool>,
-    _slot: ConnGuard,
+    slot: ConnGuard,
     refuse: Option<String>,
 ) {
     let _ = stream.set_nodelay(true);
@@ -311,7 +324,10 @@ pub async fn run(
     // The port group's state as it is now (a later login during a drain is asked to
     // leave in `logged_in`).
     t.control(&control);
-    let mut rbuf = BytesMut::with_capacity(64 * 1024);
+    // Small until a login completes: a stranger's silent connection costs little.
+    let mut rbuf = BytesMut::with_capacity(PRE_LOGIN_BUFFER);
+    let evicted = slot.evicted();
+    let mut authenticated = false;
     let never = Arc::new(Notify::new());
     // The connection's own timers (login deadline, pings, idle): armed at the
     // earliest deadline it reports; firing early is harmless (it re-reports).
@@ -338,6 +354,11 @@ pub async fn run(
                 Ok(_) => {
                     t.conn.handle_input(&mut rbuf, &t.env, Instant::now());
                     t.settle();
+                    if !authenticated && t.authenticated() {
+                        authenticated = true;
+                        slot.authenticated();
+                        rbuf.reserve(READ_BUFFER);
+                    }
                 }
                 Err(e) => t.abrupt(format!("read error: {e}")),
             },
@@ -362,6 +383,9 @@ pub async fn run(
             _ = kill.notified() => {
                 t.abrupt("reinstated by a new login from the same initiator");
             }
+            _ = evicted.notified(), if !authenticated => {
+                t.abrupt("unauthenticated connection closed to make room (max_unauthenticated)");
+            }
             r = luns_rx.changed() => {
                 if r.is_ok() {
                     let served = luns_rx.borrow_and_update().clone();
@@ -381,9 +405,7 @@ pub async fn run(
     }
     t.conn.end();
     if let Some(r) = &t.registered {
-        t.target
-            .registry
-            .unregister(&r.info.initiator, r.info.isid, r.info.tsih);
+        t.target.registry.unregister(&r.info);
     }
     if !writer_done {
         if t.close.as_ref().is_some_and(|(_, flush)| *flush) {

@@ -1,8 +1,10 @@
-//! Live sessions by (initiator name, ISID): TSIH allocation, session reinstatement
-//! (a new login with the same name and ISID closes the old session) and the session
-//! limits, total and per initiator. A login takes its slot when it is admitted (at
-//! its first request), not when it completes, so logins started together cannot
-//! all complete past the limits.
+//! Live sessions by (initiator name, ISID, session type): TSIH allocation, session
+//! reinstatement (a new login of the same type with the same name and ISID closes
+//! the old session; a Discovery login never touches a Normal session, RFC 7143
+//! section 6.3.5) and the session limits, total and per initiator. A login takes
+//! its slot when it is admitted, once it has authenticated and is about to enter
+//! full feature phase (so a stranger holds no slot), and counts from then until it
+//! ends, so logins finishing together cannot all complete past the limits.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,7 +17,8 @@ use tracing::info;
 use super::limits::Tally;
 use crate::login::LoginError;
 
-type Key = (String, [u8; 6]);
+/// (lowercased initiator name, ISID, discovery).
+type Key = (String, [u8; 6], bool);
 
 #[derive(Debug)]
 struct Entry {
@@ -139,7 +142,11 @@ impl Registry {
     /// Record a new session; an existing one with the same key is told to close.
     pub fn register(&self, info: Arc<SessionInfo>) -> Arc<Notify> {
         let kill = Arc::new(Notify::new());
-        let key = (info.initiator.to_ascii_lowercase(), info.isid);
+        let key = (
+            info.initiator.to_ascii_lowercase(),
+            info.isid,
+            info.discovery,
+        );
         let (initiator, tsih) = (info.initiator.clone(), info.tsih);
         let old = self.lock().live.insert(
             key,
@@ -160,10 +167,14 @@ impl Registry {
         kill
     }
 
-    pub fn unregister(&self, initiator: &str, isid: [u8; 6], tsih: u16) {
-        let key = (initiator.to_ascii_lowercase(), isid);
+    pub fn unregister(&self, info: &SessionInfo) {
+        let key = (
+            info.initiator.to_ascii_lowercase(),
+            info.isid,
+            info.discovery,
+        );
         let mut s = self.lock();
-        if s.live.get(&key).is_some_and(|e| e.info.tsih == tsih) {
+        if s.live.get(&key).is_some_and(|e| e.info.tsih == info.tsih) {
             s.live.remove(&key);
         }
     }
@@ -215,10 +226,11 @@ impl Registry {
         self: &Arc<Self>,
         initiator: &str,
         isid: [u8; 6],
+        discovery: bool,
     ) -> Result<Option<SessionSlot>, LoginError> {
         let name = initiator.to_ascii_lowercase();
         let mut s = self.lock();
-        if s.live.contains_key(&(name.clone(), isid)) {
+        if s.live.contains_key(&(name.clone(), isid, discovery)) {
             return Ok(None);
         }
         let total = s.live.len() + s.pending.total();
@@ -227,7 +239,7 @@ impl Registry {
                 "{total} sessions, with logins in progress (max_sessions)"
             )));
         }
-        let mine = s.live.keys().filter(|(n, _)| *n == name).count() + s.pending.of(&name);
+        let mine = s.live.keys().filter(|(n, _, _)| *n == name).count() + s.pending.of(&name);
         if mine >= self.limits.per_initiator {
             return Err(LoginError::OutOfResources(format!(
                 "{mine} sessions from {initiator} (max_sessions_per_initiator)"
@@ -251,7 +263,7 @@ mod tests {
     }
 
     fn admitted(r: &Arc<Registry>, name: &str, isid: u8) -> bool {
-        r.reserve(name, [isid; 6]).is_ok()
+        r.reserve(name, [isid; 6], false).is_ok()
     }
 
     #[test]
@@ -264,14 +276,33 @@ mod tests {
         r.register(info("IQN.A", [2; 6], 2));
         assert!(!admitted(&r, "iqn.a", 3));
         assert!(
-            matches!(r.reserve("iqn.a", [2; 6]), Ok(None)),
+            matches!(r.reserve("iqn.a", [2; 6], false), Ok(None)),
             "reinstatement"
         );
         assert!(admitted(&r, "iqn.b", 1));
         r.register(info("iqn.b", [1; 6], 3));
         assert!(!admitted(&r, "iqn.c", 1));
-        r.unregister("iqn.a", [1; 6], 1);
+        r.unregister(&info("iqn.a", [1; 6], 1));
         assert!(admitted(&r, "iqn.c", 1));
+    }
+
+    #[test]
+    fn a_discovery_session_never_reinstates_a_normal_one() {
+        let r = Arc::new(Registry::new(SessionLimits::default()));
+        let a = SocketAddr::from(([127, 0, 0, 1], 3260));
+        let normal = r.register(info("iqn.a", [1; 6], 1));
+        let disc = Arc::new(SessionInfo::new("iqn.a", [1; 6], 2, true, a, a));
+        let _ = r.register(Arc::clone(&disc));
+        assert_eq!(r.len(), 2, "both live");
+        // The normal session was not told to close: a permit would be stored.
+        let closed = futures::FutureExt::now_or_never(normal.notified()).is_some();
+        assert!(!closed, "a discovery login closed a normal session");
+        assert!(matches!(r.reserve("iqn.a", [1; 6], true), Ok(None)));
+        r.unregister(&disc);
+        assert_eq!(r.len(), 1);
+        // A normal one with the same key does reinstate it.
+        let _ = r.register(info("iqn.a", [1; 6], 3));
+        assert!(futures::FutureExt::now_or_never(normal.notified()).is_some());
     }
 
     #[test]
@@ -280,17 +311,17 @@ mod tests {
             total: 3,
             per_initiator: 2,
         }));
-        let a1 = r.reserve("iqn.a", [1; 6]).unwrap();
-        let a2 = r.reserve("iqn.a", [2; 6]).unwrap();
+        let a1 = r.reserve("iqn.a", [1; 6], false).unwrap();
+        let a2 = r.reserve("iqn.a", [2; 6], false).unwrap();
         assert!(!admitted(&r, "iqn.a", 3), "per initiator, counting logins");
-        let b1 = r.reserve("iqn.b", [1; 6]).unwrap();
+        let b1 = r.reserve("iqn.b", [1; 6], false).unwrap();
         assert!(!admitted(&r, "iqn.c", 1), "in total, counting logins");
         // A failed login gives its slot back; a completed one moves it to `live`.
         drop(a2);
         r.register(info("iqn.b", [1; 6], 7));
         drop(b1);
         assert_eq!(r.len(), 1);
-        let c1 = r.reserve("iqn.c", [1; 6]).unwrap();
+        let c1 = r.reserve("iqn.c", [1; 6], false).unwrap();
         assert!(!admitted(&r, "iqn.d", 1));
         drop((a1, c1));
         assert!(admitted(&r, "iqn.d", 1));

@@ -78,8 +78,15 @@ pub trait LoginEnv {
         true
     }
     /// Whether a new session from this initiator fits the configured limits; a login
-    /// with an ISID that already has a session (reinstatement) is always admitted.
-    fn admit(&self, _initiator: &str, _isid: [u8; 6]) -> Result<(), LoginError> {
+    /// with an ISID that already has a session of its type (reinstatement) is always
+    /// admitted. Asked only once the login has authenticated (CHAP where required)
+    /// and is about to enter full feature phase: a stranger takes no session slot.
+    fn admit(
+        &self,
+        _initiator: &str,
+        _isid: [u8; 6],
+        _kind: SessionType,
+    ) -> Result<(), LoginError> {
         Ok(())
     }
     /// Whether logins go elsewhere now (a draining target): every new login is
@@ -288,7 +295,7 @@ impl LoginMachine {
         // Authentication keys last: which policy applies depends on SessionType.
         self.authenticate(&pairs, &mut answers)?;
         if !self.identified {
-            self.identify(req.isid, env)?;
+            self.identify(env)?;
         }
         let policy_requires = self
             .settings
@@ -482,7 +489,7 @@ impl LoginMachine {
         finish(last, chunk, p.outcome)
     }
 
-    fn identify(&mut self, isid: [u8; 6], env: &dyn LoginEnv) -> Result<(), LoginError> {
+    fn identify(&mut self, env: &dyn LoginEnv) -> Result<(), LoginError> {
         let p = &self.neg.params;
         if p.initiator_name.is_empty() {
             return Err(LoginError::Missing("InitiatorName"));
@@ -494,19 +501,21 @@ impl LoginMachine {
             if !name.eq_ignore_ascii_case(&self.settings.target_name) {
                 return Err(LoginError::UnknownTarget(name.clone()));
             }
-            // A draining target sends new sessions elsewhere (discovery sessions are
-            // answered, with the peers' portals).
+        }
+        let listed = self.settings.may_access(&p.initiator_name);
+        if (p.session_type == SessionType::Normal && !listed) || !env.allowed(&p.initiator_name) {
+            return Err(LoginError::Forbidden(p.initiator_name.clone()));
+        }
+        // A draining target sends new sessions elsewhere (discovery sessions are
+        // answered, with the peers' portals). Only initiators the ACL lets in learn
+        // where the peers are.
+        if p.session_type == SessionType::Normal {
             match env.redirect() {
                 Some(Redirect::To(addr)) => return Err(LoginError::Redirected(addr)),
                 Some(Redirect::Unavailable) => return Err(LoginError::Unavailable),
                 None => {}
             }
         }
-        let listed = self.settings.may_access(&p.initiator_name);
-        if (p.session_type == SessionType::Normal && !listed) || !env.allowed(&p.initiator_name) {
-            return Err(LoginError::Forbidden(p.initiator_name.clone()));
-        }
-        env.admit(&p.initiator_name, isid)?;
         self.identified = true;
         Ok(())
     }
@@ -516,6 +525,8 @@ impl LoginMachine {
         req: &LoginRequest,
         env: &dyn LoginEnv,
     ) -> Result<Box<LoginOutcome>, LoginError> {
+        let p = &self.neg.params;
+        env.admit(&p.initiator_name, req.isid, p.session_type)?;
         let tsih = if req.tsih == 0 {
             env.new_tsih()
         } else if env.session_exists(req.tsih) {
