@@ -45,6 +45,8 @@ struct PreAuth {
     next: u64,
     order: BTreeMap<u64, (IpAddr, Arc<Notify>)>,
     by_addr: Tally<IpAddr>,
+    /// Evicted, not yet closed: they make room already.
+    closing: std::collections::HashSet<u64>,
 }
 
 impl PreAuth {
@@ -54,7 +56,8 @@ impl PreAuth {
         }
     }
 
-    /// Close the oldest connection of the address holding the most.
+    /// Close the oldest connection of the address holding the most; it stays open
+    /// (and counted in `open`) until its task sees the notice.
     fn evict_one(&mut self) -> bool {
         let Some(heaviest) = self.by_addr.heaviest() else {
             return false;
@@ -71,6 +74,7 @@ impl PreAuth {
             n.notify_one();
         }
         self.remove(seq);
+        self.closing.insert(seq);
         true
     }
 }
@@ -198,15 +202,17 @@ impl ConnGate {
         // Room for the new one at the expense of the oldest stranger, never of an
         // authenticated session.
         while g.pre.by_addr.total() >= self.limits.unauthenticated
-            || (g.open.total() >= self.limits.total && g.pre.by_addr.total() > 0)
+            || (g.open.total() - g.pre.closing.len() >= self.limits.total
+                && g.pre.by_addr.total() > 0)
         {
             if !g.pre.evict_one() {
                 break;
             }
             self.stats.evicted.fetch_add(1, Ordering::Relaxed);
         }
+        let closing = g.pre.closing.len();
         let c = &mut g.open;
-        let (open, mine) = (c.total(), c.of(&addr));
+        let (open, mine) = (c.total() - closing.min(c.total()), c.of(&addr));
         // Refusing politely costs a task and a socket each; past twice the limit
         // the answer is a closed connection.
         if open >= self.limits.total.saturating_mul(2)
@@ -269,6 +275,7 @@ impl Drop for ConnGuard {
         let mut g = self.gate.lock();
         g.open.remove(&self.addr);
         g.pre.remove(self.seq);
+        g.pre.closing.remove(&self.seq);
     }
 }
 
@@ -334,10 +341,12 @@ mod tests {
         assert!(futures::FutureExt::now_or_never(a1_gone.notified()).is_some());
         assert_eq!(gate.stats.evicted.load(Ordering::Relaxed), 1);
         assert_eq!(gate.unauthenticated(), 3);
-        // max_connections reached: a stranger makes room, the session stays.
+        // max_connections reached: one stranger makes room, the session stays.
         let b3 = admitted(gate.admit(c));
         assert_eq!(gate.open(), 6);
+        let before = gate.stats.evicted.load(Ordering::Relaxed);
         let _more = admitted(gate.admit(c));
+        assert_eq!(gate.stats.evicted.load(Ordering::Relaxed), before + 1, "one, not all");
         assert!(futures::FutureExt::now_or_never(session.evicted().notified()).is_none());
         drop((a1, a2, b1, b2, b3));
     }
