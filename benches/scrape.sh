@@ -3,13 +3,16 @@
 # default, one image file under that many identities) and one session's 4 KiB
 # random reads timed one at a time (s3lun-storm latency), first alone, then while
 # SCRAPERS clients fetch /metrics every second. Prints both p50s and their ratio
-# (the goal: within 1.5x). Knobs: LUNS, READS, SCRAPERS, PROFILE (release).
+# (the goal: within 1.5x). Knobs: LUNS, READS (about 10 s of reads), SCRAPERS,
+# SERIES (metrics_lun_series: per-LUN series for the most read LUNs; LUNS to see
+# every LUN's), PROFILE (release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=common.sh
 . benches/common.sh
 LUNS=${LUNS:-16384}
-READS=${READS:-3000}
+READS=${READS:-60000}
+SERIES=${SERIES:-64}
 SCRAPERS=${SCRAPERS:-2}
 PROFILE=${PROFILE:-release}
 flag=$([ "$PROFILE" = release ] && echo --release || true)
@@ -29,6 +32,7 @@ head -c $((64 << 20)) /dev/urandom >"$work/image.img"
   echo "listen = [\"127.0.0.1:$(port)\"]"
   echo "metrics_listen = \"127.0.0.1:$(port)\""
   echo "admin_socket = \"$work/admin.sock\""
+  echo "metrics_lun_series = $SERIES"
   for i in $(seq 0 $((LUNS - 1))); do
     printf '[[lun]]\npath = "%s"\nidentity = "scrape-%05d"\n' "$work/image.img" "$i"
   done
@@ -46,11 +50,11 @@ size=$(python3 -c "import urllib.request,sys;print(len(urllib.request.urlopen('h
 echo "/metrics is $size bytes"
 lat() {
   "$bin/s3lun-storm" latency --portal "$portal" --target iqn.2026-12.org.s3lun:scrape \
-    --image "$work/image.img" --reads "$READS" "$@"
+    --image "$work/image.img" "$@"
 }
-lat >/dev/null # warm the page cache and the session paths
-alone=$(lat)
-scraped=$(lat --scrape "$metrics/metrics" --scrapers "$SCRAPERS" --every-ms 1000)
+lat --reads 3000 >/dev/null # warm the page cache and the session paths
+alone=$(lat --reads "$READS")
+scraped=$(lat --reads "$READS" --scrape "$metrics/metrics" --scrapers "$SCRAPERS" --every-ms 1000)
 echo "alone:   $alone"
 echo "scraped: $scraped"
 python3 - "$alone" "$scraped" <<'PY'

@@ -268,18 +268,15 @@ fn status_is_for_loopback_and_the_admin_socket_for_its_owner() {
     let (cfg, _) = config(dir.path(), "");
     // A peer that is not loopback: an address on a dummy interface, where the
     // machine lets the test make one (root in a network namespace of its own).
-    let dummy = std::process::Command::new("ip")
-        .args(["link", "add", "s3lun-t0", "type", "dummy"])
-        .status()
-        .is_ok_and(|s| s.success())
-        && std::process::Command::new("ip")
-            .args(["addr", "add", "10.254.99.1/32", "dev", "s3lun-t0"])
-            .status()
-            .is_ok_and(|s| s.success())
-        && std::process::Command::new("ip")
-            .args(["link", "set", "s3lun-t0", "up"])
-            .status()
-            .is_ok_and(|s| s.success());
+    let ip = |args: &[&str]| {
+        std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let dummy = ip(&["link", "add", "s3lun-t0", "type", "dummy"])
+        && ip(&["addr", "add", "10.254.99.1/32", "dev", "s3lun-t0"])
+        && ip(&["link", "set", "s3lun-t0", "up"]);
     let mport = free_port();
     let listen = format!("0.0.0.0:{mport}");
     let srv = Server::start(&[
@@ -311,9 +308,7 @@ fn status_is_for_loopback_and_the_admin_socket_for_its_owner() {
         );
         assert!(get("/metrics").starts_with("HTTP/1.1 200"));
         assert!(get("/readyz").starts_with("HTTP/1.1 200"));
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", "s3lun-t0"])
-            .status();
+        ip(&["link", "del", "s3lun-t0"]);
     } else {
         eprintln!("no dummy interface here: /status from a non-loopback peer is covered by the unit test only");
     }

@@ -346,7 +346,11 @@ mod tests {
         assert_eq!(gate.open(), 6);
         let before = gate.stats.evicted.load(Ordering::Relaxed);
         let _more = admitted(gate.admit(c));
-        assert_eq!(gate.stats.evicted.load(Ordering::Relaxed), before + 1, "one, not all");
+        assert_eq!(
+            gate.stats.evicted.load(Ordering::Relaxed),
+            before + 1,
+            "one, not all"
+        );
         assert!(futures::FutureExt::now_or_never(session.evicted().notified()).is_none());
         drop((a1, a2, b1, b2, b3));
     }
