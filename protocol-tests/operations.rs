@@ -161,9 +161,11 @@ fn exposes(metrics: &str, name: &str) -> bool {
     let sample = metrics
         .lines()
         .any(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")));
-    let family = name
-        .strip_suffix("_total")
-        .is_some_and(|base| metrics.contains(&format!("# TYPE {base} counter\n")));
+    // A labelled family with no sample yet shows by its TYPE line.
+    let family = metrics.lines().any(|l| {
+        l.strip_prefix("# TYPE ")
+            .is_some_and(|t| t.split(' ').next() == Some(name))
+    });
     sample || family
 }
 
@@ -209,6 +211,39 @@ fn the_dashboard_queries_only_metrics_a_live_target_exposes() {
     );
     // The check can fail: a name that is not there is found missing.
     assert!(!exposes(&metrics, "s3lun_no_such_metric_total"));
+    // The classic text format, as its content type says: promtool finds nothing.
+    let promtool = |text: &str| {
+        let mut p = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool (scripts/test installs it)");
+        use std::io::Write as _;
+        p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        let out = p.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let said = promtool(&metrics);
+    assert!(said.trim().is_empty(), "promtool check metrics:\n{said}");
+    // It can fail: the OpenMetrics rendering (asked for by its content type) read
+    // as classic text does not pass.
+    let om = {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", mport)).unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.0\r\nAccept: application/openmetrics-text; version=1.0.0\r\n\r\n"
+        )
+        .unwrap();
+        let mut t = String::new();
+        s.read_to_string(&mut t).unwrap();
+        t
+    };
+    assert!(om.contains("application/openmetrics-text") && om.contains("# EOF"));
+    let body = om.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    assert!(!promtool(body).trim().is_empty());
 
     // The admin socket: a purge empties the cache (it shows in /status), a reload
     // answers once done.

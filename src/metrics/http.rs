@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tracing::{debug, error};
 
-use super::Metrics;
+use super::{format, Metrics};
 use crate::server;
 
 /// Connections the listener holds at once. Past it, the oldest connection that
@@ -182,10 +182,13 @@ async fn answer(
     }
     Ok(match req.uri().path() {
         "/metrics" => {
+            let accept = req.headers().get(hyper::header::ACCEPT);
+            let om = format::wants_openmetrics(accept.and_then(|a| a.to_str().ok()));
             // Encoding every series takes a while with many LUNs: on a blocking
             // thread, so health requests keep being answered meanwhile.
             match tokio::task::spawn_blocking(move || metrics.render()).await {
-                Ok(body) => text(StatusCode::OK, "text/plain; version=0.0.4", body),
+                Ok(body) if om => text(StatusCode::OK, format::OPENMETRICS, body),
+                Ok(body) => text(StatusCode::OK, format::CLASSIC, format::classic(&body)),
                 Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, PLAIN, format!("{e}\n")),
             }
         }

@@ -3,6 +3,7 @@
 //! each scrape. Per-LUN series carry the LUN number and image identity (one series
 //! per LUN; nothing per initiator). The HTTP endpoint itself is [`http`].
 
+pub mod format;
 pub mod http;
 pub mod status;
 
@@ -429,11 +430,11 @@ impl Metrics {
                 "S3 GET answers refused, never cached, by kind (range_ignored, wrong_range, no_etag, other_etag, short_body, long_body)",
                 &s.bad_answers,
             );
-            counter(
-                &mut r,
-                "s3lun_s3_latency_microseconds",
+            // Base units (seconds), as Prometheus names them.
+            r.register(
+                "s3lun_s3_read_seconds",
                 "Time spent in S3 reads",
-                ld(&s.latency_micros),
+                ConstCounter::new(ld(&s.latency_micros) as f64 / 1e6),
             );
             r.register(
                 "s3lun_s3_get_latency_seconds",
