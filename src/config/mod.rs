@@ -366,17 +366,31 @@ mod tests {
 
     /// Every TOML example in the README parses, with no unknown key.
     #[test]
-    fn readme_examples_parse() {
-        let readme = include_str!("../../README.md");
+    fn readme_and_docs_examples_parse() {
+        let docs = [
+            ("README.md", include_str!("../../README.md")),
+            (
+                "docs/configuration.md",
+                include_str!("../../docs/configuration.md"),
+            ),
+            ("docs/fleet.md", include_str!("../../docs/fleet.md")),
+            (
+                "docs/operations.md",
+                include_str!("../../docs/operations.md"),
+            ),
+            ("docs/security.md", include_str!("../../docs/security.md")),
+        ];
         let mut n = 0;
-        for block in readme.split("```toml\n").skip(1) {
-            let text = block.split("```").next().unwrap_or_default();
-            if let Err(e) = toml::from_str::<Config>(text) {
-                panic!("README example does not parse: {e}\n{text}");
+        for (name, doc) in docs {
+            for block in doc.split("```toml\n").skip(1) {
+                let text = block.split("```").next().unwrap_or_default();
+                if let Err(e) = toml::from_str::<Config>(text) {
+                    panic!("{name}: example does not parse: {e}\n{text}");
+                }
+                n += 1;
             }
-            n += 1;
         }
-        assert!(n >= 3, "{n} examples");
+        assert!(n >= 5, "{n} examples");
     }
 
     #[test]
