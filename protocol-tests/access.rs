@@ -296,7 +296,11 @@ fn status_is_for_loopback_and_the_admin_socket_for_its_owner() {
             sock.connect(&SocketAddr::from(([10, 254, 99, 1], mport)).into())
                 .unwrap();
             let mut s: TcpStream = sock.into();
-            write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
             let mut text = String::new();
             s.read_to_string(&mut text).unwrap();
             text

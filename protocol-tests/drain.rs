@@ -153,7 +153,11 @@ fn next_event(r: &mut Raw) -> Option<Header> {
 fn http_status(port: u16, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut t = String::new();
     let _ = s.read_to_string(&mut t);
     t.lines().next().unwrap_or_default().to_string()

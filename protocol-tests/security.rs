@@ -589,7 +589,7 @@ fn logins_started_together_respect_max_sessions() {
 fn http_get(port: u16, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
         .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
@@ -619,15 +619,16 @@ fn metrics_listener_is_bounded_and_accept_errors_back_off() {
     let other = http_get(mport, "/").expect("answer");
     assert!(other.starts_with("HTTP/1.1 404"), "{other}");
 
-    // 200 idle connections: at most 32 are kept, and only for the 5 s timeout.
+    // 400 idle connections: at most 256 are kept (the oldest idle one is closed for
+    // a newcomer), and only for the 2 s header timeout.
     let base = open_fds(pid);
-    let idle: Vec<TcpStream> = (0..200)
+    let idle: Vec<TcpStream> = (0..400)
         .filter_map(|_| TcpStream::connect(("127.0.0.1", mport)).ok())
         .collect();
     std::thread::sleep(Duration::from_millis(500));
     let held = open_fds(pid).saturating_sub(base);
-    println!("200 idle metrics connections: {held} descriptors held");
-    assert!(held <= 34, "{held} metrics connections kept");
+    println!("400 idle metrics connections: {held} descriptors held");
+    assert!(held <= 258, "{held} metrics connections kept");
     by.read();
     assert!(
         eventually(Duration::from_secs(10), || open_fds(pid) <= base + 1),

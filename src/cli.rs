@@ -111,6 +111,12 @@ pub enum Cmd {
         #[command(subcommand)]
         op: LunmapOp,
     },
+    /// Write the man pages or the shell completions (for packagers).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: GenerateOp,
+    },
     /// Inspect or clean the block cache.
     Cache {
         #[arg(short, long)]
@@ -118,6 +124,14 @@ pub enum Cmd {
         #[command(subcommand)]
         op: CacheOp,
     },
+}
+
+#[derive(Subcommand)]
+pub enum GenerateOp {
+    /// Man pages, one per subcommand, and s3lun.toml(5).
+    Man { dir: PathBuf },
+    /// bash, zsh and fish completions.
+    Completions { dir: PathBuf },
 }
 
 #[derive(Subcommand)]

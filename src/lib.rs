@@ -15,6 +15,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod generate;
 pub mod latency;
 pub mod logging;
 pub mod metrics;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 
-use s3lun::cli::{load, status_address, CacheOp, Cli, Cmd, LunmapOp, PACKAGED_CONFIG};
+use s3lun::cli::{load, status_address, CacheOp, Cli, Cmd, GenerateOp, LunmapOp, PACKAGED_CONFIG};
 use s3lun::config::Config;
 use s3lun::control::start::announce;
 
@@ -135,6 +135,10 @@ fn run(cmd: Cmd, serving: Option<Config>, rt: &tokio::runtime::Runtime) -> anyho
             };
             rt.block_on(s3lun::tools::lunmap(&load(&config)?, retire))
         }
+        Cmd::Generate { what } => match what {
+            GenerateOp::Man { dir } => s3lun::generate::man(&dir),
+            GenerateOp::Completions { dir } => s3lun::generate::completions(&dir),
+        },
         Cmd::Cache { config, op } => {
             let cfg = load(&config)?;
             match op {
