@@ -454,6 +454,24 @@ fn ims_endpoint_projects_only_tagged_images() {
         "untagged images projected:\n{text}"
     );
     assert!(text.contains("1 images served, 0 skipped"), "{text}");
+    // The same for scripts.
+    let out = Command::new(env!("CARGO_BIN_EXE_s3lun"))
+        .args([
+            "catalog",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--output",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(j["images"][0]["origin"], "ims", "{j}");
+    assert_eq!(j["images"][0]["image"], "aaaa", "{j}");
+    assert_eq!(
+        (j["served"].as_u64(), j["skipped"].as_u64()),
+        (Some(1), Some(0))
+    );
     // A wrong token: IMS refuses, the catalog says so and serves nothing new.
     let bad = d.join("bad-token");
     std::fs::write(&bad, "nope").unwrap();

@@ -110,7 +110,7 @@ fn status_shows_who_reads_what_and_metrics_count_per_lun() {
     );
     assert!(tree.contains("lun0"), "{tree}");
     assert!(tree.contains("o- lun1 "), "{tree}");
-    let out = s3lun(&["status", "--address", &maddr, "--json"]);
+    let out = s3lun(&["status", "--address", &maddr, "--output", "json"]);
     assert_eq!(
         json(&String::from_utf8_lossy(&out.stdout))["luns"][0]["lun"],
         0

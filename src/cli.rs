@@ -38,6 +38,7 @@ pub enum Cmd {
     Serve(Box<ServeArgs>),
     /// Fill the block cache for S3 images ahead of a boot storm.
     Warm {
+        /// The TOML configuration file.
         #[arg(short, long)]
         config: Option<PathBuf>,
         /// Images to warm (s3:// URLs or configured identities); default: all.
@@ -49,8 +50,12 @@ pub enum Cmd {
     /// Print what the catalog would serve (images, LUNs, content keys, WWIDs,
     /// problems) without starting the target.
     Catalog {
+        /// The TOML configuration file.
         #[arg(short, long)]
         config: Option<PathBuf>,
+        /// `text` (tab-separated, for people) or `json` (for scripts).
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
     /// Steer a running target through its admin socket: `alua <state>` (
     /// active-optimized, active-non-optimized, standby, unavailable, transitioning),
@@ -58,11 +63,12 @@ pub enum Cmd {
     Admin {
         /// The target's admin socket (default: the config's `admin_socket`, else the
         /// one socket in /run/s3lun).
-        #[arg(long)]
+        #[arg(long = "admin-socket", alias = "socket")]
         socket: Option<PathBuf>,
         /// The target's config, to find its socket.
         #[arg(short, long)]
         config: Option<PathBuf>,
+        /// The command and its arguments: alua STATE, drain, state, reload, purge [KEY].
         #[arg(required = true)]
         command: Vec<String>,
     },
@@ -75,13 +81,17 @@ pub enum Cmd {
         /// The target's HTTP listener (default: the config's metrics_listen).
         #[arg(long)]
         address: Option<String>,
-        /// Print the JSON as served.
-        #[arg(long)]
+        /// `text` (a tree, for people) or `json` (as served, for scripts).
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+        /// The same as `--output json` (kept for scripts written before `--output`).
+        #[arg(long, hide = true)]
         json: bool,
     },
     /// Check a configuration without serving: one line per problem, non-zero exit
     /// when there is any.
     Check {
+        /// The TOML configuration file to check.
         #[arg(short, long)]
         config: PathBuf,
     },
@@ -89,6 +99,7 @@ pub enum Cmd {
     /// (`<key>.s3lun-index`), so that every chunk fetched from S3 is checked against
     /// it. Run it after each upload; an index of another ETag is ignored.
     Index {
+        /// The TOML configuration file.
         #[arg(short, long)]
         config: Option<PathBuf>,
         /// s3://bucket/key, or a local file (with --etag)
@@ -106,6 +117,7 @@ pub enum Cmd {
     /// Show the fleet's shared LUN map, or retire a number for good (`retire N`):
     /// the only way a LUN number leaves its image. Instances that serve it keep it.
     Lunmap {
+        /// The TOML configuration file.
         #[arg(short, long)]
         config: Option<PathBuf>,
         #[command(subcommand)]
@@ -119,11 +131,19 @@ pub enum Cmd {
     },
     /// Inspect or clean the block cache.
     Cache {
+        /// The TOML configuration file.
         #[arg(short, long)]
         config: Option<PathBuf>,
         #[command(subcommand)]
         op: CacheOp,
     },
+}
+
+/// How a command prints what it found: for people or for scripts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -139,7 +159,10 @@ pub enum LunmapOp {
     /// Numbers, identities and retired numbers.
     Show,
     /// Take a number out of use for good.
-    Retire { number: u64 },
+    Retire {
+        /// The LUN number to retire.
+        number: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -151,6 +174,7 @@ pub enum CacheOp {
     /// Remove cached chunks: all, or one image's (`--key` takes its s3:// URL, its
     /// ETag or the namespace `cache stats` prints).
     Purge {
+        /// One image's chunks only: its s3:// URL, its ETag or its cache namespace.
         #[arg(long)]
         key: Option<String>,
     },

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 
-use s3lun::cli::{load, status_address, CacheOp, Cli, Cmd, GenerateOp, LunmapOp, PACKAGED_CONFIG};
+use s3lun::cli::{
+    load, status_address, CacheOp, Cli, Cmd, GenerateOp, LunmapOp, Output, PACKAGED_CONFIG,
+};
 use s3lun::config::Config;
 use s3lun::control::start::announce;
 
@@ -52,7 +54,10 @@ fn run(cmd: Cmd, serving: Option<Config>, rt: &tokio::runtime::Runtime) -> anyho
             images,
             parallel,
         } => rt.block_on(s3lun::warm::warm(&load(&config)?, &images, parallel)),
-        Cmd::Catalog { config } => rt.block_on(s3lun::tools::catalog(&load(&config)?)),
+        Cmd::Catalog { config, output } => rt.block_on(s3lun::tools::catalog(
+            &load(&config)?,
+            output == Output::Json,
+        )),
         Cmd::Admin {
             socket,
             config,
@@ -81,8 +86,10 @@ fn run(cmd: Cmd, serving: Option<Config>, rt: &tokio::runtime::Runtime) -> anyho
         Cmd::Status {
             config,
             address,
+            output,
             json,
         } => {
+            let json = json || output == Output::Json;
             let addr = match address {
                 Some(a) => a,
                 None => {

@@ -215,7 +215,7 @@ fn remove_dir(p: &Path) -> anyhow::Result<()> {
 
 /// Print what the catalog would serve, without starting the target: the tool to run
 /// when a node fails to boot.
-pub async fn catalog(cfg: &Config) -> anyhow::Result<()> {
+pub async fn catalog(cfg: &Config, json: bool) -> anyhow::Result<()> {
     let backends = Backends::build(cfg, tokio::runtime::Handle::current())?;
     let client = backends
         .s3
@@ -256,19 +256,55 @@ pub async fn catalog(cfg: &Config) -> anyhow::Result<()> {
             .collect();
         map.assign_all(&wanted);
     }
-    println!("IMAGE\tORIGIN\tLUN\tSIZE\tCONTENT KEY (SOURCE)\tWWID\tOBJECT");
+    let mut images = Vec::new();
     for e in &scan.entries {
         let lun = match shared {
-            true => match map.lookup(&e.identity, None)? {
-                Some(n) => n.to_string(),
-                None => "new".to_string(),
-            },
-            false => map.assign(&e.identity, None)?.to_string(),
+            true => map.lookup(&e.identity, None)?,
+            false => Some(map.assign(&e.identity, None)?),
         };
-        let wwid = crate::scsi::Identity::lio(&e.identity).wwid();
+        images.push(serde_json::json!({
+            "image": e.image_id,
+            "origin": e.origin.as_str(),
+            "lun": lun,
+            "size": e.info.size,
+            "content_key": e.key.key,
+            "key_source": format!("{:?}", e.key.source),
+            "wwid": crate::scsi::Identity::lio(&e.identity).wwid(),
+            "object": e.url,
+        }));
+    }
+    let now = crate::store::served::unix_now();
+    let skipped = scan.problems.iter().filter(|p| p.skipped).count();
+    if json {
+        let out = serde_json::json!({
+            "images": images,
+            "problems": scan.problems.iter().map(|p| serde_json::json!({
+                "image": p.image, "kind": p.kind, "detail": p.detail, "skipped": p.skipped,
+            })).collect::<Vec<_>>(),
+            "unreadable": scan.failed_sources.iter().map(|f| f.to_string()).collect::<Vec<_>>(),
+            "retiring": map.retiring.iter().map(|r| serde_json::json!({
+                "identity": r.identity, "lun": r.lun, "idle_secs": now.saturating_sub(r.last_read),
+            })).collect::<Vec<_>>(),
+            "served": scan.entries.len(),
+            "skipped": skipped,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!("IMAGE\tORIGIN\tLUN\tSIZE\tCONTENT KEY (SOURCE)\tWWID\tOBJECT");
+    for i in &images {
+        let lun = i["lun"]
+            .as_u64()
+            .map_or("new".to_string(), |n| n.to_string());
         println!(
-            "{}\t{}\t{lun}\t{}\t{} ({:?})\t{wwid}\t{}",
-            e.image_id, e.origin, e.info.size, e.key.key, e.key.source, e.url
+            "{}\t{}\t{lun}\t{}\t{} ({})\t{}\t{}",
+            i["image"].as_str().unwrap_or(""),
+            i["origin"].as_str().unwrap_or(""),
+            i["size"],
+            i["content_key"].as_str().unwrap_or(""),
+            i["key_source"].as_str().unwrap_or(""),
+            i["wwid"].as_str().unwrap_or(""),
+            i["object"].as_str().unwrap_or("")
         );
     }
     for p in &scan.problems {
@@ -279,7 +315,6 @@ pub async fn catalog(cfg: &Config) -> anyhow::Result<()> {
         println!("UNREADABLE\t{f}");
     }
     // As the running target last saved them: LUNs kept for their readers.
-    let now = crate::store::served::unix_now();
     for r in &map.retiring {
         let idle = now.saturating_sub(r.last_read);
         println!(

@@ -109,7 +109,7 @@ fn every_configuration_key_is_documented_and_every_documented_key_exists() {
 /// `--flag`s of every subcommand, from the clap definitions.
 fn code_flags() -> BTreeSet<String> {
     fn walk(c: &clap::Command, out: &mut BTreeSet<String>) {
-        for a in c.get_arguments() {
+        for a in c.get_arguments().filter(|a| !a.is_hide_set()) {
             if let Some(l) = a.get_long() {
                 out.insert(format!("--{l}"));
             }
@@ -210,4 +210,26 @@ fn every_metric_is_documented_and_every_documented_metric_exists() {
         unknown.is_empty(),
         "documented metrics the code does not have: {unknown:?}"
     );
+}
+
+#[test]
+fn every_command_and_argument_has_help_text() {
+    fn walk(c: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for a in c.get_arguments().filter(|a| !a.is_hide_set()) {
+            let id = a.get_id().as_str();
+            if id != "help" && id != "version" && a.get_help().is_none() {
+                missing.push(format!("{path} {id}"));
+            }
+        }
+        for s in c.get_subcommands().filter(|s| !s.is_hide_set()) {
+            let p = format!("{path} {}", s.get_name());
+            if s.get_about().is_none() {
+                missing.push(p.clone());
+            }
+            walk(s, &p, missing);
+        }
+    }
+    let mut missing = Vec::new();
+    walk(&s3lun::cli::Cli::command(), "s3lun", &mut missing);
+    assert!(missing.is_empty(), "no help text: {missing:?}");
 }
