@@ -25,8 +25,8 @@ for t in tgtd:tgt s3fs:s3fs strace:strace curl:curl mksquashfs:squashfs-tools; d
 done
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}" >&2
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null 2>&1 ||
-    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; }
+  apt-get install -y -qq --no-remove --no-install-recommends "${need[@]}" >/dev/null 2>&1 ||
+    { apt-get update -qq && apt-get install -y -qq --no-remove --no-install-recommends "${need[@]}" >/dev/null; }
 fi
 NODES=${NODES-"100 1000"}
 BIG=${BIG:-10000}
