@@ -50,7 +50,9 @@ ulimit -Hn 65536 2>/dev/null || true
 ulimit -n "$(ulimit -Hn)"
 # As many connections as the descriptor limit leaves room for (s3lun refuses to start
 # with a max_connections the limit cannot cover).
-maxc=$(( $(ulimit -n) - 400 ))
+# Room for what s3lun adds to max_connections (listeners, 256 metrics connections,
+# the S3 pool, a reserve: see its "file descriptor limit" log line).
+maxc=$(( $(ulimit -n) - 700 ))
 [ "$maxc" -gt 30000 ] && maxc=30000
 work=$(mktemp -d)
 # shellcheck source=common.sh
