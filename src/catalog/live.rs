@@ -10,7 +10,7 @@ use tracing::{error, info, warn};
 
 use super::scan::{Entry, Scan};
 use super::shared_map::{MapError, MapStats, Numbers, SharedMap, Synced};
-use crate::assemble::{open_lun, open_s3, static_identity, Backends};
+use crate::assemble::{open_lun, open_s3, static_identity, Backends, Opened};
 use crate::catalog::lun_numbers::{KnownImage, LunMap, Retiring, MAX_LUN};
 use crate::config::Config;
 use crate::lun_table::Lun;
@@ -168,9 +168,9 @@ impl Builder {
     }
 
     /// Take a scan's result. Sources that could not be read keep their images.
+    /// The state file's copy is rewritten by the build that follows (`build`).
     pub fn apply_scan(&mut self, scan: Scan) {
         self.catalog = super::merge::merge(&self.catalog, scan);
-        self.remember();
     }
 
     /// The table for `cfg` plus the catalog. LUNs whose image and version did not
@@ -342,6 +342,17 @@ impl Builder {
         Ok(served)
     }
 
+    /// A static S3 LUN as the state file last knew it, opened without asking S3.
+    fn open_known(&self, k: &KnownImage, identity: &str) -> anyhow::Result<Opened> {
+        open_s3(
+            &k.url,
+            &info_of(k),
+            &key_of(k),
+            identity.to_string(),
+            &self.backends,
+        )
+    }
+
     /// What the configuration and the catalog ask to serve, opened, and the static
     /// identities that could not be opened at all. A static S3 LUN is opened from
     /// its last known version without asking S3 when `!sync` (start-up), and when
@@ -369,13 +380,7 @@ impl Builder {
                 .find(|k| k.identity == identity && l.s3.as_ref() == Some(&k.url))
                 .cloned();
             let opened = match (&known, sync) {
-                (Some(k), false) => open_s3(
-                    &k.url,
-                    &info_of(k),
-                    &key_of(k),
-                    identity.clone(),
-                    &self.backends,
-                ),
+                (Some(k), false) => self.open_known(k, &identity),
                 // Never seen, at start-up: S3 gets until the start deadline; one that
                 // does not answer by then leaves the LUN to the first scan.
                 (None, false) => {
@@ -395,13 +400,7 @@ impl Builder {
                 (Err(e), Some(k)) => {
                     self.static_unavailable += 1;
                     warn!(image = %identity, error = format!("{e:#}"), "static LUN unreadable: serving its last known version (cached bytes; NOT READY for the rest until S3 answers)");
-                    match open_s3(
-                        &k.url,
-                        &info_of(&k),
-                        &key_of(&k),
-                        identity.clone(),
-                        &self.backends,
-                    ) {
+                    match self.open_known(&k, &identity) {
                         Ok(o) => o,
                         Err(e) => {
                             error!(image = %identity, error = format!("{e:#}"), "static LUN not served");

@@ -30,7 +30,12 @@ pub const RUNTIME_GRACE: Duration = Duration::from_millis(200);
 
 /// The supervisor's timings for `cfg`.
 fn timing(cfg: &Config) -> Timing {
-    let s3_deadline = cfg.s3.clone().unwrap_or_default().deadline_secs;
+    let s3_deadline = cfg
+        .s3
+        .as_ref()
+        .map_or(crate::config::S3Config::default().deadline_secs, |s| {
+            s.deadline_secs
+        });
     // Anything to rescan: catalog sources, the shared map, or S3 static LUNs
     // (one that could not be read at start is retried).
     let periodic = !cfg.catalog.is_empty()
