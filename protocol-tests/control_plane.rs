@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::faulty::Proxy;
 use common::moto::{metric, Moto};
 use common::raw::{read10, sense, Raw};
-use common::{convert_cmd, http_get, pattern, report_luns, Server};
+use common::{convert_cmd, eventually, http_get, pattern, report_luns, Server};
 
 const CHUNK: usize = 1 << 20;
 /// The drain the tests' targets get (common::serve_args).
@@ -45,14 +45,6 @@ fn stop_timed(srv: &mut Server) -> (Duration, Option<i32>) {
             return (t0.elapsed(), None);
         }
         std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

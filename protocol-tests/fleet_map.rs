@@ -13,8 +13,9 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::eventually;
 use common::faulty::Proxy;
-use common::fleet::{config, eventually, identities, BUCKET, MAP_KEY};
+use common::fleet::{config, identities, BUCKET, MAP_KEY};
 use common::moto::{metric, metric_or_zero, Moto};
 use common::raw::{read10, sense, Raw};
 use common::{pattern, report_luns, Server, TARGET};

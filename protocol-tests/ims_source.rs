@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::moto::{metric, Moto};
-use common::{free_port, pattern, report_luns, Server};
+use common::{eventually, free_port, pattern, report_luns, Server};
 
 /// Kills the helper process on drop.
 struct Child(std::process::Child);
@@ -116,14 +116,6 @@ fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
-}
-
-fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 struct Site {

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::fleet::{config, eventually, identities, BUCKET, MAP_KEY};
+use common::eventually;
+use common::fleet::{config, identities, BUCKET, MAP_KEY};
 use common::moto::Moto;
 use common::raw::{read10, Raw};
 use common::{pattern, Server, TARGET};

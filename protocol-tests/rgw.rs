@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::fleet::{config as fleet_config, eventually, identities, BUCKET, MAP_KEY};
+use common::eventually;
+use common::fleet::{config as fleet_config, identities, BUCKET, MAP_KEY};
 use common::moto::{metric_or_zero, Moto};
 use common::{pattern, Server};
 

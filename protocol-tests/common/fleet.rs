@@ -5,7 +5,6 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use super::{report_luns, run, Server};
 
@@ -42,13 +41,4 @@ pub fn identities(srv: &Server) -> Vec<(u32, String)> {
         .into_iter()
         .map(|l| (l, run("iscsi-inq", &["-e", "1", "-c", "131", &srv.url(l)])))
         .collect()
-}
-
-/// Wait until `f` holds, checking every 300 ms, at most `secs`.
-pub fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
 }
