@@ -8,8 +8,10 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 
 use crate::config::{Config, LunConfig, S3Config};
+use crate::store::cache::profile::ProfileStore;
 use crate::store::cache::{CachedStore, ChunkCache};
 use crate::store::key::{cache_namespace, content_key, ContentKey};
+use crate::store::s3::profiles::S3Profiles;
 use crate::store::s3::{parse_url, ObjectInfo, S3Client, S3Object, S3Store};
 use crate::store::{BlockStore, LocalFile};
 
@@ -60,8 +62,10 @@ pub fn open_s3(
     let namespace = cache_namespace(url, info)
         .with_context(|| format!("{url}: S3 gave no ETag: nothing can guard its reads"))?;
     tracing::info!(object = %url, content_key = %ck.key, source = ?ck.source, size = info.size, cache = %namespace, "S3 image");
+    let profiles: Arc<dyn ProfileStore> =
+        Arc::new(S3Profiles::new(client.clone(), &bucket, &namespace));
     let object: Arc<dyn BlockStore> = Arc::new(S3Store(S3Object::new(client, &bucket, &key, info)));
-    let store = Arc::new(CachedStore::new(object, &namespace, Arc::clone(&b.cache)));
+    let store = CachedStore::open(object, &namespace, Arc::clone(&b.cache), Some(profiles));
     Ok(Opened {
         identity,
         // What S3 says the bytes are: a re-upload is a content change whatever its

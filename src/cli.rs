@@ -129,6 +129,15 @@ pub enum Cmd {
         #[command(subcommand)]
         what: GenerateOp,
     },
+    /// Show or drop the boot profile the fleet shares for an image (what its first
+    /// boots read, in order: workers prefetch by it).
+    Profile {
+        /// The TOML configuration file.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        op: ProfileOp,
+    },
     /// Inspect or clean the block cache.
     Cache {
         /// The TOML configuration file.
@@ -162,6 +171,22 @@ pub enum LunmapOp {
     Retire {
         /// The LUN number to retire.
         number: u64,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ProfileOp {
+    /// What the profile holds, checked as a worker checks it.
+    Show {
+        /// s3://bucket/key of the image.
+        image: String,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Remove it: the next worker to serve the image records a new one.
+    Drop {
+        /// s3://bucket/key of the image.
+        image: String,
     },
 }
 

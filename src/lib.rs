@@ -20,6 +20,7 @@ pub mod latency;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod profile_tool;
 pub mod server;
 pub mod store;
 pub mod tls;

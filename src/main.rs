@@ -7,10 +7,12 @@ use anyhow::Context;
 use clap::Parser;
 
 use s3lun::cli::{
-    load, status_address, CacheOp, Cli, Cmd, GenerateOp, LunmapOp, Output, PACKAGED_CONFIG,
+    load, status_address, CacheOp, Cli, Cmd, GenerateOp, LunmapOp, Output, ProfileOp,
+    PACKAGED_CONFIG,
 };
 use s3lun::config::Config;
 use s3lun::control::start::announce;
+use s3lun::profile_tool;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -146,6 +148,17 @@ fn run(cmd: Cmd, serving: Option<Config>, rt: &tokio::runtime::Runtime) -> anyho
             GenerateOp::Man { dir } => s3lun::generate::man(&dir),
             GenerateOp::Completions { dir } => s3lun::generate::completions(&dir),
         },
+        Cmd::Profile { config, op } => {
+            let cfg = load(&config)?;
+            rt.block_on(async {
+                match op {
+                    ProfileOp::Show { image, output } => {
+                        profile_tool::show(&cfg, &image, output).await
+                    }
+                    ProfileOp::Drop { image } => profile_tool::drop(&cfg, &image).await,
+                }
+            })
+        }
         Cmd::Cache { config, op } => {
             let cfg = load(&config)?;
             match op {

@@ -298,6 +298,18 @@ impl Metrics {
         );
         counter(
             &mut r,
+            "s3lun_cache_profiles_used",
+            "Boot profiles found in S3 and prefetched by",
+            ld(&c.profiles_used),
+        );
+        counter(
+            &mut r,
+            "s3lun_cache_profiles_ignored",
+            "Boot profiles found in S3 but ignored (garbage, stale or oversized)",
+            ld(&c.profiles_ignored),
+        );
+        counter(
+            &mut r,
             "s3lun_cache_corrupt",
             "Disk chunks that failed their CRC and were dropped",
             ld(&c.corrupt),

@@ -16,8 +16,8 @@ pub const SUFFIX: &str = ".s3lun-index";
 pub const MAX_INDEX: u64 = 64 << 20;
 
 /// The chunk size `s3lun index` uses unless told: the cache's chunk size must be a
-/// multiple of it (every default and usual setting is).
-pub const DEFAULT_CHUNK: u64 = 1 << 20;
+/// multiple of it (the default, 128 KiB, is; so is every larger power of two).
+pub const DEFAULT_CHUNK: u64 = 128 << 10;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

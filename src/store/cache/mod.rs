@@ -15,11 +15,13 @@
 //! (single-flight); sequential reads trigger read-ahead. If the disk tier fails (full,
 //! unwritable), it is switched off with a log line and reads go on from S3.
 
+mod background;
 mod cached_store;
 mod chunk;
 mod disk;
 mod flight;
 mod priority;
+pub mod profile;
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -57,6 +59,36 @@ pub struct CacheSettings {
     /// Largest single GET: read-ahead fetches a run of missing chunks in one request
     /// up to this size, since per-request latency dominates object stores.
     pub max_fetch: usize,
+    /// What background fetching (profiles, whole images) may take.
+    pub background: BackgroundSettings,
+    /// Boot profiles: record what the first reads of an image are, publish them, and
+    /// prefetch by the profiles others published.
+    pub profiles: ProfileSettings,
+}
+
+/// The budget of background fetching: demand reads never wait for it, and it never
+/// takes more than this from S3.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackgroundSettings {
+    /// Concurrent background GETs of the whole worker.
+    pub gets: usize,
+    /// Concurrent background GETs of one image.
+    pub gets_per_image: usize,
+    /// Bytes per second of the whole worker (0: no bound).
+    pub bytes_per_sec: u64,
+    /// Bytes per second of one image (0: only the worker's bound).
+    pub image_bytes_per_sec: u64,
+    /// Images up to this size are fetched whole in the background once opened (0: none).
+    pub whole_image_max: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileSettings {
+    pub enabled: bool,
+    /// How long after an image's first read its reads are recorded.
+    pub record_secs: u64,
+    /// A profile asking for more than this is ignored.
+    pub max_bytes: u64,
 }
 
 impl Default for CacheSettings {
@@ -65,9 +97,33 @@ impl Default for CacheSettings {
             dir: None,
             max_disk_bytes: 64 << 30,
             memory_bytes: 1 << 30,
-            chunk_size: 4 << 20,
-            readahead: 16,
+            chunk_size: 128 << 10,
+            readahead: 256,
             max_fetch: 128 << 20,
+            background: BackgroundSettings::default(),
+            profiles: ProfileSettings::default(),
+        }
+    }
+}
+
+impl Default for BackgroundSettings {
+    fn default() -> Self {
+        BackgroundSettings {
+            gets: 4,
+            gets_per_image: 2,
+            bytes_per_sec: 64 << 20,
+            image_bytes_per_sec: 0,
+            whole_image_max: 0,
+        }
+    }
+}
+
+impl Default for ProfileSettings {
+    fn default() -> Self {
+        ProfileSettings {
+            enabled: true,
+            record_secs: 120,
+            max_bytes: 4 << 30,
         }
     }
 }
@@ -82,11 +138,22 @@ pub struct CacheStats {
     pub corrupt: AtomicU64,
     /// Read-ahead streams cut so that a reader's chunk came first.
     pub demand_cuts: AtomicU64,
+    /// Boot profiles found and prefetched by, and found but ignored.
+    pub profiles_used: AtomicU64,
+    pub profiles_ignored: AtomicU64,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section leaves the maps consistent, even if a panic unwinds.
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The bytes of chunks fetched and waiting for the disk writer: an eighth of
+/// `memory_bytes` (at least 16 chunks; beyond, a chunk stays memory-only), taken from
+/// the memory tier's share so that the two together stay within `memory_bytes` (RSS
+/// under a storm: docs/benchmarks.md).
+fn writer_bound(s: &CacheSettings) -> u64 {
+    (s.memory_bytes / 8).max(16 * s.chunk_size as u64)
 }
 
 /// One cache shared by every LUN of a target.
@@ -104,12 +171,13 @@ pub struct ChunkCache {
     /// Signalled when the write-behind task has nothing left.
     written: Condvar,
     runtime: Handle,
+    /// The worker's background fetching budget (background.rs).
+    budget: Arc<background::Budget>,
 }
 
 /// Chunks handed to the write-behind task and not yet on disk. A chunk the memory
-/// tier has already evicted is still found here, never fetched twice. At most the
-/// memory tier's size (or two read-ahead fetches) waits; beyond, a chunk stays
-/// memory-only.
+/// tier has already evicted is still found here, never fetched twice. At most
+/// [`writer_bound`] waits; beyond, a chunk stays memory-only.
 #[derive(Debug, Default)]
 struct Writing {
     chunks: HashMap<ChunkKey, Bytes>,
@@ -128,8 +196,11 @@ impl ChunkCache {
     /// A cache whose fetches, read-ahead, disk reads and write-behind all run on
     /// `runtime`.
     pub fn new(settings: CacheSettings, runtime: Handle) -> Arc<ChunkCache> {
-        let slots = (settings.memory_bytes / settings.chunk_size.max(1) as u64).max(1) as usize;
-        let disk = settings.dir.as_ref().and_then(|d| match DiskTier::open(d, settings.max_disk_bytes) {
+        // The memory tier and the chunks waiting for the disk share `memory_bytes`.
+        let lru_bytes =
+            settings.memory_bytes - writer_bound(&settings).min(settings.memory_bytes / 2);
+        let slots = (lru_bytes / settings.chunk_size.max(1) as u64).max(1) as usize;
+        let disk = settings.dir.as_ref().and_then(|d| match DiskTier::open(d, settings.max_disk_bytes, settings.chunk_size) {
             Ok(t) => Some(t),
             Err(e) => {
                 warn!(dir = %d.display(), error = %e, "cache directory unusable: memory tier only");
@@ -138,6 +209,10 @@ impl ChunkCache {
         });
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let has_disk = disk.is_some();
+        let budget = Arc::new(background::Budget::new(
+            settings.background.gets,
+            settings.background.bytes_per_sec,
+        ));
         let cache = Arc::new(ChunkCache {
             mem: Mutex::new(LruCache::new(
                 NonZeroUsize::new(slots).unwrap_or(NonZeroUsize::MIN),
@@ -151,6 +226,7 @@ impl ChunkCache {
             writing: Mutex::default(),
             written: Condvar::new(),
             runtime,
+            budget,
         });
         if has_disk {
             let weak = Arc::downgrade(&cache);
@@ -159,6 +235,21 @@ impl ChunkCache {
                 .spawn_blocking(move || disk::write_behind(weak, rx));
         }
         cache
+    }
+
+    /// Whether a chunk is in memory or on disk (no I/O).
+    fn has(&self, key: &ChunkKey) -> bool {
+        lock(&self.mem).contains(key)
+            || lock(&self.writing).chunks.contains_key(key)
+            || self.disk.as_ref().is_some_and(|d| d.contains(key))
+    }
+
+    /// A store serving `content` opened (`+1`) or closed (`-1`): the disk tier keeps
+    /// the chunks of images being served until nothing else is left to evict.
+    fn hold(&self, content: &str, delta: isize) {
+        if let Some(d) = &self.disk {
+            d.hold(content, delta);
+        }
     }
 
     fn mem_get(&self, key: &ChunkKey) -> Option<Bytes> {
@@ -194,13 +285,10 @@ impl ChunkCache {
     pub fn present(&self, content: &Arc<str>, chunks: u64) -> u64 {
         (0..chunks)
             .filter(|&index| {
-                let key = ChunkKey {
+                self.has(&ChunkKey {
                     content: Arc::clone(content),
                     index,
-                };
-                lock(&self.mem).contains(&key)
-                    || self.disk.as_ref().is_some_and(|d| d.contains(&key))
-                    || lock(&self.writing).chunks.contains_key(&key)
+                })
             })
             .count() as u64
     }
@@ -214,10 +302,7 @@ impl ChunkCache {
         let Some(tx) = to_disk.as_ref() else {
             return;
         };
-        let bound = self
-            .settings
-            .memory_bytes
-            .max(2 * self.settings.max_fetch as u64);
+        let bound = writer_bound(&self.settings);
         {
             let mut w = lock(&self.writing);
             if w.bytes + data.len() as u64 <= bound && tx.send((key.clone(), data.clone())).is_ok()
@@ -335,6 +420,7 @@ mod tests {
             chunk_size: 4096,
             readahead: 0,
             max_fetch: 1 << 20,
+            ..CacheSettings::default()
         }
     }
 

@@ -118,7 +118,7 @@ mod tests {
     use futures::StreamExt;
     use tokio::runtime::Handle;
 
-    use super::super::{CacheSettings, CachedStore};
+    use super::super::{BackgroundSettings, CacheSettings, CachedStore};
     use super::*;
     use crate::store::{BlockStore, ReadFuture, StoreError, StreamFuture};
 
@@ -172,7 +172,7 @@ mod tests {
     fn slow_image(
         size: usize,
         seed: usize,
-    ) -> (Bytes, Arc<AtomicU64>, Arc<ChunkCache>, CachedStore) {
+    ) -> (Bytes, Arc<AtomicU64>, Arc<ChunkCache>, Arc<CachedStore>) {
         let data: Bytes = (0..size)
             .map(|i| (i * seed + i / 4096) as u8)
             .collect::<Vec<u8>>()
@@ -189,9 +189,17 @@ mod tests {
             chunk_size: CHUNK,
             readahead: 16,
             max_fetch: 1 << 20,
+            background: BackgroundSettings {
+                gets: 4,
+                gets_per_image: 4,
+                bytes_per_sec: 0,
+                image_bytes_per_sec: 0,
+                whole_image_max: 1 << 30,
+            },
+            ..CacheSettings::default()
         };
         let cache = ChunkCache::new(settings, Handle::current());
-        let store = CachedStore::new(inner, &format!("etag-{seed}"), Arc::clone(&cache));
+        let store = CachedStore::open(inner, &format!("etag-{seed}"), Arc::clone(&cache), None);
         (data, sent, cache, store)
     }
 
@@ -199,11 +207,11 @@ mod tests {
     async fn a_reader_far_down_a_stream_is_served_first_and_nothing_is_fetched_twice() {
         let size = 64 * CHUNK;
         let (data, sent, cache, store) = slow_image(size, 13);
-        // The first miss starts the whole image: the last chunk, then four streams
-        // of 16, 16, 16 and 15 chunks.
+        // Opening starts the whole image in the background (configured): the last
+        // chunk, then the rest in one streamed run beside the reader's own chunk.
         let first = store.read_at(0, 512).wait().await.unwrap();
         assert_eq!(first, data.slice(0..512));
-        // Chunk 30 is at position 14 of the second stream: some 280 ms away by it.
+        // Chunk 30 is some 29 chunks down the stream: 580 ms away by it.
         let t = Instant::now();
         let far = store
             .read_at(30 * CHUNK as u64 + 100, 1000)
@@ -231,7 +239,6 @@ mod tests {
     async fn a_sequential_reader_with_parallel_requests_never_cuts() {
         let size = 64 * CHUNK;
         let (data, sent, cache, store) = slow_image(size, 5);
-        let store = Arc::new(store);
         // Eight requests of one chunk in flight at a time, in order, to the end.
         let mut next = 0;
         let mut inflight = futures::stream::FuturesOrdered::new();

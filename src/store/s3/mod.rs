@@ -6,6 +6,7 @@
 
 mod answer;
 mod object;
+pub mod profiles;
 mod stats;
 mod write;
 
