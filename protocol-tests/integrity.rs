@@ -332,6 +332,7 @@ fn a_flipped_byte_is_never_served_where_an_index_exists() {
     } = rig("PE/indexed.squashfs", &data, 1 << 20);
     let out = Command::new(env!("CARGO_BIN_EXE_s3lun"))
         .args(["index", "--config", cfg.to_str().unwrap()])
+        .args(["--chunk-size", "1048576"])
         .arg("s3://boot-images/PE/indexed.squashfs")
         .output()
         .expect("s3lun index");

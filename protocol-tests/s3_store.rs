@@ -121,9 +121,10 @@ fn cold_and_warm_reads_are_byte_exact_and_warm_reads_issue_no_get() {
         assert!(convert(&srv, 0, &out));
         check(&out, &data);
         let gets = metric(m, "s3lun_s3_gets_total");
-        // The 8 MiB memory tier holds 8 chunks: read-ahead windows of 2.
+        // Reads of several chunks are one GET each, and read-ahead batches more once
+        // the reader proved sequential: fewer GETs than the 12 chunks.
         assert!(
-            (1..=7).contains(&gets),
+            (1..=9).contains(&gets),
             "a sequential cold read is windowed GETs, not one per chunk: {gets}"
         );
         assert_eq!(

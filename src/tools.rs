@@ -164,7 +164,7 @@ pub fn cache_stats(cfg: &Config) -> anyhow::Result<()> {
     println!("cache {}", dir.display());
     let (mut total_chunks, mut total_bytes) = (0u64, 0u64);
     if let Ok(entries) = std::fs::read_dir(&dir) {
-        for e in entries.flatten() {
+        for e in entries.flatten().filter(is_dir) {
             let key = std::fs::read_to_string(e.path().join("key")).unwrap_or_else(|_| "?".into());
             let (mut n, mut b) = (0u64, 0u64);
             for f in std::fs::read_dir(e.path()).into_iter().flatten().flatten() {
@@ -198,7 +198,12 @@ pub fn cache_verify(cfg: &Config, runtime: tokio::runtime::Handle) -> anyhow::Re
 pub fn cache_purge(cfg: &Config, key: Option<&str>) -> anyhow::Result<()> {
     let dir = cache_dir(cfg)?;
     let mut removed = 0;
-    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+    for e in std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(is_dir)
+    {
         let k = std::fs::read_to_string(e.path().join("key")).unwrap_or_default();
         if key.is_none_or(|want| crate::store::key::namespace_matches(&k, want)) {
             remove_dir(&e.path())?;
@@ -207,6 +212,11 @@ pub fn cache_purge(cfg: &Config, key: Option<&str>) -> anyhow::Result<()> {
     }
     println!("purged {removed} content keys from {}", dir.display());
     Ok(())
+}
+
+/// An image's directory in the cache (beside them: the cache's format file).
+fn is_dir(e: &std::fs::DirEntry) -> bool {
+    e.file_type().is_ok_and(|t| t.is_dir())
 }
 
 fn remove_dir(p: &Path) -> anyhow::Result<()> {

@@ -16,6 +16,7 @@ mod node;
 mod procwatch;
 mod record;
 mod run;
+mod scatter;
 mod shape;
 mod trace;
 
@@ -104,8 +105,31 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         image_bytes: u64,
     },
-    /// What a trace reads: JSON with reads, bytes, unique bytes, extent, duration.
+    /// What a trace reads: JSON with reads, bytes, unique bytes, dependent misses,
+    /// extent, duration.
     Info { trace: PathBuf },
+    /// Write a boot-like scattered trace of a site-sized image, and the image (sparse:
+    /// bytes where the trace reads).
+    Scatter {
+        #[arg(long)]
+        image_bytes: u64,
+        #[arg(long, default_value_t = 200)]
+        files: u32,
+        /// Megabytes (10^6) the files add up to.
+        #[arg(long, default_value_t = 110)]
+        file_mb: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        trace: PathBuf,
+        #[arg(long)]
+        image: PathBuf,
+        /// Also write a trace that reads the first this many MB front to back.
+        #[arg(long)]
+        sequential_mb: Option<u64>,
+        #[arg(long)]
+        sequential_trace: Option<PathBuf>,
+    },
     /// One session's 4 KiB random reads, one at a time, timed (p50, p99), while
     /// scrapers fetch an HTTP URL: JSON.
     Latency {
@@ -247,6 +271,32 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", latency::run(l, &bytes).await?);
                 Ok(())
             }
+            Cmd::Scatter {
+                image_bytes,
+                files,
+                file_mb,
+                seed,
+                trace,
+                image,
+                sequential_mb,
+                sequential_trace,
+            } => {
+                if let (Some(mb), Some(path)) = (sequential_mb, &sequential_trace) {
+                    let t = scatter::sequential(image_bytes, mb * 1_000_000);
+                    std::fs::write(path, t.encode())
+                        .with_context(|| format!("writing {}", path.display()))?;
+                }
+                let t = scatter::Scatter {
+                    image_bytes,
+                    files,
+                    file_bytes: file_mb * 1_000_000,
+                    seed,
+                }
+                .trace();
+                std::fs::write(&trace, t.encode())
+                    .with_context(|| format!("writing {}", trace.display()))?;
+                scatter::write_image(&t, &image, seed)
+            }
             Cmd::Info { trace } => {
                 let t = load_trace(&trace)?;
                 println!(
@@ -255,6 +305,7 @@ fn main() -> anyhow::Result<()> {
                         "reads": t.reads.len(),
                         "bytes_read": t.bytes_read(),
                         "unique_bytes": t.unique_bytes(),
+                        "dependent_misses": t.dependent_misses(),
                         "extent": t.extent(),
                         "image_bytes": t.image_bytes,
                         "duration_us": t.duration_us(),

@@ -156,6 +156,29 @@ impl Trace {
         total + cur.map_or(0, |(s, e)| e - s)
     }
 
+    /// Round trips a cold replay cannot avoid: groups of reads that wait for the
+    /// same earlier read (one burst) and touch a 4 KiB block no earlier read did.
+    pub fn dependent_misses(&self) -> u64 {
+        let steps = self.steps();
+        let mut seen = std::collections::HashSet::new();
+        let mut misses = 0;
+        let mut group = None;
+        let mut counted = false;
+        for (r, s) in self.reads.iter().zip(&steps) {
+            if group != Some(s.after) || s.burst_us > 0 && s.after.is_none() {
+                group = Some(s.after);
+                counted = false;
+            }
+            let (first, last) = (r.lba / 8, (r.lba + r.blocks as u64 - 1) / 8);
+            let new = (first..=last).fold(false, |n, b| seen.insert(b) | n);
+            if new && !counted {
+                misses += 1;
+                counted = true;
+            }
+        }
+        misses
+    }
+
     pub fn bytes_read(&self) -> u64 {
         self.reads.iter().map(|r| r.blocks as u64 * 512).sum()
     }

@@ -19,11 +19,15 @@ def main():
     put.add_argument("key")
     put.add_argument("file")
     put.add_argument("--multipart", action="store_true", help="5 MiB parts: an ETag with a -N suffix")
+    put.add_argument("--part-mb", type=int, default=5, help="multipart part size in MiB")
     put.add_argument("--md5-metadata", action="store_true", help="store md5sum metadata as the boot service does")
     put.add_argument("--md5sum", help="store this md5sum metadata, whatever the bytes are (a claim)")
     get = sub.add_parser("get")
     get.add_argument("bucket")
     get.add_argument("key")
+    head = sub.add_parser("head", help="print the object's size")
+    head.add_argument("bucket")
+    head.add_argument("key")
     rm = sub.add_parser("delete")
     rm.add_argument("bucket")
     rm.add_argument("key")
@@ -44,12 +48,15 @@ def main():
                 extra["Metadata"] = {"md5sum": hashlib.md5(f.read()).hexdigest()}
         if a.md5sum:
             extra["Metadata"] = {"md5sum": a.md5sum}
-        threshold = 5 * 1024 * 1024 if a.multipart else 1 << 40
-        cfg = TransferConfig(multipart_threshold=threshold, multipart_chunksize=5 * 1024 * 1024)
+        part = a.part_mb * 1024 * 1024
+        threshold = part if a.multipart else 1 << 40
+        cfg = TransferConfig(multipart_threshold=threshold, multipart_chunksize=part)
         s3.upload_file(a.file, a.bucket, a.key, ExtraArgs=extra, Config=cfg)
         print(s3.head_object(Bucket=a.bucket, Key=a.key)["ETag"].strip('"'))
     elif a.op == "get":
         sys.stdout.buffer.write(s3.get_object(Bucket=a.bucket, Key=a.key)["Body"].read())
+    elif a.op == "head":
+        print(s3.head_object(Bucket=a.bucket, Key=a.key)["ContentLength"])
     elif a.op == "delete":
         s3.delete_object(Bucket=a.bucket, Key=a.key)
 

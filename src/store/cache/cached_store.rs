@@ -162,14 +162,15 @@ impl CachedStore {
             .min(slots / 4)
     }
 
-    /// Read-ahead for a sequential reader now at chunk `last`, once it is within half
-    /// a window of what was asked for, so each window is one large GET.
+    /// Read-ahead for a sequential reader now at chunk `last`: once it is within half
+    /// a window of what was asked for, the next whole window, as one GET (so a reader
+    /// costs a GET per window, and at most a window and a half is ahead of it).
     fn read_ahead(&self, last: u64, window: u64) {
         let frontier = self.frontier.load(Ordering::Relaxed).max(last + 1);
         if window == 0 || frontier - last > window.div_ceil(2) || frontier >= self.chunks() {
             return;
         }
-        let to = (last + 1 + window).min(self.chunks());
+        let to = (frontier + window).min(self.chunks());
         if self.frontier.fetch_max(to, Ordering::Relaxed) >= to {
             return; // another reader moved it already
         }

@@ -527,7 +527,10 @@ mod tests {
             tier.write(&key("idle", i), &[2; 4096], &stats);
         }
         assert!((0..4).all(|i| tier.contains(&key("served", i))));
-        assert_eq!((0..8).filter(|i| tier.contains(&key("idle", *i))).count(), 4);
+        assert_eq!(
+            (0..8).filter(|i| tier.contains(&key("idle", *i))).count(),
+            4
+        );
         // Nothing else left: the served image's oldest chunks go, as a last resort.
         tier.hold("idle", 1);
         tier.write(&key("served", 4), &[1; 4096], &stats);
@@ -537,7 +540,10 @@ mod tests {
         drop(tier);
         let again = DiskTier::open(dir.path(), 8 * per, 4096).unwrap();
         assert_eq!(again.usage().0, 8);
-        assert_eq!(&again.read(&key("served", 4), &stats).unwrap()[..], &[1; 4096]);
+        assert_eq!(
+            &again.read(&key("served", 4), &stats).unwrap()[..],
+            &[1; 4096]
+        );
         // A cache of another chunk size is emptied, never misread.
         drop(again);
         let other = DiskTier::open(dir.path(), 8 * per, 8192).unwrap();
