@@ -9,7 +9,11 @@
 #   cold / warm            1 node, empty cache, then the same again (the warm time)
 #   cold                   NODES nodes at once, empty cache
 #   cold, profile          the same with a boot profile published by an earlier boot
-#   sequential             one node reading SEQ_MB MB front to back (first image only)
+#   sequential             one node reading SEQ_MB MB front to back (first image only),
+#                          beside one GET of as many bytes through the shaper (the link
+#                          as one stream gets it on this machine)
+#   cold, timeline         1 node again, s3lun logging every miss (first image only):
+#                          where a cold boot's time goes, in target/site/timeline-SIZE.txt
 # "limit" is the physical limit of a cold boot: the touched bytes at the link, one
 # round trip per dependent miss of the trace, and one node's warm time.
 # SIZES (bytes), NODES, FILES, FILE_MB, SEQ_MB, KEEP=1 (keep RGW and its objects in
@@ -23,7 +27,7 @@ FILE_MB=${FILE_MB:-110}
 SEQ_MB=${SEQ_MB:-2000}
 LATENCY_MS=${LATENCY_MS:-15}
 MBPS=${MBPS:-100}
-PROFILE_SECS=${PROFILE_SECS:-5}
+PROFILE_SECS=${PROFILE_SECS:-30}
 STORM_TIMEOUT=${STORM_TIMEOUT:-600}
 PROFILE=${PROFILE:-release}
 if [ "$PROFILE" = release ]; then
@@ -62,6 +66,7 @@ listening "$p_s3"
 conf() { # name image-key profiles(true|false)
   cat >"$work/$1.toml" <<CFG
 listen = ["127.0.0.1:$S3LUN_PORT"]
+metrics_listen = "127.0.0.1:$METRICS_PORT"
 target_name = "iqn.2023-06.csm.iscsi:site"
 admin_socket = "$work/admin-$1.sock"
 [s3]
@@ -79,9 +84,10 @@ CFG
 }
 start() { # name image-key profiles
   S3LUN_PORT=$(port)
+  METRICS_PORT=$(port)
   rm -rf "$work/cache-$1"
   conf "$@"
-  $bin serve --config "$work/$1.toml" >/dev/null 2>"$work/s3lun-$1.log" &
+  RUST_LOG=${S3LUN_LOG:-info} $bin serve --config "$work/$1.toml" >/dev/null 2>"$work/s3lun-$1.log" &
   S3LUN_PID=$!
   listening "$S3LUN_PORT"
 }
@@ -91,16 +97,29 @@ row() { # label nodes image trace size [extra storm args]
   shift 5
   local before
   before=$(cat "$work/s3.json" 2>/dev/null || echo '{}')
+  curl -s "http://127.0.0.1:$METRICS_PORT/metrics" >"$work/metrics-before.txt" || true
   timeout "$STORM_TIMEOUT" $storm run --portal 127.0.0.1:"$S3LUN_PORT" --target iqn.2023-06.csm.iscsi:site \
     --lun 0 --image "$image" --trace "$tr" --nodes "$n" --no-discovery --watch-pid "$S3LUN_PID" "$@" \
     >"$work/out.json" 2>"$work/storm.err" || true
   [ -s "$work/out.json" ] || echo '{"errors": -1, "first_errors": ["no summary (timed out?)"]}' >"$work/out.json"
   sleep 0.3
+  curl -s "http://127.0.0.1:$METRICS_PORT/metrics" >"$work/metrics.txt" || true
   target/venv/bin/python3 - "$label" "$n" "$size" "$before" "$(cat "$work/s3.json" 2>/dev/null || echo '{}')" \
-    "$(cat "$work/out.json")" "$($storm info "$tr")" >>"$work/results.jsonl" <<'PY'
+    "$(cat "$work/out.json")" "$($storm info "$tr")" "$work/metrics-before.txt" "$work/metrics.txt" \
+    >>"$work/results.jsonl" <<'PY'
 import json, sys
-label, n, size, before, after, out, info = sys.argv[1:]
+label, n, size, before, after, out, info, m0, m1 = sys.argv[1:]
 b, a, r = json.loads(before), json.loads(after), json.loads(out)
+def scrape(path):
+    m = {}
+    for line in open(path):
+        if line.startswith("s3lun_cache_") and " " in line:
+            k, v = line.rsplit(" ", 1)
+            m[k] = float(v)
+    return m
+m0, m1 = scrape(m0), scrape(m1)
+d = lambda k: int(m1.get(k, 0) - m0.get(k, 0))
+r.update(cuts=d("s3lun_cache_demand_cuts_total"), fetched=d("s3lun_cache_fetched_bytes_total"))
 r.update(label=label, n=int(n), image_bytes=int(size), info=json.loads(info),
          s3_bytes=a.get("bytes", 0) - b.get("bytes", 0), s3_requests=a.get("requests", 0) - b.get("requests", 0))
 print(json.dumps(r))
@@ -124,8 +143,8 @@ for size in $SIZES; do
     s3ctl put boot-images "$key" "$img" --multipart --part-mb 8 >/dev/null
     echo "uploaded $size bytes in $(( $(date +%s) - t0 )) s" >&2
   fi
-  $bin profile --config "$work/none.toml" drop "s3://boot-images/$key" >/dev/null 2>&1 || true
-  S3LUN_PORT=0 conf none "$key" false
+  rm -f "$state/timeline-$size.txt"
+  S3LUN_PORT=0 METRICS_PORT=0 conf none "$key" false
   $bin profile --config "$work/none.toml" drop "s3://boot-images/$key" >/dev/null 2>&1 || true
 
   start one "$key" false
@@ -155,6 +174,18 @@ for size in $SIZES; do
     start seq "$key" false
     row "sequential" 1 "$img" "$seq" "$size"
     stop
+    S3_ENDPOINT_SHAPED="http://127.0.0.1:$p_s3"
+    link=$(target/venv/bin/python3 protocol-tests/s3/s3ctl.py "$S3_ENDPOINT_SHAPED" time-range boot-images "$key" $((SEQ_MB * 1000000)))
+    echo "{\"label\": \"one GET\", \"mbps\": $link}" >>"$work/results.jsonl"
+  fi
+  if [ "$first" = 1 ]; then
+    for p in false true; do
+      S3LUN_LOG="info,s3lun::timeline=debug" start "tl-$p" "$key" "$p"
+      row "cold, timeline$([ $p = true ] && echo ", profile")" 1 "$img" "$tr" "$size"
+      stop
+      { echo "== cold boot, profiles = $p"; target/venv/bin/python3 benches/timeline.py "$work/s3lun-tl-$p.log"; } \
+        >>"$state/timeline-$size.txt"
+    done
     first=0
   fi
 done
@@ -164,8 +195,11 @@ import json, sys
 path, lat, mbps = sys.argv[1:]
 lat, bw = float(lat) / 1000, float(mbps) * 1e6
 rows = [json.loads(l) for l in open(path)]
+link = next((r["mbps"] for r in rows if r["label"] == "one GET"), None)
+rows = [r for r in rows if r["label"] != "one GET"]
 warm = {r["image_bytes"]: r["boot_ms"]["max"] for r in rows if r["label"] == "warm"}
-hdr = ["image", "row", "N", "p50 ms", "p99 ms", "limit ms", "p99/limit", "S3/touched", "GETs", "RSS MiB", "errors"]
+hdr = ["image", "row", "N", "p50 ms", "p99 ms", "limit ms", "p99/limit", "S3/touched", "cached/touched", "GETs",
+       "cuts", "RSS MiB", "errors"]
 print("| " + " | ".join(hdr) + " |")
 print("|" + "---|" * len(hdr))
 failed = False
@@ -180,7 +214,8 @@ for r in rows:
         lim = (touched / bw + i["dependent_misses"] * lat) * 1000 + warm.get(r["image_bytes"], 0)
     cells = [f"{r['image_bytes'] / 1e9:.1f} GB", r["label"], r["n"], b.get("p50", "-"), b.get("p99", "-"),
              f"{lim:.0f}" if lim else "-", f"{b.get('p99', 0) / lim:.2f}" if lim else "-",
-             f"{r['s3_bytes'] / touched:.2f}", r["s3_requests"], t.get("peak_rss_mib", "-"),
+             f"{r['s3_bytes'] / touched:.2f}", f"{r.get('fetched', 0) / touched:.2f}", r["s3_requests"],
+             r.get("cuts", "-"), t.get("peak_rss_mib", "-"),
              f"{r['errors']} ({r.get('wrong_reads', 0)} wrong)" if r["errors"] else "0"]
     print("| " + " | ".join(str(c) for c in cells) + " |")
     failed |= r["errors"] != 0
@@ -188,5 +223,10 @@ for r in rows:
         print(f"error ({r['label']} N={r['n']}): {e}")
 print(f"\nlimit = touched/link + dependent misses x {lat*1000:.0f} ms + one node's warm time; "
       f"sequential: the bytes at {bw/1e6:.0f} MB/s (p99/limit is then the link share's inverse)")
+for r in rows:
+    if r["label"] == "sequential" and link:
+        rate = r["info"]["unique_bytes"] / (r["boot_ms"]["p99"] / 1000) / 1e6
+        print(f"sequential read: {rate:.1f} MB/s; one GET of the same bytes through the shaper: "
+              f"{link:.1f} MB/s; ratio {rate / link:.2f}")
 sys.exit(1 if failed else 0)
 PY

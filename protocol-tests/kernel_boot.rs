@@ -299,6 +299,69 @@ fn dracut_discovers_and_boots_a_squashfs_root() {
     assert!(srv.alive());
 }
 
+/// The root image as sites have it: big (a squashfs at the front of a 2 GiB image,
+/// sparse past it: more than 2^31 bytes), in Ceph RGW, uploaded in 8 MiB parts, read
+/// through the cache in 128 KiB chunks, demand first. dracut boots from it.
+#[test]
+fn dracut_boots_a_root_from_a_big_sparse_image_in_ceph_rgw() {
+    let assets = assets();
+    let dir = tempfile::tempdir().unwrap();
+    let (img, want_md5) = make_root(dir.path());
+    let big = dir.path().join("big.img");
+    std::fs::copy(&img, &big).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&big)
+        .and_then(|f| f.set_len((2 << 30) + 4096))
+        .unwrap();
+    let rgw = common::rgw::Rgw::start();
+    let s3 = common::moto::Moto::attach(&rgw.endpoint);
+    s3.ctl(&["mkbucket", "boot-images"]);
+    let path = big.to_str().unwrap();
+    s3.ctl(&[
+        "put",
+        "boot-images",
+        "PE/big.img",
+        path,
+        "--multipart",
+        "--part-mb",
+        "8",
+    ]);
+    let cfg = dir.path().join("s3lun.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[s3]\nendpoint = \"{}\"\naccess_key = \"test\"\nsecret_key = \"test\"\n\
+             [cache]\ndir = \"{}\"\n[[lun]]\ns3 = \"s3://boot-images/PE/big.img\"\n",
+            rgw.endpoint,
+            dir.path().join("cache").display()
+        ),
+    )
+    .unwrap();
+    let target = "iqn.2023-06.csm.iscsi:big-boot";
+    let (mut srv, port) = guest_target(target, &["--config", cfg.to_str().unwrap()]);
+    let log = boot(
+        &assets,
+        "dracut.img",
+        &format!(
+            "ip=dhcp root=iscsi:10.0.2.2::{port}:0:{target} rootfstype=squashfs ro \
+             rd.iscsi.initiator=iqn.2024-01.org.s3lun:big rd.shell=0 rd.retry=30"
+        ),
+        Duration::from_secs(400),
+    );
+    eprintln!("{log}");
+    assert!(
+        log.contains("S3LUN-ROOT: marker s3lun-dracut-marker"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("S3LUN-ROOT: md5 {want_md5}")),
+        "{log}"
+    );
+    check_kernel_log(&log);
+    assert!(srv.alive());
+}
+
 /// Boot the guest and hand every console line to `on_line` as it comes (to act at
 /// points of the guest's progress); return the whole console output.
 fn boot_watching(

@@ -8,52 +8,13 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use common::eventually;
 use common::fleet::{config as fleet_config, identities, BUCKET, MAP_KEY};
 use common::moto::{metric_or_zero, Moto};
+use common::rgw::Rgw;
 use common::{pattern, Server};
-
-/// A cluster under a temporary directory, stopped on drop.
-struct Rgw {
-    dir: tempfile::TempDir,
-    endpoint: String,
-}
-
-impl Rgw {
-    fn start() -> Rgw {
-        let dir = tempfile::tempdir().unwrap();
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/rgw");
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg("start")
-            .arg(dir.path())
-            .output()
-            .expect("scripts/rgw");
-        let endpoint = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        assert!(
-            out.status.success() && endpoint.starts_with("http://"),
-            "scripts/rgw start: {}{}",
-            endpoint,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Rgw { dir, endpoint }
-    }
-}
-
-impl Drop for Rgw {
-    fn drop(&mut self) {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/rgw");
-        let _ = Command::new("bash")
-            .arg(script)
-            .arg("stop")
-            .arg(self.dir.path())
-            .status();
-    }
-}
 
 #[test]
 fn s3lun_on_ceph_rgw_reads_exact_bytes_and_keeps_the_fleet_map() {

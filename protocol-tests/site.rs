@@ -1,8 +1,8 @@
 //! Site-sized images, scaled down to run in CI against a real S3 server (moto):
 //! demand first (random reads fetch exactly the chunks they touch, a proven
 //! sequential reader is read ahead), and boot profiles (recorded by the first boots,
-//! published once however many workers race, used by the next worker to prefetch
-//! before any read, ignored with a log line when garbage or oversized, shown and
+//! published once however many workers race, used by the next worker from its first
+//! read on to prefetch what the boot reads next, ignored with a log line when garbage or oversized, shown and
 //! dropped by `s3lun profile`). Cache eviction by chunk, the index's memory and a
 //! restart that keeps and re-checks the cache are unit tests of the disk tier
 //! (src/store/cache/disk.rs); demand reads overtaking background runs are
@@ -56,17 +56,18 @@ fn random_reads_fetch_only_what_they_touch_and_a_sequential_reader_is_read_ahead
     let dir = tempfile::tempdir().unwrap();
     let moto = Moto::start();
     moto.ctl(&["mkbucket", "boot-images"]);
-    let chunks = 128;
+    let chunks = 256;
     let data = pattern(chunks * CHUNK, 11);
     moto.put(dir.path(), "boot-images", KEY, &data, &[]);
     let cfg = config(dir.path(), "a", &moto.endpoint, "profiles = false");
     let (srv, mport) = Server::start_config(&cfg);
     let mut r = Raw::session(srv.port);
-    // 4 KiB reads, each far from the last (37 chunks on, modulo the image): a random
-    // trace. Every one is a miss of one chunk; nothing else may be fetched.
+    // 4 KiB reads, each 11 chunks on from the last, modulo the image: none lands
+    // within 10 chunks of any of the 16 before it, so none continues a stream (a
+    // random trace). Every one is a miss of one chunk; nothing else may be fetched.
     let mut at = 0;
     for n in 1..=60u64 {
-        at = (at + 37) % chunks;
+        at = (at + 11) % chunks;
         let lba = (at * CHUNK / 512 + 3) as u32;
         let (d, st, _) = r.command(0, &read10(lba, 8), 4096);
         assert_eq!(st, 0);
@@ -160,14 +161,16 @@ fn a_profile_is_published_once_and_used_by_the_next_worker_and_garbage_is_ignore
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // The next worker prefetches the profile's chunks before any read, in order.
+    // The next worker: its first read finds the profile, and the rest of the
+    // profile's chunks are fetched before the boot asks for them.
     let cfg = config(dir.path(), "w4", &moto.endpoint, "");
     let (srv, mport) = Server::start_config(&cfg);
+    let mut r = Raw::session(srv.port);
+    read_chunk(&mut r, &data, boot[0]);
     eventually("the profile's chunks prefetched", 20, || {
         metric_or_zero(mport, "s3lun_cache_profiles_used_total") == 1
             && metric(mport, "s3lun_cache_fetched_bytes_total") == (boot.len() * CHUNK) as u64
     });
-    let mut r = Raw::session(srv.port);
     for i in boot {
         read_chunk(&mut r, &data, i);
     }
@@ -188,15 +191,17 @@ fn a_profile_is_published_once_and_used_by_the_next_worker_and_garbage_is_ignore
     let log = dir.path().join("w5.log");
     let cfg = config(dir.path(), "w5", &moto.endpoint, "");
     let (srv, mport) = Server::start_config_logged(&cfg, "info", &log);
+    let mut r = Raw::session(srv.port);
+    read_chunk(&mut r, &data, 7);
     eventually("the garbage profile ignored", 20, || {
         metric_or_zero(mport, "s3lun_cache_profiles_ignored_total") == 1
     });
     assert_eq!(said(&log, "boot profile ignored"), 1);
-    let mut r = Raw::session(srv.port);
-    read_chunk(&mut r, &data, 7);
+    read_chunk(&mut r, &data, 8);
     assert_eq!(
         metric(mport, "s3lun_cache_fetched_bytes_total"),
-        CHUNK as u64
+        2 * CHUNK as u64,
+        "nothing fetched for it"
     );
     drop((r, srv));
     // An oversized profile (more than profile_max_bytes) is ignored too, and nothing
@@ -219,9 +224,16 @@ fn a_profile_is_published_once_and_used_by_the_next_worker_and_garbage_is_ignore
         &format!("profile_max_bytes = {CHUNK}"),
     );
     let (srv, mport) = Server::start_config(&cfg);
+    let mut r = Raw::session(srv.port);
+    read_chunk(&mut r, &data, 9);
     eventually("the oversized profile ignored", 20, || {
         metric_or_zero(mport, "s3lun_cache_profiles_ignored_total") == 1
     });
-    assert_eq!(metric(mport, "s3lun_cache_fetched_bytes_total"), 0);
-    drop(srv);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        metric(mport, "s3lun_cache_fetched_bytes_total"),
+        CHUNK as u64,
+        "nothing fetched for it"
+    );
+    drop((r, srv));
 }

@@ -303,6 +303,7 @@ pub mod faulty;
 pub mod fleet;
 pub mod moto;
 pub mod raw;
+pub mod rgw;
 
 /// `s3lun cache --config CFG OP` (stats, verify, purge): its output; it must succeed.
 pub fn cache_op(cfg: &Path, op: &str) -> String {

@@ -28,6 +28,10 @@ def main():
     head = sub.add_parser("head", help="print the object's size")
     head.add_argument("bucket")
     head.add_argument("key")
+    rng = sub.add_parser("time-range", help="GET the first BYTES bytes as one stream: print MB/s")
+    rng.add_argument("bucket")
+    rng.add_argument("key")
+    rng.add_argument("bytes", type=int)
     rm = sub.add_parser("delete")
     rm.add_argument("bucket")
     rm.add_argument("key")
@@ -57,6 +61,14 @@ def main():
         sys.stdout.buffer.write(s3.get_object(Bucket=a.bucket, Key=a.key)["Body"].read())
     elif a.op == "head":
         print(s3.head_object(Bucket=a.bucket, Key=a.key)["ContentLength"])
+    elif a.op == "time-range":
+        import time
+        t0 = time.monotonic()
+        body = s3.get_object(Bucket=a.bucket, Key=a.key, Range=f"bytes=0-{a.bytes - 1}")["Body"]
+        got = 0
+        for piece in body.iter_chunks(1 << 20):
+            got += len(piece)
+        print(f"{got / (time.monotonic() - t0) / 1e6:.1f}")
     elif a.op == "delete":
         s3.delete_object(Bucket=a.bucket, Key=a.key)
 

@@ -76,6 +76,7 @@ impl CacheConfig {
             chunk_size: self.chunk_size.max(4096),
             readahead: self.readahead_chunks,
             max_fetch: self.max_fetch_bytes,
+            cut_bytes: CacheSettings::default().cut_bytes,
             background: BackgroundSettings {
                 gets: self.prefetch_gets,
                 gets_per_image: self.prefetch_gets_per_image,

@@ -4,7 +4,7 @@
 //! sequential, by a fraction of what it proved; background prefetch by a boot profile
 //! (and of whole images where configured); and the recording of this image's profile.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,13 +16,14 @@ use super::background::{self, Budget};
 use super::chunk::ChunkKey;
 use super::flight::Fill;
 use super::profile::{Profile, ProfileStore, Recorder};
+use super::sequential::{Rules, Streams};
 use super::{lock, ChunkCache};
 use crate::store::{BlockStore, ReadFuture, StoreStatus};
 
-/// How far (in chunks) a read may land from where the last one ended and still count
-/// as sequential: an initiator keeps several reads in flight, which arrive out of order.
+/// How far (in chunks) a read may land from where a stream ended and still continue
+/// it: an initiator keeps several reads in flight, which arrive out of order.
 const SEQUENTIAL_SLACK: u64 = 8;
-/// Read-ahead is this fraction of the run a reader has proved sequential: a file's
+/// Read-ahead is this fraction of the run a stream has proved sequential: a file's
 /// reads stop at its end, and what was read ahead past it is waste, at most this
 /// share of what was read (an eighth: a booting node reads hundreds of files).
 const PROVEN_SHARE: u64 = 8;
@@ -34,19 +35,20 @@ pub struct CachedStore {
     content: Arc<str>,
     pub(super) cache: Arc<ChunkCache>,
     size: u64,
-    /// One past the last chunk read, to spot sequential readers.
-    next_expected: AtomicU64,
-    /// One past the last chunk read-ahead has asked for.
-    frontier: AtomicU64,
-    /// Chunks read in sequence so far (read-ahead is a share of it).
-    streak: AtomicU64,
+    /// The sequential streams of its readers (sequential.rs).
+    streams: Mutex<Streams>,
     /// Background fetching of this image.
     pub(super) budget: Arc<Budget>,
     profiles: Option<Arc<dyn ProfileStore>>,
     /// Reads are being recorded for this image's profile.
     recording: AtomicBool,
+    /// A boot profile is guiding the image's first boots: it says what they read
+    /// next, and read-ahead (a guess) stays off.
+    guided: AtomicBool,
     recorder: Mutex<Option<Recorder>>,
-    first_read: Notify,
+    /// Woken by the image's first read (and by its drop): the profile task waits on
+    /// it without keeping the store alive.
+    first_read: Arc<Notify>,
     first_seen: AtomicBool,
 }
 
@@ -65,21 +67,21 @@ impl CachedStore {
             inner,
             content: Arc::from(content_key),
             cache,
-            next_expected: AtomicU64::new(u64::MAX),
-            frontier: AtomicU64::new(0),
-            streak: AtomicU64::new(0),
+            streams: Mutex::new(Streams::default()),
             budget,
             profiles: None,
             recording: AtomicBool::new(false),
+            guided: AtomicBool::new(false),
             recorder: Mutex::new(None),
-            first_read: Notify::new(),
+            first_read: Arc::new(Notify::new()),
             first_seen: AtomicBool::new(false),
         }
     }
 
     /// A store through the cache that, where configured, prefetches the image whole
-    /// or by its published boot profile, and records and publishes its profile when
-    /// there is none yet.
+    /// and, from its first read on, by its published boot profile, or records and
+    /// publishes its profile when there is none yet. Opening makes no S3 request
+    /// (a start-up without S3 serves from the state file and the cache).
     pub fn open(
         inner: Arc<dyn BlockStore>,
         content_key: &str,
@@ -104,7 +106,8 @@ impl CachedStore {
             ));
         }
         if let Some(p) = &s.profiles {
-            runtime.spawn(profile_task(Arc::downgrade(&s), Arc::clone(p)));
+            let wake = Arc::clone(&s.first_read);
+            runtime.spawn(profile_task(Arc::downgrade(&s), Arc::clone(p), wake));
         }
         s
     }
@@ -150,31 +153,18 @@ impl CachedStore {
             .collect()
     }
 
-    /// Chunks a reader that has read `streak` chunks in sequence is read ahead by: a
-    /// share of what it proved, at most as configured, and small enough that two
-    /// windows fit in half the memory tier (read-ahead never evicts what the reader
-    /// is about to take).
-    fn window(&self, streak: u64) -> u64 {
+    /// How reads are judged sequential and read ahead: windows at most as
+    /// configured, and small enough that two fit in half the memory tier (read-ahead
+    /// never evicts what the reader is about to take).
+    fn rules(&self) -> Rules {
         let s = &self.cache.settings;
         let slots = s.memory_bytes / s.chunk_size.max(1) as u64;
-        (streak / PROVEN_SHARE)
-            .min(s.readahead as u64)
-            .min(slots / 4)
-    }
-
-    /// Read-ahead for a sequential reader now at chunk `last`: once it is within half
-    /// a window of what was asked for, the next whole window, as one GET (so a reader
-    /// costs a GET per window, and at most a window and a half is ahead of it).
-    fn read_ahead(&self, last: u64, window: u64) {
-        let frontier = self.frontier.load(Ordering::Relaxed).max(last + 1);
-        if window == 0 || frontier - last > window.div_ceil(2) || frontier >= self.chunks() {
-            return;
+        Rules {
+            slack: (s.readahead as u64).min(SEQUENTIAL_SLACK),
+            share: PROVEN_SHARE,
+            max_window: (s.readahead as u64).min(slots / 4),
+            chunks: self.chunks(),
         }
-        let to = (frontier + window).min(self.chunks());
-        if self.frontier.fetch_max(to, Ordering::Relaxed) >= to {
-            return; // another reader moved it already
-        }
-        self.prefetch(frontier, to);
     }
 
     pub fn chunk_count(&self) -> u64 {
@@ -200,13 +190,28 @@ impl CachedStore {
 impl Drop for CachedStore {
     fn drop(&mut self) {
         self.cache.hold(&self.content, -1);
+        // A profile task still waiting for a first read ends.
+        self.first_read.notify_one();
     }
 }
 
-/// An image's profile: load it and prefetch by it; where there is none, record the
-/// reads of the first `record_secs` after the first read and publish them (unless
-/// another worker was first).
-async fn profile_task(store: std::sync::Weak<CachedStore>, profiles: Arc<dyn ProfileStore>) {
+/// Run `f` after `after` on the current runtime.
+fn spawn_later(after: Duration, f: impl std::future::Future<Output = ()> + Send + 'static) {
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        f.await
+    });
+}
+
+/// An image's profile, from its first read on: load it and prefetch by it; where
+/// there is none, record the reads of the first `record_secs` and publish them
+/// (unless another worker was first).
+async fn profile_task(
+    store: std::sync::Weak<CachedStore>,
+    profiles: Arc<dyn ProfileStore>,
+    first_read: Arc<Notify>,
+) {
+    first_read.notified().await;
     let name = profiles.name();
     let loaded = profiles.load().await;
     let Some(s) = store.upgrade() else {
@@ -223,7 +228,15 @@ async fn profile_task(store: std::sync::Weak<CachedStore>, profiles: Arc<dyn Pro
                     let order = p.chunks(cs);
                     s.cache.stats.profiles_used.fetch_add(1, Ordering::Relaxed);
                     info!(profile = %name, chunks = order.len(), bytes = p.bytes(), "boot profile found: prefetching by it");
+                    s.guided.store(true, Ordering::Relaxed);
+                    let secs = s.cache.settings.profiles.record_secs;
                     drop(s);
+                    let unguide = store.clone();
+                    spawn_later(Duration::from_secs(secs), async move {
+                        if let Some(s) = unguide.upgrade() {
+                            s.guided.store(false, Ordering::Relaxed);
+                        }
+                    });
                     background::prefetch(store, order, "boot profile").await;
                 }
                 Err(e) => {
@@ -239,10 +252,8 @@ async fn profile_task(store: std::sync::Weak<CachedStore>, profiles: Arc<dyn Pro
         Ok(None) => {}
         Err(e) => warn!(profile = %name, error = %e, "boot profile unreadable: recording one"),
     }
-    let (wake, secs) = (Arc::clone(&s), s.cache.settings.profiles.record_secs);
+    let secs = s.cache.settings.profiles.record_secs;
     drop(s);
-    wake.first_read.notified().await;
-    drop(wake);
     tokio::time::sleep(Duration::from_secs(secs)).await;
     let Some(s) = store.upgrade() else {
         return;
@@ -302,21 +313,11 @@ impl BlockStore for CachedStore {
         if self.recording.load(Ordering::Relaxed) {
             self.record(first, last);
         }
-        // A reader that continues near where it stopped is sequential (parallel
-        // requests of one reader arrive a little out of order); its streak grows by
-        // what it read. Any other read starts a new streak, and the frontier with it.
-        let prev = self.next_expected.swap(last + 1, Ordering::Relaxed);
-        let slack = (self.cache.settings.readahead as u64).min(SEQUENTIAL_SLACK);
-        let sequential = prev != u64::MAX && first + slack >= prev && first <= prev + slack;
-        let streak = if sequential {
-            let grown = (last + 1).saturating_sub(prev);
-            self.streak.fetch_add(grown, Ordering::Relaxed) + grown
-        } else {
-            self.streak.store(last - first + 1, Ordering::Relaxed);
-            self.frontier.store(last + 1, Ordering::Relaxed);
-            last - first + 1
-        };
-        let window = self.window(streak);
+        // Read-ahead only for a stream that proved sequential, by a share of it, and
+        // not while a boot profile says what comes next.
+        let ahead = lock(&self.streams)
+            .read(first, last, &self.rules())
+            .filter(|_| !self.guided.load(Ordering::Relaxed));
         let mut hit = Vec::with_capacity((last - first + 1) as usize);
         for i in first..=last {
             match self.cache.mem_get(&self.key(i)) {
@@ -329,16 +330,37 @@ impl BlockStore for CachedStore {
                 .stats
                 .memory_hits
                 .fetch_add(hit.len() as u64, Ordering::Relaxed);
-            self.read_ahead(last, window);
+            if let Some((from, to)) = ahead {
+                self.prefetch(from, to);
+            }
             return ReadFuture::Ready(Ok(assemble(&hit, first, cs, offset, len)));
         }
+        // What the read will wait for, for the timeline (benches/site.sh): chunks
+        // already on their way (another read's or a background fetch), and the
+        // rest (fetched for it, or read from disk).
+        let timeline = tracing::enabled!(target: "s3lun::timeline", tracing::Level::DEBUG);
+        let joined = if timeline {
+            let inflight = lock(&self.cache.inflight);
+            (first..=last)
+                .filter(|i| inflight.contains_key(&self.key(*i)))
+                .count()
+        } else {
+            0
+        };
         // Demand first: the read's missing chunks, as one GET, before read-ahead
         // (which follows only a proven sequential reader) asks for more.
         self.prefetch(first, last + 1);
-        self.read_ahead(last, window);
+        if let Some((from, to)) = ahead {
+            self.prefetch(from, to);
+        }
         let fills: Vec<Fill> = (first..=last).map(|i| self.chunk_future(i)).collect();
+        let started = timeline.then(std::time::Instant::now);
         ReadFuture::Pending(Box::pin(async move {
             let chunks = futures::future::try_join_all(fills).await?;
+            if let Some(t) = started {
+                tracing::debug!(target: "s3lun::timeline", offset, len, chunks = last - first + 1,
+                    joined, waited_us = t.elapsed().as_micros() as u64, "miss");
+            }
             Ok(assemble(&chunks, first, cs, offset, len))
         }))
     }

@@ -22,6 +22,7 @@ mod disk;
 mod flight;
 mod priority;
 pub mod profile;
+mod sequential;
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -59,6 +60,8 @@ pub struct CacheSettings {
     /// Largest single GET: read-ahead fetches a run of missing chunks in one request
     /// up to this size, since per-request latency dominates object stores.
     pub max_fetch: usize,
+    /// A reader cuts a stream for a chunk only this far down it or more (priority.rs).
+    pub cut_bytes: usize,
     /// What background fetching (profiles, whole images) may take.
     pub background: BackgroundSettings,
     /// Boot profiles: record what the first reads of an image are, publish them, and
@@ -100,6 +103,7 @@ impl Default for CacheSettings {
             chunk_size: 128 << 10,
             readahead: 256,
             max_fetch: 128 << 20,
+            cut_bytes: 1 << 20,
             background: BackgroundSettings::default(),
             profiles: ProfileSettings::default(),
         }
@@ -109,9 +113,9 @@ impl Default for CacheSettings {
 impl Default for BackgroundSettings {
     fn default() -> Self {
         BackgroundSettings {
-            gets: 4,
-            gets_per_image: 2,
-            bytes_per_sec: 64 << 20,
+            gets: 8,
+            gets_per_image: 4,
+            bytes_per_sec: 128 << 20,
             image_bytes_per_sec: 0,
             whole_image_max: 0,
         }
