@@ -180,7 +180,8 @@ pub enum ProfileOp {
     Show {
         /// s3://bucket/key of the image.
         image: String,
-        #[arg(long, value_enum, default_value_t = Output::Text)]
+        /// `text` (a summary, for people) or `json` (the profile, for scripts).
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
     /// Remove it: the next worker to serve the image records a new one.

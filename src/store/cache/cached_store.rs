@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use super::background::{self, Budget};
 use super::chunk::ChunkKey;
-use super::flight::Fill;
+use super::flight::{Fetch, Fill};
 use super::profile::{Profile, ProfileStore, Recorder};
 use super::sequential::{Rules, Streams};
 use super::{lock, ChunkCache};
@@ -135,18 +135,18 @@ impl CachedStore {
 
     /// Start fetching the chunks `from..to` that are nowhere yet, in as few GETs as
     /// the fetch size allows.
-    fn prefetch(&self, from: u64, to: u64) {
+    fn prefetch(&self, from: u64, to: u64, how: Fetch) {
         let keys = (from..to.min(self.chunks()))
             .map(|i| (self.key(i), self.chunk_len(i)))
             .collect();
         let offset = from * self.cache.settings.chunk_size as u64;
-        self.cache.fetch_runs(&self.inner, keys, offset);
+        self.cache.fetch_runs(&self.inner, keys, offset, how);
     }
 
     /// [`Self::prefetch`], and the futures of the chunks on their way (taken
     /// quietly: a background fetch waiting for its own run is no reader's demand).
     pub(super) fn fetch_chunks(&self, from: u64, to: u64) -> Vec<Fill> {
-        self.prefetch(from, to);
+        self.prefetch(from, to, Fetch::Stream);
         let inflight = lock(&self.cache.inflight);
         (from..to.min(self.chunks()))
             .filter_map(|i| inflight.get(&self.key(i)).cloned())
@@ -212,6 +212,14 @@ async fn profile_task(
     first_read: Arc<Notify>,
 ) {
     first_read.notified().await;
+    // Woken by the store's drop (a scan's rebuilt LUN table drops the stores it did
+    // not keep): nothing to load.
+    if store
+        .upgrade()
+        .is_none_or(|s| !s.first_seen.load(Ordering::Relaxed))
+    {
+        return;
+    }
     let name = profiles.name();
     let loaded = profiles.load().await;
     let Some(s) = store.upgrade() else {
@@ -331,7 +339,7 @@ impl BlockStore for CachedStore {
                 .memory_hits
                 .fetch_add(hit.len() as u64, Ordering::Relaxed);
             if let Some((from, to)) = ahead {
-                self.prefetch(from, to);
+                self.prefetch(from, to, Fetch::Stream);
             }
             return ReadFuture::Ready(Ok(assemble(&hit, first, cs, offset, len)));
         }
@@ -347,11 +355,12 @@ impl BlockStore for CachedStore {
         } else {
             0
         };
-        // Demand first: the read's missing chunks, as one GET, before read-ahead
-        // (which follows only a proven sequential reader) asks for more.
-        self.prefetch(first, last + 1);
+        // Demand first: the read's missing chunks, as one GET within the store's
+        // deadline, before read-ahead (which follows only a proven sequential
+        // reader) asks for more.
+        self.prefetch(first, last + 1, Fetch::Whole);
         if let Some((from, to)) = ahead {
-            self.prefetch(from, to);
+            self.prefetch(from, to, Fetch::Stream);
         }
         let fills: Vec<Fill> = (first..=last).map(|i| self.chunk_future(i)).collect();
         let started = timeline.then(std::time::Instant::now);

@@ -17,6 +17,17 @@ use super::priority::RunControl;
 use super::{lock, ChunkCache};
 use crate::store::{BlockStore, StoreError};
 
+/// How a run of missing chunks is fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fetch {
+    /// One GET of the whole range, within the store's deadline (a demand read: a
+    /// reader waits for all of it, and a stalled S3 must fail it in time).
+    Whole,
+    /// One streamed GET, each chunk handed over as it arrives, cut by readers that
+    /// wait further down (read-ahead and background runs).
+    Stream,
+}
+
 /// A chunk on its way: shared by every reader that wants it.
 pub type Fill = Shared<BoxFuture<'static, Result<Bytes, StoreError>>>;
 
@@ -121,6 +132,7 @@ impl ChunkCache {
         inner: &Arc<dyn BlockStore>,
         keys: Vec<(ChunkKey, usize)>,
         mut offset: u64,
+        how: Fetch,
     ) {
         let mut inflight = lock(&self.inflight);
         let mut run: Vec<(ChunkKey, usize)> = Vec::new();
@@ -130,7 +142,13 @@ impl ChunkCache {
                 && self.mem_get(&key).is_none()
                 && !self.disk.as_ref().is_some_and(|d| d.contains(&key));
             if !absent || run_len + len > self.settings.max_fetch.max(len) {
-                self.start_run(inner, std::mem::take(&mut run), run_start, &mut inflight);
+                self.start_run(
+                    inner,
+                    std::mem::take(&mut run),
+                    run_start,
+                    &mut inflight,
+                    how,
+                );
                 run_len = 0;
             }
             if absent {
@@ -142,7 +160,7 @@ impl ChunkCache {
             }
             offset += len as u64;
         }
-        self.start_run(inner, run, run_start, &mut inflight);
+        self.start_run(inner, run, run_start, &mut inflight, how);
     }
 
     pub(super) fn start_run(
@@ -151,6 +169,7 @@ impl ChunkCache {
         run: Vec<(ChunkKey, usize)>,
         offset: u64,
         inflight: &mut HashMap<ChunkKey, Fill>,
+        how: Fetch,
     ) {
         if run.is_empty() {
             return;
@@ -176,6 +195,12 @@ impl ChunkCache {
         self.stats
             .misses
             .fetch_add(run.len() as u64, Ordering::Relaxed);
+        if how == Fetch::Whole {
+            let (cache, inner) = (Arc::clone(self), Arc::clone(inner));
+            self.runtime
+                .spawn(async move { cache.fetch_whole(inner, run, offset, senders).await });
+            return;
+        }
         let ctl = self.register_run(&run, 0);
         let (cache, inner) = (Arc::clone(self), Arc::clone(inner));
         self.runtime
@@ -291,6 +316,32 @@ impl ChunkCache {
             }
         }
         .boxed()
+    }
+
+    /// Fetch a run of chunks with one GET of the whole range, with the store's
+    /// retries and deadline, and hand each chunk over (a slice of the answer).
+    async fn fetch_whole(
+        self: Arc<Self>,
+        inner: Arc<dyn BlockStore>,
+        run: Vec<(ChunkKey, usize)>,
+        offset: u64,
+        mut senders: Vec<Option<RunSender>>,
+    ) {
+        let total: usize = run.iter().map(|(_, l)| l).sum();
+        match fetch_verified(inner.as_ref(), offset, total).await {
+            Ok(data) => {
+                let mut at = 0;
+                for ((key, len), to) in run.iter().zip(senders.iter_mut()) {
+                    self.deliver(key, Ok(data.slice(at..at + len)), to);
+                    at += len;
+                }
+            }
+            Err(e) => {
+                for ((key, _), to) in run.iter().zip(senders.iter_mut()) {
+                    self.deliver(key, Err(e.clone()), to);
+                }
+            }
+        }
     }
 
     pub(super) fn deliver(

@@ -435,7 +435,7 @@ mod tests {
         let inner: Arc<dyn BlockStore> = src.clone();
         let cache = ChunkCache::new(settings(dir.path()), Handle::current());
         let store = Arc::new(CachedStore::new(inner.clone(), "etag-1", cache.clone()));
-        // 32 concurrent readers of the same range: one fetch per chunk.
+        // 32 concurrent readers of the same range: one GET for its three chunks.
         let mut tasks = Vec::new();
         for _ in 0..32 {
             let s = Arc::clone(&store);
@@ -448,8 +448,8 @@ mod tests {
         }
         assert_eq!(
             src.reads.load(Ordering::SeqCst),
-            3,
-            "chunks 0, 1, 2 once each"
+            1,
+            "chunks 0, 1, 2 in one GET, once"
         );
         // A new cache on the same directory (a restart) serves from disk.
         cache.flush();
