@@ -22,9 +22,14 @@ const KEY: &str = "PE/site.img";
 const URL: &str = "s3://boot-images/PE/site.img";
 
 fn config(dir: &Path, name: &str, endpoint: &str, extra: &str) -> PathBuf {
+    let memory = if extra.contains("memory_bytes") {
+        ""
+    } else {
+        "memory_bytes = 16777216\n"
+    };
     let t = format!(
         "[s3]\nendpoint = \"{endpoint}\"\naccess_key = \"test\"\nsecret_key = \"test\"\n\
-         [cache]\ndir = \"{}\"\nchunk_size = {CHUNK}\nmemory_bytes = 16777216\n{extra}\n\
+         [cache]\ndir = \"{}\"\nchunk_size = {CHUNK}\n{memory}{extra}\n\
          [[lun]]\ns3 = \"{URL}\"\n",
         dir.join(format!("cache-{name}")).display()
     );
@@ -236,4 +241,61 @@ fn a_profile_is_published_once_and_used_by_the_next_worker_and_garbage_is_ignore
         "nothing fetched for it"
     );
     drop((r, srv));
+}
+
+#[test]
+fn a_storm_on_an_image_larger_than_memory_keeps_rss_bounded() {
+    // 8 sessions read a 32 MiB image front to back, 1 MiB at a time, through a memory
+    // tier of 4 MiB: what the process holds beyond its start must stay near the
+    // tier's size (the chunks waiting for the disk writer are part of it), not grow
+    // with the image.
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    moto.ctl(&["mkbucket", "boot-images"]);
+    let data = pattern(512 * CHUNK, 13);
+    moto.put(dir.path(), "boot-images", KEY, &data, &[]);
+    let cfg = config(dir.path(), "rss", &moto.endpoint, "memory_bytes = 4194304");
+    let (srv, mport) = Server::start_config(&cfg);
+    let before = common::status_kib(srv.pid(), "VmRSS:");
+    assert!(before > 0, "RSS readable");
+    let data = std::sync::Arc::new(data);
+    let readers: Vec<_> = (0..8u64)
+        .map(|n| {
+            let (port, data) = (srv.port, std::sync::Arc::clone(&data));
+            std::thread::spawn(move || {
+                let mut r =
+                    Raw::as_initiator(port, &format!("iqn.2026-12.org.s3lun:rss{n}"), n as u16);
+                r.login_normal(common::TARGET, &[]);
+                let _ = r.command(0, &[0x00], 0);
+                for mib in 0..data.len() / (1 << 20) {
+                    let lba = (mib * (1 << 20) / 512) as u32;
+                    let (d, st, _) = r.command(0, &read10(lba, 2048), 1 << 20);
+                    assert_eq!(st, 0);
+                    assert!(d[..] == data[mib << 20..(mib + 1) << 20], "MiB {mib} exact");
+                }
+            })
+        })
+        .collect();
+    let mut peak = before;
+    while readers.iter().any(|t| !t.is_finished()) {
+        peak = peak.max(common::status_kib(srv.pid(), "VmRSS:"));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for t in readers {
+        t.join().unwrap();
+    }
+    let grew_mib = peak.saturating_sub(before) / 1024;
+    eprintln!(
+        "RSS {} MiB at start, peak {} MiB",
+        before / 1024,
+        peak / 1024
+    );
+    assert!(
+        metric(mport, "s3lun_cache_fetched_bytes_total") >= data.len() as u64,
+        "the image was read through the cache"
+    );
+    assert!(
+        grew_mib < 24,
+        "RSS grew {grew_mib} MiB for a 4 MiB memory tier"
+    );
 }

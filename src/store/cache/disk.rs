@@ -220,7 +220,15 @@ impl DiskTier {
         for (slot, size, _) in found {
             index.insert(slot, size);
         }
-        info!(dir = %root.display(), chunks = index.entries.len(), bytes = index.total, "cache opened");
+        // The bound is what is configured, but never more than the filesystem can
+        // give: what the cache holds now and 90% of what is free. A default sized for
+        // a site must not fill a small disk that other services share.
+        let room = index.total + free_bytes(root) / 10 * 9;
+        if room < max_bytes {
+            info!(dir = %root.display(), max_bytes, room, "cache bound lowered to what the filesystem has room for");
+        }
+        let max_bytes = max_bytes.min(room);
+        info!(dir = %root.display(), chunks = index.entries.len(), bytes = index.total, max_bytes, "cache opened");
         Ok(DiskTier {
             root: root.to_path_buf(),
             max_bytes,
@@ -433,6 +441,21 @@ fn set_own_priority(nice: i32) -> Option<libc::id_t> {
 fn set_priority(tid: libc::id_t, nice: i32) -> bool {
     // SAFETY: plain syscall on this thread's own id.
     unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) == 0 }
+}
+
+/// Bytes free for an unprivileged writer on the filesystem of `dir` (unbounded if
+/// the filesystem cannot say).
+fn free_bytes(dir: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return u64::MAX / 2;
+    };
+    // SAFETY: statvfs fills the struct it is given; the path is NUL-terminated.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return u64::MAX / 2;
+    }
+    (st.f_bavail as u64).saturating_mul(st.f_frsize as u64)
 }
 
 /// Remove every image directory of the cache root (another chunk size's chunks).

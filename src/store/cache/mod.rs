@@ -50,7 +50,8 @@ const FLUSH_LIMIT: Duration = Duration::from_millis(800);
 pub struct CacheSettings {
     /// Directory of the persistent tier; `None` keeps only the memory tier.
     pub dir: Option<PathBuf>,
-    /// Size bound of the persistent tier.
+    /// Size bound of the persistent tier (lowered at open to what the filesystem
+    /// has room for).
     pub max_disk_bytes: u64,
     /// Size bound of the memory tier.
     pub memory_bytes: u64,
@@ -98,7 +99,7 @@ impl Default for CacheSettings {
     fn default() -> Self {
         CacheSettings {
             dir: None,
-            max_disk_bytes: 64 << 30,
+            max_disk_bytes: 100 << 30,
             memory_bytes: 1 << 30,
             chunk_size: 128 << 10,
             readahead: 256,
