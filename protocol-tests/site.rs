@@ -1,12 +1,14 @@
 //! Site-sized images, scaled down to run in CI against a real S3 server (moto):
 //! demand first (random reads fetch exactly the chunks they touch, a proven
-//! sequential reader is read ahead), and boot profiles (recorded by the first boots,
-//! published once however many workers race, used by the next worker from its first
-//! read on to prefetch what the boot reads next, ignored with a log line when garbage or oversized, shown and
-//! dropped by `s3lun profile`). Cache eviction by chunk, the index's memory and a
+//! sequential reader is read ahead, a read overtakes background fetching), RSS
+//! bounded under a storm, and boot profiles (recorded by the first boots, published
+//! once however many workers race, used by the next worker from its first read on to
+//! prefetch what the boot reads next, ignored with a log line when garbage or
+//! oversized, shown and dropped by `s3lun profile`). Cache eviction by chunk, the index's memory and a
 //! restart that keeps and re-checks the cache are unit tests of the disk tier
 //! (src/store/cache/disk.rs); demand reads overtaking background runs are
-//! src/store/cache/priority.rs's.
+//! src/store/cache/priority.rs's (with an in-memory link) and
+//! `a_demand_read_overtakes_background_fetching` here (moto behind the shaper).
 
 mod common;
 
@@ -297,5 +299,76 @@ fn a_storm_on_an_image_larger_than_memory_keeps_rss_bounded() {
     assert!(
         grew_mib < 24,
         "RSS grew {grew_mib} MiB for a 4 MiB memory tier"
+    );
+}
+
+/// A shaped link in front of moto: `s3lun-storm shape` (first-byte latency, one
+/// bandwidth shared by every answer), stopped on drop.
+struct Shaper(std::process::Child, u16);
+
+impl Shaper {
+    fn start(upstream: &str, latency_ms: u32, mbps: u32) -> Shaper {
+        let port = common::free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_s3lun-storm"))
+            .args(["shape", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--upstream", upstream.trim_start_matches("http://")])
+            .args(["--latency-ms", &latency_ms.to_string()])
+            .args(["--mbps", &mbps.to_string()])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("s3lun-storm shape");
+        common::wait_listening(port, "the shaper");
+        Shaper(child, port)
+    }
+}
+
+impl Drop for Shaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_demand_read_overtakes_background_fetching() {
+    // A 16 MiB image fetched whole in the background (configured), one 4 MiB GET
+    // at a time, over a 10 MB/s link: 0.4 s a GET, 1.7 s for all of it. A read near
+    // the end, issued as the background starts, must wait for neither (15 ms and
+    // its 64 KiB, with the link shared).
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    moto.ctl(&["mkbucket", "boot-images"]);
+    let chunks = 256;
+    let data = pattern(chunks * CHUNK, 17);
+    moto.put(dir.path(), "boot-images", KEY, &data, &[]);
+    let link = Shaper::start(&moto.endpoint, 15, 10);
+    let endpoint = format!("http://127.0.0.1:{}", link.1);
+    let cfg = config(
+        dir.path(),
+        "bg",
+        &endpoint,
+        "profiles = false\nprefetch_whole_max_bytes = 1073741824\n\
+         prefetch_gets = 1\nprefetch_gets_per_image = 1",
+    );
+    let (srv, mport) = Server::start_config(&cfg);
+    let mut r = Raw::session(srv.port);
+    let t = std::time::Instant::now();
+    read_chunk(&mut r, &data, 250);
+    let waited = t.elapsed();
+    eprintln!("the read near the end waited {waited:?}");
+    assert!(
+        waited < std::time::Duration::from_millis(250),
+        "the read waited {waited:?} behind background fetching"
+    );
+    // The background goes on to the whole image, and no chunk crosses twice.
+    eventually("the whole image fetched in the background", 30, || {
+        metric(mport, "s3lun_cache_fetched_bytes_total") == data.len() as u64
+    });
+    for i in [0, 100, 255] {
+        read_chunk(&mut r, &data, i);
+    }
+    assert_eq!(
+        metric(mport, "s3lun_cache_fetched_bytes_total"),
+        data.len() as u64
     );
 }
