@@ -80,8 +80,9 @@ impl CachedStore {
 
     /// A store through the cache that, where configured, prefetches the image whole
     /// and, from its first read on, by its published boot profile, or records and
-    /// publishes its profile when there is none yet. Opening makes no S3 request
-    /// (a start-up without S3 serves from the state file and the cache).
+    /// publishes its profile when there is none yet. Unless whole images are to be
+    /// prefetched, opening makes no S3 request (a start-up without S3 serves from
+    /// the state file and the cache).
     pub fn open(
         inner: Arc<dyn BlockStore>,
         content_key: &str,
@@ -94,7 +95,7 @@ impl CachedStore {
         s.recording.store(s.profiles.is_some(), Ordering::Relaxed);
         let s = Arc::new(s);
         let runtime = s.cache.runtime.clone();
-        if s.size <= s.cache.settings.background.whole_image_max {
+        if s.size > 0 && s.size <= s.cache.settings.background.whole_image_max {
             // The last chunk first: filesystems keep metadata at the end (squashfs's
             // tables, GPT's backup header), which a mount reads before any file.
             let n = s.chunks();
