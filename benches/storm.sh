@@ -127,6 +127,9 @@ access_key = "test"
 secret_key = "test"
 [cache]
 dir = "$1"
+# Small images fetched whole (off by default): the lab case, and moto reads the whole
+# object for every ranged GET, so one GET per miss would cost it the image each time.
+prefetch_whole_max_bytes = 1073741824
 [[lun]]
 s3 = "s3://boot-images/PE/$3"
 CFG
