@@ -15,8 +15,8 @@ use tracing::debug;
 use super::lock;
 use super::CachedStore;
 
-/// The largest background GET: at 100 MB/s, 40 ms of the link.
-const RUN_BYTES: u64 = 4 << 20;
+/// The largest background GET of a boot profile: at 100 MB/s, 40 ms of the link.
+pub(super) const RUN_BYTES: u64 = 4 << 20;
 
 /// Concurrent GETs and a rate, shared by whatever fetches under it.
 #[derive(Debug)]
@@ -52,9 +52,14 @@ impl Budget {
 }
 
 /// Fetch `order`'s chunks of `store` that are nowhere yet, in that order, in runs of
-/// consecutive chunks, within the image's and the worker's budgets; ends when done or
-/// when the store is dropped (the image left).
-pub(super) async fn prefetch(store: Weak<CachedStore>, order: Vec<u64>, why: &'static str) {
+/// consecutive chunks of at most `run_bytes`, within the image's and the worker's
+/// budgets; ends when done or when the store is dropped (the image left).
+pub(super) async fn prefetch(
+    store: Weak<CachedStore>,
+    order: Vec<u64>,
+    run_bytes: u64,
+    why: &'static str,
+) {
     let mut i = 0;
     let mut runs = 0u64;
     while i < order.len() {
@@ -62,7 +67,7 @@ pub(super) async fn prefetch(store: Weak<CachedStore>, order: Vec<u64>, why: &'s
             return;
         };
         let cs = s.cache.settings.chunk_size as u64;
-        let per_run = (RUN_BYTES / cs).max(1) as usize;
+        let per_run = (run_bytes / cs).max(1) as usize;
         let from = order[i];
         let mut to = from + 1;
         i += 1;

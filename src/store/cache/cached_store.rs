@@ -98,11 +98,20 @@ impl CachedStore {
         if s.size > 0 && s.size <= s.cache.settings.background.whole_image_max {
             // The last chunk first: filesystems keep metadata at the end (squashfs's
             // tables, GPT's backup header), which a mount reads before any file.
+            // The rest in as many long streamed runs as the image may have GETs
+            // (a run per GET, as few requests as the budget allows: readers cut
+            // them for what they wait for).
             let n = s.chunks();
             let order = std::iter::once(n - 1).chain(0..n - 1).collect();
+            let b = &s.cache.settings;
+            let run = (s.size / b.background.gets_per_image.max(1) as u64 + 1).clamp(
+                background::RUN_BYTES,
+                (b.max_fetch as u64).max(background::RUN_BYTES),
+            );
             runtime.spawn(background::prefetch(
                 Arc::downgrade(&s),
                 order,
+                run,
                 "whole image",
             ));
         }
@@ -246,7 +255,7 @@ async fn profile_task(
                             s.guided.store(false, Ordering::Relaxed);
                         }
                     });
-                    background::prefetch(store, order, "boot profile").await;
+                    background::prefetch(store, order, background::RUN_BYTES, "boot profile").await;
                 }
                 Err(e) => {
                     s.cache
