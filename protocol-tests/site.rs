@@ -302,33 +302,6 @@ fn a_storm_on_an_image_larger_than_memory_keeps_rss_bounded() {
     );
 }
 
-/// A shaped link in front of moto: `s3lun-storm shape` (first-byte latency, one
-/// bandwidth shared by every answer), stopped on drop.
-struct Shaper(std::process::Child, u16);
-
-impl Shaper {
-    fn start(upstream: &str, latency_ms: u32, mbps: u32) -> Shaper {
-        let port = common::free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_s3lun-storm"))
-            .args(["shape", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--upstream", upstream.trim_start_matches("http://")])
-            .args(["--latency-ms", &latency_ms.to_string()])
-            .args(["--mbps", &mbps.to_string()])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("s3lun-storm shape");
-        common::wait_listening(port, "the shaper");
-        Shaper(child, port)
-    }
-}
-
-impl Drop for Shaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn a_demand_read_overtakes_background_fetching() {
     // A 16 MiB image fetched whole in the background (configured), one 4 MiB GET
@@ -341,8 +314,8 @@ fn a_demand_read_overtakes_background_fetching() {
     let chunks = 256;
     let data = pattern(chunks * CHUNK, 17);
     moto.put(dir.path(), "boot-images", KEY, &data, &[]);
-    let link = Shaper::start(&moto.endpoint, 15, 10);
-    let endpoint = format!("http://127.0.0.1:{}", link.1);
+    let (_link, port) = common::shaper(moto.port, 15, 10.0, &dir.path().join("s3.json"));
+    let endpoint = format!("http://127.0.0.1:{port}");
     let cfg = config(
         dir.path(),
         "bg",

@@ -8,7 +8,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::moto::Moto;
@@ -61,16 +61,6 @@ fn storm(args: &[&str]) -> (Output, serde_json::Value) {
             )
         });
     (out, summary)
-}
-
-/// A helper process of the test, killed on drop.
-struct Helper(Child);
-
-impl Drop for Helper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
@@ -162,31 +152,6 @@ fn held_sessions_answer_the_targets_nops() {
     // node would report the target closing the connection.
     assert_eq!(s["errors"], 0, "{s}");
     assert_eq!(s["sessions_held"], 5, "{s}");
-}
-
-fn shaper(upstream: u16, latency_ms: u32, mbps: f64, stats: &Path) -> (Helper, u16) {
-    let port = free_port();
-    let child = Command::new(storm_bin())
-        .args([
-            "shape",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--upstream",
-            &format!("127.0.0.1:{upstream}"),
-        ])
-        .args([
-            "--latency-ms",
-            &latency_ms.to_string(),
-            "--mbps",
-            &mbps.to_string(),
-        ])
-        .arg("--stats")
-        .arg(stats)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("s3lun-storm shape");
-    wait_listening(port, "the shaper");
-    (Helper(child), port)
 }
 
 /// (seconds to the first byte, seconds in all) of one signed GET through curl,

@@ -299,6 +299,34 @@ pub fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// A helper process of a test, killed on drop.
+pub struct Helper(pub Child);
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `s3lun-storm shape` in front of the S3 server on 127.0.0.1:`upstream`: first-byte
+/// latency and one bandwidth shared by every answer, its counters in `stats`.
+pub fn shaper(upstream: u16, latency_ms: u32, mbps: f64, stats: &Path) -> (Helper, u16) {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_s3lun-storm"))
+        .args(["shape", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--upstream", &format!("127.0.0.1:{upstream}")])
+        .args(["--latency-ms", &latency_ms.to_string()])
+        .args(["--mbps", &mbps.to_string()])
+        .arg("--stats")
+        .arg(stats)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("s3lun-storm shape");
+    wait_listening(port, "the shaper");
+    (Helper(child), port)
+}
+
 pub mod faulty;
 pub mod fleet;
 pub mod moto;
